@@ -1,0 +1,1 @@
+//! Ready managers for common backends, each behind its cargo feature.

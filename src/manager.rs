@@ -1,0 +1,235 @@
+//! The traits a backend implements and the hooks a user plugs in.
+//!
+//! The names follow r2d2 on purpose (`ManageConnection`, `connect`, `is_valid`,
+//! `has_broken`, `CustomizeConnection`, `HandleEvent`), so that porting an r2d2
+//! service is an import change. Two things are added:
+//!
+//! * [`ManageConnection::reset`], the "fake close": when a connection comes back it is
+//!   committed, rolled back or reset instead of being closed, and closed if that fails;
+//! * [`CustomizeConnection::on_check_in`], a custom reset hook run on every return.
+
+use std::fmt;
+use std::time::Duration;
+
+/// What to do with a connection's session when it comes back to the pool.
+///
+/// Set with [`Builder::reset_on_return`](crate::Builder::reset_on_return) and passed
+/// to [`ManageConnection::reset`]. If the reset fails the connection is closed, never
+/// handed out dirty.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum ResetAction {
+    /// Return the connection as it is (r2d2's behaviour).
+    #[default]
+    None,
+    /// Commit any open transaction.
+    Commit,
+    /// Roll back any open transaction.
+    Rollback,
+    /// Reset the whole session (transaction, variables, temporary state) where the
+    /// backend can, for example MySQL's `COM_RESET_CONNECTION`.
+    Session,
+}
+
+impl fmt::Display for ResetAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResetAction::None => "none",
+            ResetAction::Commit => "commit",
+            ResetAction::Rollback => "rollback",
+            ResetAction::Session => "session",
+        })
+    }
+}
+
+/// Opens, checks and resets connections of one kind. The r2d2 trait of the same name,
+/// plus [`reset`](ManageConnection::reset).
+pub trait ManageConnection: Send + Sync + 'static {
+    /// The connection type this manager deals with.
+    type Connection: Send + 'static;
+    /// The error type returned by `Connection`s.
+    type Error: std::error::Error + Send + Sync + 'static;
+
+    /// Opens a new connection.
+    fn connect(&self) -> Result<Self::Connection, Self::Error>;
+
+    /// Checks that a connection is still usable, usually with a round trip
+    /// (`SELECT 1`, `PING`). Called on borrow (see
+    /// [`Builder::test_on_check_out`](crate::Builder::test_on_check_out)), on return if
+    /// asked, and by the keepalive job.
+    fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error>;
+
+    /// Quickly says whether a connection is known to be broken. Called on every return,
+    /// so it must be cheap and must not do I/O.
+    fn has_broken(&self, conn: &mut Self::Connection) -> bool;
+
+    /// Resets a returned connection's session as `action` asks. The default does
+    /// nothing. An error closes the connection.
+    fn reset(&self, conn: &mut Self::Connection, action: ResetAction) -> Result<(), Self::Error> {
+        let _ = (conn, action);
+        Ok(())
+    }
+}
+
+/// Hooks run around a connection's life. All methods have defaults that do nothing.
+pub trait CustomizeConnection<C, E>: fmt::Debug + Send + Sync + 'static {
+    /// Runs right after a connection is opened, before anyone uses it (set session
+    /// variables, pragmas, ...). An error discards the connection.
+    fn on_acquire(&self, conn: &mut C) -> Result<(), E> {
+        let _ = conn;
+        Ok(())
+    }
+
+    /// Runs on every return, after the manager's [`reset`](ManageConnection::reset):
+    /// a custom "fake close". An error closes the connection instead of reusing it.
+    fn on_check_in(&self, conn: &mut C) -> Result<(), E> {
+        let _ = conn;
+        Ok(())
+    }
+
+    /// Runs just before a connection is closed for good.
+    fn on_release(&self, conn: C) {
+        let _ = conn;
+    }
+}
+
+/// A customizer that does nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NopConnectionCustomizer;
+
+impl<C, E> CustomizeConnection<C, E> for NopConnectionCustomizer {}
+
+/// Why a connection was closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CloseReason {
+    /// Idle longer than `idle_timeout` while the pool had more than `min_idle`.
+    Idle,
+    /// Older than `max_lifetime`.
+    Lifetime,
+    /// `has_broken` said so, or `is_valid` failed on borrow or return.
+    Broken,
+    /// The reset on return (`reset` or `on_check_in`) failed.
+    ResetFailed,
+    /// The keepalive ping failed while the connection was idle.
+    KeepaliveFailed,
+    /// Taken out of the pool by [`PooledConnection::detach`](crate::PooledConnection::detach).
+    /// The pool no longer owns it; nothing was closed by the pool.
+    Detached,
+    /// Closed by [`PooledConnection::discard`](crate::PooledConnection::discard) or by a
+    /// panic while it was held.
+    Discarded,
+    /// The pool was closed.
+    PoolClosed,
+}
+
+impl CloseReason {
+    /// Every reason, in a fixed order (the order of the counters in `Stats`).
+    pub const ALL: [CloseReason; 8] = [
+        CloseReason::Idle,
+        CloseReason::Lifetime,
+        CloseReason::Broken,
+        CloseReason::ResetFailed,
+        CloseReason::KeepaliveFailed,
+        CloseReason::Detached,
+        CloseReason::Discarded,
+        CloseReason::PoolClosed,
+    ];
+
+    /// A short lowercase name, used in logs and metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseReason::Idle => "idle",
+            CloseReason::Lifetime => "lifetime",
+            CloseReason::Broken => "broken",
+            CloseReason::ResetFailed => "reset_failed",
+            CloseReason::KeepaliveFailed => "keepalive_failed",
+            CloseReason::Detached => "detached",
+            CloseReason::Discarded => "discarded",
+            CloseReason::PoolClosed => "pool_closed",
+        }
+    }
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for CloseReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A connection was opened.
+#[derive(Debug, Clone, Copy)]
+pub struct AcquireEvent {
+    /// The connection's id, unique within the pool.
+    pub id: u64,
+}
+
+/// A connection was closed.
+#[derive(Debug, Clone, Copy)]
+pub struct ReleaseEvent {
+    /// The connection's id.
+    pub id: u64,
+    /// How long it lived.
+    pub age: Duration,
+    /// Why it was closed.
+    pub reason: CloseReason,
+}
+
+/// A connection was borrowed.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckoutEvent {
+    /// The connection's id.
+    pub id: u64,
+    /// How long the borrower waited (zero on the fast path).
+    pub duration: Duration,
+}
+
+/// A connection came back.
+#[derive(Debug, Clone, Copy)]
+pub struct CheckinEvent {
+    /// The connection's id.
+    pub id: u64,
+    /// How long it was held (millisecond resolution).
+    pub duration: Duration,
+}
+
+/// A borrower gave up waiting.
+#[derive(Debug, Clone, Copy)]
+pub struct TimeoutEvent {
+    /// How long it waited.
+    pub timeout: Duration,
+}
+
+/// Receives pool events, r2d2's `HandleEvent`. Methods run on the thread where the
+/// event happens, so they should be quick. When no handler is set the pool does not
+/// build events at all.
+pub trait HandleEvent: fmt::Debug + Send + Sync + 'static {
+    /// A connection was opened.
+    fn handle_acquire(&self, event: AcquireEvent) {
+        let _ = event;
+    }
+    /// A connection was closed.
+    fn handle_release(&self, event: ReleaseEvent) {
+        let _ = event;
+    }
+    /// A connection was borrowed.
+    fn handle_checkout(&self, event: CheckoutEvent) {
+        let _ = event;
+    }
+    /// A connection came back.
+    fn handle_checkin(&self, event: CheckinEvent) {
+        let _ = event;
+    }
+    /// A borrower timed out.
+    fn handle_timeout(&self, event: TimeoutEvent) {
+        let _ = event;
+    }
+}
+
+/// An event handler that does nothing.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NopEventHandler;
+
+impl HandleEvent for NopEventHandler {}
