@@ -22,7 +22,8 @@
 #         cluster_state:ok on every node,
 #       - a MariaDB server with database `stickypool` and user `stickypool`
 #         (password `stickypool-secret`, host 127.0.0.1 and localhost) that has all
-#         privileges on stickypool.* plus PROCESS; max_connections is 500.
+#         privileges on stickypool.* plus PROCESS; max_connections is 500,
+#         default character set utf8mb4.
 #   * Exports:
 #       STICKYPOOL_REDIS_URL           redis://127.0.0.1:<port>/
 #       STICKYPOOL_REDIS_CLUSTER_URLS  redis://127.0.0.1:<p1>/,redis://127.0.0.1:<p2>/,redis://127.0.0.1:<p3>/
@@ -32,7 +33,10 @@
 #                                        ctl start redis|mysql  restart on the same port
 #                                                               and data, wait until up
 #                                        ctl stop-all           stop every server
-#       STICKYPOOL_SERVERS_DIR         <dir>
+#       STICKYPOOL_SERVERS_DIR         <dir> (logs: <dir>/redis/log, <dir>/mysql/log, ...)
+#     The cluster nodes are not covered by `ctl kill/start`.
+#   * Each shell gets its own ports and directory, so concurrent runs do not clash.
+#     Sourcing it again in the same shell stops the previous servers first.
 #   * Stops every server and removes the directory when the shell exits (EXIT trap,
 #     appended to any EXIT trap already set), or earlier by calling
 #     `stickypool_servers_stop`. If you set your own EXIT trap afterwards, call
