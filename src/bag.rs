@@ -23,11 +23,12 @@
 //! is the slow path) and raises `signal`, the waiter count. Giving back reads `signal`:
 //!
 //! * zero: publish `IDLE` and re-read `signal`. The re-read pairs with the waiter, which
-//!   raises `signal` *then* re-scans the slots (both sides `SeqCst`). It is Dekker's
-//!   pattern: either the waiter's re-scan sees the `IDLE` slot, or the giver's re-read
-//!   sees the waiter, takes the slot back with a CAS and hands it over (if the CAS
-//!   fails, some thread took the slot and will give it back later, so the waiter is not
-//!   stranded).
+//!   raises `signal` *then* re-scans the slots, with a `SeqCst` fence between the write
+//!   and the read on both sides. It is Dekker's pattern: either the waiter's re-scan
+//!   sees the `IDLE` slot, or the giver's re-read sees the waiter, takes the slot back
+//!   with a CAS and hands it over (if the CAS fails, some thread took the slot and will
+//!   give it back later, so the waiter is not stranded). Fences rather than `SeqCst`
+//!   accesses, because that is what the pattern needs and what loom models exactly.
 //! * non-zero: pop the oldest waiter and hand the ticket to it directly: the slot stays
 //!   owned, the waiter is unparked and finds its slot index in its own cell.
 //!
@@ -50,7 +51,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    Arc, AtomicBool, AtomicU32, AtomicUsize, Mutex, Ordering, Thread, UnsafeCell, current,
+    Arc, AtomicBool, AtomicU32, AtomicUsize, Mutex, Ordering, Thread, UnsafeCell, current, fence,
     park_timeout,
 };
 
@@ -228,12 +229,13 @@ impl<T, X> Bag<T, X> {
         None
     }
 
-    /// Whether any slot looks idle (the waiter's re-check; `SeqCst` for the pairing
-    /// described in the module docs).
+    /// Whether any slot looks idle: the waiter's re-check, after the fence that pairs
+    /// with `give_back` (module docs).
     fn any_idle(&self) -> bool {
+        fence(Ordering::SeqCst);
         self.slots
             .iter()
-            .any(|slot| slot.state.load(Ordering::SeqCst) == IDLE)
+            .any(|slot| slot.state.load(Ordering::Relaxed) == IDLE)
     }
 
     /// Runs `f` on the payload of the slot `ticket` owns.
@@ -258,7 +260,7 @@ impl<T, X> Bag<T, X> {
     pub fn give_back(&self, mut ticket: Ticket) -> Result<(), Ticket> {
         let slot = &self.slots[ticket.0];
         loop {
-            let signal = self.signal.load(Ordering::SeqCst);
+            let signal = self.signal.load(Ordering::Relaxed);
             if signal & CLOSED != 0 {
                 return Err(ticket);
             }
@@ -268,8 +270,9 @@ impl<T, X> Bag<T, X> {
                     Err(back) => ticket = back,
                 }
             }
-            slot.state.store(IDLE, Ordering::SeqCst);
-            if self.signal.load(Ordering::SeqCst) == 0 {
+            slot.state.store(IDLE, Ordering::Release);
+            fence(Ordering::SeqCst);
+            if self.signal.load(Ordering::Relaxed) == 0 {
                 return Ok(());
             }
             // A waiter registered (or the bag closed) while we published; it may have
@@ -277,7 +280,7 @@ impl<T, X> Bag<T, X> {
             // another thread took it first: then that thread gives it back later.
             if slot
                 .state
-                .compare_exchange(IDLE, IN_USE, Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(IDLE, IN_USE, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
             {
                 return Ok(());
@@ -291,7 +294,7 @@ impl<T, X> Bag<T, X> {
         let Some(waiter) = queue.pop_front() else {
             return Err(ticket);
         };
-        self.signal.fetch_sub(1, Ordering::SeqCst);
+        self.signal.fetch_sub(1, Ordering::Relaxed);
         self.slots[ticket.0].state.store(IN_USE, Ordering::Relaxed);
         // Stored under the lock, so a waiter that fails to cancel itself (it was popped)
         // always finds its cell set.
@@ -335,7 +338,7 @@ impl<T, X> Bag<T, X> {
                 return Wait::TooManyWaiters;
             }
             queue.push_back(waiter.clone());
-            self.signal.fetch_add(1, Ordering::SeqCst);
+            self.signal.fetch_add(1, Ordering::Relaxed);
         }
         if self.any_idle() {
             if self.cancel(&waiter) {
@@ -369,7 +372,7 @@ impl<T, X> Bag<T, X> {
         match queue.iter().position(|w| Arc::ptr_eq(w, waiter)) {
             Some(position) => {
                 queue.remove(position);
-                self.signal.fetch_sub(1, Ordering::SeqCst);
+                self.signal.fetch_sub(1, Ordering::Relaxed);
                 true
             }
             None => false,
@@ -381,8 +384,8 @@ impl<T, X> Bag<T, X> {
     pub fn close(&self) {
         let woken: Vec<_> = {
             let mut queue = self.queue.lock();
-            self.closed.store(true, Ordering::SeqCst);
-            self.signal.store(CLOSED, Ordering::SeqCst);
+            self.closed.store(true, Ordering::Relaxed);
+            self.signal.store(CLOSED, Ordering::Relaxed);
             // Cells are set under the lock, as in `hand_off`.
             for waiter in queue.iter() {
                 waiter.cell.store(WOKEN_CLOSED, Ordering::Release);
@@ -392,5 +395,8 @@ impl<T, X> Bag<T, X> {
         for waiter in woken {
             waiter.thread.unpark();
         }
+        // Pairs with `give_back` as the waiter's fence does: the caller's sweep of idle
+        // slots either sees a racing `IDLE` publish, or that giver sees `CLOSED`.
+        fence(Ordering::SeqCst);
     }
 }

@@ -156,15 +156,20 @@ impl<M: ManageConnection> Builder<M> {
     }
 
     /// Whether `get` checks a connection with `is_valid` before handing it out.
-    /// Skipped for connections returned less than
+    /// Skipped for connections checked less than
     /// [`validation_bypass`](Builder::validation_bypass) ago. Default: true.
     pub fn test_on_check_out(mut self, test: bool) -> Self {
         self.test_on_check_out = test;
         self
     }
 
-    /// No borrow-time check for a connection returned less than this long ago: it was
-    /// working moments ago. Default: 500 ms. Zero checks every time.
+    /// No borrow-time check for a connection that was opened or passed `is_valid` less
+    /// than this long ago. Default: 500 ms. Zero checks every time.
+    ///
+    /// The window runs from the last *check*, not the last return (as HikariCP's
+    /// does): a connection in constant use is still checked once per window, so a
+    /// connection that died under load (a database restart) is replaced even when the
+    /// driver cannot tell it is broken without a round trip.
     pub fn validation_bypass(mut self, bypass: Duration) -> Self {
         self.validation_bypass = bypass;
         self

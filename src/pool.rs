@@ -38,8 +38,11 @@ pub(crate) struct Entry<C> {
     pub(crate) created_ms: u64,
     /// When it must be retired (`u64::MAX` if never).
     pub(crate) expires_ms: u64,
-    /// When it was last returned, checked or opened.
+    /// When it was last returned or opened (for `idle_timeout`).
     pub(crate) last_used_ms: u64,
+    /// When it was last known to work: opened or passed `is_valid` (for
+    /// `validation_bypass` and `keepalive_interval`).
+    pub(crate) last_checked_ms: u64,
 }
 
 /// Per-slot data readable while the slot is borrowed (by the leak scan and `stats`).
@@ -384,12 +387,14 @@ impl<M: ManageConnection> Shared<M> {
         let entry = unsafe { (*ptr).as_mut().unwrap_unchecked() };
         let now = clock::now_ms();
         if self.config.test_on_check_out
-            && now.saturating_sub(entry.last_used_ms) >= self.config.validation_bypass_ms
-            && self.manager.is_valid(&mut entry.conn).is_err()
+            && now.saturating_sub(entry.last_checked_ms) >= self.config.validation_bypass_ms
         {
-            Counters::bump(&self.counters.validation_failures);
-            self.close_slot(ticket, CloseReason::Broken);
-            return None;
+            if self.manager.is_valid(&mut entry.conn).is_err() {
+                Counters::bump(&self.counters.validation_failures);
+                self.close_slot(ticket, CloseReason::Broken);
+                return None;
+            }
+            entry.last_checked_ms = now;
         }
         let meta = self.bag.meta(ticket.index());
         meta.borrowed_at_ms.store(now, Ordering::Relaxed);
@@ -488,9 +493,12 @@ impl<M: ManageConnection> Shared<M> {
             );
             return Some(CloseReason::ResetFailed);
         }
-        if self.config.test_on_check_in && self.manager.is_valid(&mut entry.conn).is_err() {
-            Counters::bump(&self.counters.validation_failures);
-            return Some(CloseReason::Broken);
+        if self.config.test_on_check_in {
+            if self.manager.is_valid(&mut entry.conn).is_err() {
+                Counters::bump(&self.counters.validation_failures);
+                return Some(CloseReason::Broken);
+            }
+            entry.last_checked_ms = clock::now_ms();
         }
         None
     }
@@ -663,6 +671,7 @@ impl<M: ManageConnection> Shared<M> {
                         created_ms: now,
                         expires_ms,
                         last_used_ms: now,
+                        last_checked_ms: now,
                     });
                 });
                 *self.last_error.lock() = None;

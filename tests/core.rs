@@ -95,11 +95,19 @@ fn invalid_settings_are_errors_naming_the_field() {
         "reap_interval"
     );
     assert_eq!(
-        field_of(Pool::builder().idle_timeout(Some(Duration::ZERO)).build(m())),
+        field_of(
+            Pool::builder()
+                .idle_timeout(Some(Duration::ZERO))
+                .build(m())
+        ),
         "idle_timeout"
     );
     assert_eq!(
-        field_of(Pool::builder().max_lifetime(Some(Duration::ZERO)).build(m())),
+        field_of(
+            Pool::builder()
+                .max_lifetime(Some(Duration::ZERO))
+                .build(m())
+        ),
         "max_lifetime"
     );
     assert_eq!(
@@ -131,9 +139,7 @@ fn invalid_settings_are_errors_naming_the_field() {
 fn build_unchecked_does_not_wait() {
     let manager = FakeManager::new();
     manager.script.block_connects();
-    let pool = Pool::builder()
-        .max_size(2)
-        .build_unchecked(manager.clone());
+    let pool = Pool::builder().max_size(2).build_unchecked(manager.clone());
     assert_eq!(pool.state().connections, 0);
     manager.script.release_connects();
     assert!(wait_until(SOON, || pool.state().connections == 2));
@@ -251,7 +257,10 @@ fn a_burst_of_threads_does_not_open_a_connection_each() {
         .build(manager.clone())
         .unwrap();
     // Connecting is slow next to using a connection, as with a real database.
-    manager.script.connect_delay_us.store(5_000, Ordering::SeqCst);
+    manager
+        .script
+        .connect_delay_us
+        .store(5_000, Ordering::SeqCst);
     manager.script.block_connects();
     let barrier = Barrier::new(threads as usize);
     thread::scope(|s| {
@@ -366,7 +375,11 @@ fn detach_takes_the_connection_out_for_good() {
     let id = conn.id;
     let raw = conn.detach();
     assert_eq!(raw.id, id);
-    assert_eq!(manager.script.closed(), 0, "a detached connection is not closed");
+    assert_eq!(
+        manager.script.closed(),
+        0,
+        "a detached connection is not closed"
+    );
     // The slot is free: a new connection can be opened in its place.
     let next = pool.get_timeout(SOON).unwrap();
     assert_ne!(next.id, id);

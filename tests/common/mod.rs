@@ -38,7 +38,12 @@ pub struct Script {
 
 impl Script {
     pub fn closed(&self) -> u64 {
-        self.closes.lock().unwrap().values().map(|&n| u64::from(n)).sum()
+        self.closes
+            .lock()
+            .unwrap()
+            .values()
+            .map(|&n| u64::from(n))
+            .sum()
     }
 
     pub fn live(&self) -> u64 {
@@ -58,7 +63,11 @@ impl Script {
     pub fn assert_all_closed_once(&self) {
         let closes = self.closes.lock().unwrap();
         let opened = self.opened.load(Ordering::SeqCst);
-        assert_eq!(closes.len() as u64, opened, "every opened connection closed");
+        assert_eq!(
+            closes.len() as u64,
+            opened,
+            "every opened connection closed"
+        );
         for (id, &n) in closes.iter() {
             assert_eq!(n, 1, "connection {id} closed {n} times");
         }
@@ -81,7 +90,13 @@ pub struct FakeConn {
 
 impl Drop for FakeConn {
     fn drop(&mut self) {
-        *self.script.closes.lock().unwrap().entry(self.id).or_default() += 1;
+        *self
+            .script
+            .closes
+            .lock()
+            .unwrap()
+            .entry(self.id)
+            .or_default() += 1;
     }
 }
 
