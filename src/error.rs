@@ -12,7 +12,10 @@ pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum Error {
     /// No connection became free within the borrow timeout.
-    #[error("timed out after {waited:?} waiting for a connection{}", LastError(last_error))]
+    #[error(
+        "timed out after {waited:?} waiting for a connection{}",
+        LastError(last_error)
+    )]
     Timeout {
         /// How long the borrower waited.
         waited: Duration,

@@ -1,14 +1,90 @@
-//! stickypool: a lock-free, thread-affine connection pool for blocking, thread-based services.
+//! stickypool: a lock-free, thread-affine connection pool for blocking, thread-based
+//! services (fixed worker-thread servers, job runners, batch tools).
+//!
+//! The API follows r2d2's names (`ManageConnection`, `Pool::builder`, `get`,
+//! `try_get`, `state`, ...), so porting an r2d2 service is an import change.
+//!
+//! ```
+//! use std::time::Duration;
+//! use stickypool::{ManageConnection, Pool, ResetAction};
+//!
+//! #[derive(Debug)]
+//! struct Counter;
+//!
+//! impl ManageConnection for Counter {
+//!     type Connection = u64;
+//!     type Error = std::io::Error;
+//!     fn connect(&self) -> Result<u64, std::io::Error> { Ok(0) }
+//!     fn is_valid(&self, _: &mut u64) -> Result<(), std::io::Error> { Ok(()) }
+//!     fn has_broken(&self, _: &mut u64) -> bool { false }
+//! }
+//!
+//! let pool = Pool::builder()
+//!     .max_size(8)
+//!     .min_idle(Some(2))
+//!     .connection_timeout(Duration::from_secs(3))
+//!     .reset_on_return(ResetAction::Rollback)
+//!     .build(Counter)?;
+//!
+//! let mut conn = pool.get()?;   // a guard that derefs to the connection
+//! *conn += 1;
+//! drop(conn);                   // back to the pool; this thread gets it again next time
+//! assert_eq!(*pool.get()?, 1);
+//! # Ok::<(), stickypool::Error>(())
+//! ```
+//!
+//! How it works: the connections live in a fixed array of cache-padded slots, each with
+//! an atomic state. A thread remembers the slot it used last and takes it back with one
+//! compare-and-swap; a miss scans the other slots; only when every slot is busy does the
+//! thread queue up and park, and then returned connections are handed to waiters in
+//! arrival order. Connections are opened, checked and retired by jobs on a background
+//! scheduler shared by all pools. See the module docs of `bag` and `pool` in the source
+//! for the algorithm and its proofs (loom models in `tests/loom.rs`).
 
 #![warn(missing_docs)]
 
+#[cfg(not(loom))]
+mod affinity;
+#[cfg(not(loom))]
 pub mod backends;
+#[cfg(not(loom))]
+mod builder;
+#[cfg(not(loom))]
+mod clock;
+#[cfg(not(loom))]
 mod error;
+#[cfg(not(loom))]
+mod guard;
+#[cfg(not(loom))]
+mod housekeeper;
+#[cfg(not(loom))]
 mod manager;
+#[cfg(not(loom))]
+mod pool;
+#[cfg(not(loom))]
+mod stats;
 
+#[cfg(not(loom))]
+mod bag;
+/// The hand-out algorithm, exposed only to the loom models.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod bag;
+mod sync;
+
+#[cfg(not(loom))]
+pub use builder::{Builder, MAX_POOL_SIZE};
+#[cfg(not(loom))]
 pub use error::{Error, SharedError};
+#[cfg(not(loom))]
+pub use guard::{OwnedConnection, PooledConnection};
+#[cfg(not(loom))]
 pub use manager::{
     AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, CustomizeConnection, HandleEvent,
     ManageConnection, NopConnectionCustomizer, NopEventHandler, ReleaseEvent, ResetAction,
     TimeoutEvent,
 };
+#[cfg(not(loom))]
+pub use pool::{Pool, State};
+#[cfg(not(loom))]
+pub use stats::{ClosedCounts, Histogram, Stats};

@@ -1,0 +1,337 @@
+//! The pool builder: every setting with its default, validated at `build`.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use scheduled_thread_pool::ScheduledThreadPool;
+
+use crate::error::Error;
+use crate::manager::{CustomizeConnection, HandleEvent, ManageConnection, ResetAction};
+use crate::pool::Pool;
+
+/// The largest `max_size` accepted.
+pub const MAX_POOL_SIZE: u32 = 1 << 16;
+
+/// The pool's settings, after validation.
+pub(crate) struct Config<M: ManageConnection> {
+    pub(crate) name: String,
+    pub(crate) max_size: u32,
+    pub(crate) min_idle: u32,
+    pub(crate) connection_timeout: Duration,
+    pub(crate) test_on_check_out: bool,
+    pub(crate) validation_bypass_ms: u64,
+    pub(crate) test_on_check_in: bool,
+    pub(crate) idle_timeout: Option<Duration>,
+    pub(crate) max_lifetime: Option<Duration>,
+    pub(crate) reap_interval: Duration,
+    pub(crate) keepalive_interval: Option<Duration>,
+    pub(crate) reset_on_return: ResetAction,
+    pub(crate) leak_detection_threshold: Option<Duration>,
+    pub(crate) max_waiters: Option<usize>,
+    pub(crate) customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
+    pub(crate) event_handler: Option<Box<dyn HandleEvent>>,
+    pub(crate) thread_pool: Arc<ScheduledThreadPool>,
+}
+
+/// Builds a [`Pool`]. Names and defaults follow r2d2's `Builder`, with the additions
+/// of the lifecycle settings.
+///
+/// ```
+/// use std::time::Duration;
+/// # use stickypool::{ManageConnection, Pool};
+/// # #[derive(Debug)] struct Manager;
+/// # impl ManageConnection for Manager {
+/// #     type Connection = ();
+/// #     type Error = std::io::Error;
+/// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+/// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+/// #     fn has_broken(&self, _: &mut ()) -> bool { false }
+/// # }
+/// let pool = Pool::builder()
+///     .max_size(16)
+///     .min_idle(Some(4))
+///     .connection_timeout(Duration::from_secs(3))
+///     .build(Manager)?;
+/// assert_eq!(pool.max_size(), 16);
+/// # Ok::<(), stickypool::Error>(())
+/// ```
+pub struct Builder<M: ManageConnection> {
+    name: Option<String>,
+    max_size: u32,
+    min_idle: Option<u32>,
+    connection_timeout: Duration,
+    test_on_check_out: bool,
+    validation_bypass: Duration,
+    test_on_check_in: bool,
+    idle_timeout: Option<Duration>,
+    max_lifetime: Option<Duration>,
+    reap_interval: Duration,
+    keepalive_interval: Option<Duration>,
+    reset_on_return: ResetAction,
+    leak_detection_threshold: Option<Duration>,
+    max_waiters: Option<usize>,
+    customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
+    event_handler: Option<Box<dyn HandleEvent>>,
+    thread_pool: Option<Arc<ScheduledThreadPool>>,
+}
+
+impl<M: ManageConnection> fmt::Debug for Builder<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Builder")
+            .field("name", &self.name)
+            .field("max_size", &self.max_size)
+            .field("min_idle", &self.min_idle)
+            .field("connection_timeout", &self.connection_timeout)
+            .field("test_on_check_out", &self.test_on_check_out)
+            .field("validation_bypass", &self.validation_bypass)
+            .field("test_on_check_in", &self.test_on_check_in)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("reap_interval", &self.reap_interval)
+            .field("keepalive_interval", &self.keepalive_interval)
+            .field("reset_on_return", &self.reset_on_return)
+            .field("leak_detection_threshold", &self.leak_detection_threshold)
+            .field("max_waiters", &self.max_waiters)
+            .field("customizer", &self.customizer)
+            .field("event_handler", &self.event_handler)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: ManageConnection> Default for Builder<M> {
+    fn default() -> Self {
+        Builder {
+            name: None,
+            max_size: 10,
+            min_idle: None,
+            connection_timeout: Duration::from_secs(30),
+            test_on_check_out: true,
+            validation_bypass: Duration::from_millis(500),
+            test_on_check_in: false,
+            idle_timeout: Some(Duration::from_secs(10 * 60)),
+            max_lifetime: Some(Duration::from_secs(30 * 60)),
+            reap_interval: Duration::from_secs(30),
+            keepalive_interval: None,
+            reset_on_return: ResetAction::None,
+            leak_detection_threshold: None,
+            max_waiters: None,
+            customizer: None,
+            event_handler: None,
+            thread_pool: None,
+        }
+    }
+}
+
+impl<M: ManageConnection> Builder<M> {
+    /// A builder with the defaults.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The pool's name, used in logs, leak reports and metrics. Default: `pool-N`.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_owned());
+        self
+    }
+
+    /// The most connections the pool will hold, idle and in use. Default: 10.
+    pub fn max_size(mut self, max_size: u32) -> Self {
+        self.max_size = max_size;
+        self
+    }
+
+    /// How many idle connections the pool keeps open. `None` (the default) means
+    /// `max_size`, as in r2d2. `build` waits until this many exist.
+    pub fn min_idle(mut self, min_idle: Option<u32>) -> Self {
+        self.min_idle = min_idle;
+        self
+    }
+
+    /// How long `get` waits for a connection before failing with
+    /// [`Error::Timeout`]. Default: 30 s.
+    pub fn connection_timeout(mut self, timeout: Duration) -> Self {
+        self.connection_timeout = timeout;
+        self
+    }
+
+    /// Whether `get` checks a connection with `is_valid` before handing it out.
+    /// Skipped for connections returned less than
+    /// [`validation_bypass`](Builder::validation_bypass) ago. Default: true.
+    pub fn test_on_check_out(mut self, test: bool) -> Self {
+        self.test_on_check_out = test;
+        self
+    }
+
+    /// No borrow-time check for a connection returned less than this long ago: it was
+    /// working moments ago. Default: 500 ms. Zero checks every time.
+    pub fn validation_bypass(mut self, bypass: Duration) -> Self {
+        self.validation_bypass = bypass;
+        self
+    }
+
+    /// Whether a returned connection is checked with `is_valid` (beside `has_broken`,
+    /// which always runs). Default: false.
+    pub fn test_on_check_in(mut self, test: bool) -> Self {
+        self.test_on_check_in = test;
+        self
+    }
+
+    /// Idle connections beyond `min_idle` are closed after this long unused.
+    /// Default: 10 minutes.
+    pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
+        self.idle_timeout = timeout;
+        self
+    }
+
+    /// Connections are retired after this age, less up to 2.5% of random jitter so
+    /// connections opened together are not all replaced together. An in-use connection
+    /// past its lifetime is closed when it comes back. Default: 30 minutes.
+    pub fn max_lifetime(mut self, lifetime: Option<Duration>) -> Self {
+        self.max_lifetime = lifetime;
+        self
+    }
+
+    /// How often the housekeeper closes idle and expired connections and refills
+    /// `min_idle`. Default: 30 s.
+    pub fn reap_interval(mut self, interval: Duration) -> Self {
+        self.reap_interval = interval;
+        self
+    }
+
+    /// Idle connections are pinged (`is_valid`) at this interval; those that fail are
+    /// closed and replaced. Default: off.
+    pub fn keepalive_interval(mut self, interval: Option<Duration>) -> Self {
+        self.keepalive_interval = interval;
+        self
+    }
+
+    /// The "fake close": what is done to a connection's session when it comes back
+    /// (commit, roll back, reset). If it fails the connection is closed. Default:
+    /// [`ResetAction::None`].
+    pub fn reset_on_return(mut self, action: ResetAction) -> Self {
+        self.reset_on_return = action;
+        self
+    }
+
+    /// A connection held longer than this is reported once at `warn`, with the
+    /// borrowing thread and a backtrace of where it was borrowed, and again at `info`
+    /// when it comes back. Capturing the backtrace costs microseconds per borrow, so
+    /// this is for finding leaks, not for the hot path. Default: off.
+    pub fn leak_detection_threshold(mut self, threshold: Option<Duration>) -> Self {
+        self.leak_detection_threshold = threshold;
+        self
+    }
+
+    /// When this many threads already wait, `get` fails at once with
+    /// [`Error::TooManyWaiters`] (load shedding). Default: unbounded.
+    pub fn max_waiters(mut self, max: Option<usize>) -> Self {
+        self.max_waiters = max;
+        self
+    }
+
+    /// Hooks run when connections are opened, returned and closed.
+    pub fn connection_customizer(
+        mut self,
+        customizer: Box<dyn CustomizeConnection<M::Connection, M::Error>>,
+    ) -> Self {
+        self.customizer = Some(customizer);
+        self
+    }
+
+    /// Receives acquire, release, checkout, checkin and timeout events.
+    pub fn event_handler(mut self, handler: Box<dyn HandleEvent>) -> Self {
+        self.event_handler = Some(handler);
+        self
+    }
+
+    /// The scheduler the background jobs run on. Default: one scheduler shared by
+    /// every pool in the process.
+    pub fn thread_pool(mut self, thread_pool: Arc<ScheduledThreadPool>) -> Self {
+        self.thread_pool = Some(thread_pool);
+        self
+    }
+
+    /// Builds the pool and waits until `min_idle` connections are open. Fails with
+    /// the connect error as soon as opening one fails (a service should fail at
+    /// start, not on its first request), or with [`Error::Timeout`] if they are not
+    /// all open within `connection_timeout`.
+    pub fn build(self, manager: M) -> Result<Pool<M>, Error> {
+        let pool = Pool::from_config(self.validate()?, manager);
+        pool.wait_for_min_idle()?;
+        Ok(pool)
+    }
+
+    /// Builds the pool without waiting for any connection; they are opened in the
+    /// background.
+    ///
+    /// # Panics
+    ///
+    /// If a setting is invalid; [`build`](Builder::build) returns that as an error.
+    pub fn build_unchecked(self, manager: M) -> Pool<M> {
+        match self.validate() {
+            Ok(config) => Pool::from_config(config, manager),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    pub(crate) fn validate(self) -> Result<Config<M>, Error> {
+        if self.max_size == 0 {
+            return Err(Error::config("max_size", "must be at least 1"));
+        }
+        if self.max_size > MAX_POOL_SIZE {
+            return Err(Error::config(
+                "max_size",
+                format!("must be at most {MAX_POOL_SIZE}, got {}", self.max_size),
+            ));
+        }
+        let min_idle = self.min_idle.unwrap_or(self.max_size);
+        if min_idle > self.max_size {
+            return Err(Error::config(
+                "min_idle",
+                format!(
+                    "must not exceed max_size ({}), got {min_idle}",
+                    self.max_size
+                ),
+            ));
+        }
+        positive("connection_timeout", Some(self.connection_timeout))?;
+        positive("reap_interval", Some(self.reap_interval))?;
+        positive("idle_timeout", self.idle_timeout)?;
+        positive("max_lifetime", self.max_lifetime)?;
+        positive("keepalive_interval", self.keepalive_interval)?;
+        positive("leak_detection_threshold", self.leak_detection_threshold)?;
+        let id_name = self.name.filter(|n| !n.is_empty());
+        Ok(Config {
+            name: id_name.unwrap_or_default(),
+            max_size: self.max_size,
+            min_idle,
+            connection_timeout: self.connection_timeout,
+            test_on_check_out: self.test_on_check_out,
+            validation_bypass_ms: crate::clock::millis(self.validation_bypass),
+            test_on_check_in: self.test_on_check_in,
+            idle_timeout: self.idle_timeout,
+            max_lifetime: self.max_lifetime,
+            reap_interval: self.reap_interval,
+            keepalive_interval: self.keepalive_interval,
+            reset_on_return: self.reset_on_return,
+            leak_detection_threshold: self.leak_detection_threshold,
+            max_waiters: self.max_waiters,
+            customizer: self.customizer,
+            event_handler: self.event_handler,
+            thread_pool: self
+                .thread_pool
+                .unwrap_or_else(crate::housekeeper::shared_scheduler),
+        })
+    }
+}
+
+fn positive(field: &'static str, value: Option<Duration>) -> Result<(), Error> {
+    match value {
+        Some(d) if d.is_zero() => Err(Error::config(
+            field,
+            "must be greater than zero (use None to turn it off where that is allowed)",
+        )),
+        _ => Ok(()),
+    }
+}

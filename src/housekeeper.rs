@@ -1,0 +1,205 @@
+//! Background jobs, on a scheduler shared by every pool in the process (r2d2 starts
+//! three threads per pool).
+//!
+//! * **reap**, every `reap_interval`: closes idle connections past `idle_timeout`
+//!   while more than `min_idle` are idle, retires connections past their lifetime, and
+//!   refills `min_idle`. It also notices when it runs far later than scheduled (the
+//!   machine was suspended or starved) and says so at `warn`.
+//! * **keepalive**, every `keepalive_interval`: pings idle connections not used for
+//!   that long; failures are closed and replaced.
+//! * **leak scan**, at a quarter of `leak_detection_threshold`: reports borrowed
+//!   connections held past the threshold, once each.
+//!
+//! Jobs hold a `Weak` pointer to the pool, and closing the pool cancels them, so no job
+//! outlives its pool. The housekeeper checks an idle connection by claiming its slot
+//! (`IDLE` to `RESERVED`) exactly as a borrower would, so it never races a borrower.
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, OnceLock, Weak};
+use std::time::{Duration, Instant};
+
+use scheduled_thread_pool::ScheduledThreadPool;
+
+use crate::bag;
+use crate::clock;
+use crate::manager::{CloseReason, ManageConnection};
+use crate::pool::Shared;
+use crate::stats::Counters;
+
+/// Threads of the shared scheduler: enough that a slow connect of one pool does not
+/// hold up the others' housekeeping.
+const SHARED_THREADS: usize = 4;
+
+/// The scheduler shared by every pool that was not given its own.
+pub(crate) fn shared_scheduler() -> Arc<ScheduledThreadPool> {
+    static SHARED: OnceLock<Arc<ScheduledThreadPool>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            Arc::new(
+                ScheduledThreadPool::builder()
+                    .num_threads(SHARED_THREADS)
+                    .thread_name_pattern("stickypool-worker-{}")
+                    .build(),
+            )
+        })
+        .clone()
+}
+
+/// Starts the pool's periodic jobs.
+pub(crate) fn start<M: ManageConnection>(shared: &Arc<Shared<M>>) {
+    let config = &shared.config;
+    let mut jobs = shared.jobs.lock();
+
+    let interval = config.reap_interval;
+    let mut last_run = Instant::now();
+    jobs.push(every(shared, interval, move |pool| {
+        let now = Instant::now();
+        let late = now.duration_since(last_run).saturating_sub(interval);
+        if late > interval / 2 + Duration::from_millis(500) {
+            log::warn!(
+                "pool '{}': housekeeper ran {late:?} late (the machine was suspended or \
+                 the scheduler starved); idle and lifetime checks were delayed",
+                pool.config.name
+            );
+        }
+        last_run = now;
+        pool.reap();
+    }));
+
+    if let Some(interval) = config.keepalive_interval {
+        jobs.push(every(shared, interval, move |pool| {
+            pool.keepalive(interval)
+        }));
+    }
+
+    if let Some(threshold) = config.leak_detection_threshold {
+        let period = (threshold / 4).max(Duration::from_millis(1));
+        jobs.push(every(shared, period, move |pool| {
+            pool.scan_leaks(threshold)
+        }));
+    }
+}
+
+/// Runs `job` on the pool every `period` until the pool is gone.
+fn every<M: ManageConnection>(
+    shared: &Arc<Shared<M>>,
+    period: Duration,
+    mut job: impl FnMut(&Shared<M>) + Send + 'static,
+) -> scheduled_thread_pool::JobHandle {
+    let weak: Weak<Shared<M>> = Arc::downgrade(shared);
+    shared
+        .config
+        .thread_pool
+        .execute_at_fixed_rate(period, period, move || {
+            if let Some(pool) = weak.upgrade()
+                && !pool.bag.is_closed()
+            {
+                clock::tick();
+                job(&pool);
+            }
+        })
+}
+
+impl<M: ManageConnection> Shared<M> {
+    /// Closes idle connections past `idle_timeout` (keeping `min_idle`) and
+    /// connections past their lifetime; refills `min_idle`.
+    pub(crate) fn reap(&self) {
+        let now = clock::now_ms();
+        let idle_timeout = self.config.idle_timeout.map(clock::millis);
+        let mut idle = (0..self.bag.len())
+            .filter(|&i| self.bag.state(i) == bag::IDLE)
+            .count();
+        for i in 0..self.bag.len() {
+            let Some(ticket) = self.bag.try_reserve(i) else {
+                continue;
+            };
+            let (expired, idle_ms) = self.bag.with_value(&ticket, |entry| {
+                let entry = entry.as_ref().expect("an idle slot holds a connection");
+                (
+                    now >= entry.expires_ms,
+                    now.saturating_sub(entry.last_used_ms),
+                )
+            });
+            let reason = if expired {
+                Some(CloseReason::Lifetime)
+            } else if idle > self.config.min_idle as usize
+                && idle_timeout.is_some_and(|timeout| idle_ms >= timeout)
+            {
+                Some(CloseReason::Idle)
+            } else {
+                None
+            };
+            match reason {
+                Some(reason) => {
+                    idle = idle.saturating_sub(1);
+                    self.close_slot(ticket, reason);
+                }
+                None => self.give_back(ticket),
+            }
+        }
+        self.fill_min_idle();
+    }
+
+    /// Pings idle connections unused for `interval`; closes those that fail.
+    pub(crate) fn keepalive(&self, interval: Duration) {
+        let now = clock::now_ms();
+        let interval = clock::millis(interval);
+        let mut replaced = false;
+        for i in 0..self.bag.len() {
+            let Some(ticket) = self.bag.try_reserve(i) else {
+                continue;
+            };
+            let failed = self.bag.with_value(&ticket, |entry| {
+                let entry = entry.as_mut().expect("an idle slot holds a connection");
+                if now.saturating_sub(entry.last_used_ms) < interval {
+                    return None;
+                }
+                match self.manager.is_valid(&mut entry.conn) {
+                    Ok(()) => {
+                        entry.last_used_ms = now;
+                        None
+                    }
+                    Err(e) => Some((entry.id, e.to_string())),
+                }
+            });
+            match failed {
+                Some((id, error)) => {
+                    log::warn!(
+                        "pool '{}': keepalive of connection {id} failed, closing it: {error}",
+                        self.config.name
+                    );
+                    self.close_slot(ticket, CloseReason::KeepaliveFailed);
+                    replaced = true;
+                }
+                None => self.give_back(ticket),
+            }
+        }
+        if replaced {
+            self.fill_min_idle();
+        }
+    }
+
+    /// Reports borrowed connections held longer than `threshold`, once per borrow.
+    pub(crate) fn scan_leaks(&self, threshold: Duration) {
+        let now = clock::now_ms();
+        let threshold_ms = clock::millis(threshold);
+        for i in 0..self.bag.len() {
+            if self.bag.state(i) != bag::IN_USE {
+                continue;
+            }
+            let meta = self.bag.meta(i);
+            let held = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
+            if held < threshold_ms || meta.leak_reported.swap(true, Ordering::Relaxed) {
+                continue;
+            }
+            Counters::bump(&self.counters.leaks);
+            let site = meta.borrow_site.lock().clone().unwrap_or_default();
+            log::warn!(
+                "pool '{}': a connection has been held for {:?}, longer than \
+                 leak_detection_threshold ({threshold:?}); possible leak by {site}",
+                self.config.name,
+                Duration::from_millis(held),
+            );
+        }
+    }
+}

@@ -1,0 +1,829 @@
+//! The public pool handle and what happens on borrow, return and connect.
+//!
+//! The hand-out itself (slots, waiting, hand-off) is in `bag`; this module adds what a
+//! connection pool does around it: checking connections on borrow and return, the
+//! "fake close" reset, retiring old connections, opening new ones in the background
+//! when threads wait, and the per-slot bookkeeping behind `stats()`.
+//!
+//! The fast path of `get` is: read the thread's hint, one CAS on that slot, read the
+//! coarse clock, write the borrow time and count into the slot (a line the CAS already
+//! owns). Giving back is the reverse plus the `has_broken` check and one store and one
+//! load in `bag`. No `Instant::now()`, no allocation, no lock, no shared write.
+
+use std::fmt;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex};
+use scheduled_thread_pool::JobHandle;
+
+use crate::affinity;
+use crate::bag::{self, Bag, Ticket, Wait};
+use crate::builder::{Builder, Config};
+use crate::clock;
+use crate::error::{Error, SharedError};
+use crate::guard::{OwnedConnection, PooledConnection};
+use crate::manager::{
+    AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, ManageConnection, ReleaseEvent,
+    ResetAction, TimeoutEvent,
+};
+use crate::stats::{Counters, Stats};
+
+/// A connection in its slot, with what the pool knows about it.
+pub(crate) struct Entry<C> {
+    pub(crate) conn: C,
+    pub(crate) id: u64,
+    pub(crate) created_ms: u64,
+    /// When it must be retired (`u64::MAX` if never).
+    pub(crate) expires_ms: u64,
+    /// When it was last returned, checked or opened.
+    pub(crate) last_used_ms: u64,
+}
+
+/// Per-slot data readable while the slot is borrowed (by the leak scan and `stats`).
+/// Written only by the slot's owner, so plain loads and stores suffice.
+#[derive(Debug, Default)]
+pub(crate) struct SlotMeta {
+    pub(crate) borrowed_at_ms: AtomicU64,
+    pub(crate) borrows: AtomicU64,
+    pub(crate) hold_ms: AtomicU64,
+    pub(crate) leak_reported: AtomicBool,
+    /// Where the current borrow happened, captured only with leak detection on.
+    pub(crate) borrow_site: Mutex<Option<String>>,
+}
+
+fn bump(counter: &AtomicU64, by: u64) {
+    // Only the slot's owner writes, so a load and a store (no locked RMW) are enough.
+    counter.store(
+        counter.load(Ordering::Relaxed).wrapping_add(by),
+        Ordering::Relaxed,
+    );
+}
+
+/// A borrowed slot: its ticket and the connection inside.
+pub(crate) struct Checkout<C> {
+    pub(crate) ticket: Ticket,
+    pub(crate) entry: NonNull<Entry<C>>,
+}
+
+/// What every handle, guard and background job shares.
+pub(crate) struct Shared<M: ManageConnection> {
+    pub(crate) id: u32,
+    pub(crate) bag: Bag<Entry<M::Connection>, SlotMeta>,
+    pub(crate) manager: M,
+    pub(crate) config: Config<M>,
+    pub(crate) counters: Counters,
+    /// Live `Pool` handles; the pool closes when the last one goes.
+    handles: AtomicUsize,
+    /// Connections being opened (slots in `CONNECTING`).
+    pending: AtomicUsize,
+    last_error: Mutex<Option<SharedError>>,
+    /// Bumped after every connect attempt; `build` waits on it.
+    progress: Mutex<u64>,
+    progress_cond: Condvar,
+    pub(crate) jobs: Mutex<Vec<JobHandle>>,
+    next_conn_id: AtomicU64,
+    pub(crate) weak: Weak<Shared<M>>,
+    _clock: clock::Running,
+}
+
+/// A pool of connections. Cheap to clone; every clone is a handle to the same pool,
+/// and the pool closes when the last handle is dropped.
+///
+/// ```
+/// # use stickypool::{ManageConnection, Pool};
+/// # #[derive(Debug)] struct Manager;
+/// # impl ManageConnection for Manager {
+/// #     type Connection = Vec<u8>;
+/// #     type Error = std::io::Error;
+/// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+/// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+/// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+/// # }
+/// let pool = Pool::builder().max_size(4).build(Manager)?;
+/// std::thread::scope(|s| {
+///     for _ in 0..8 {
+///         s.spawn(|| {
+///             let mut conn = pool.get().unwrap();
+///             conn.push(1);
+///         });
+///     }
+/// });
+/// assert_eq!(pool.state().connections, 4);
+/// # Ok::<(), stickypool::Error>(())
+/// ```
+pub struct Pool<M: ManageConnection> {
+    pub(crate) shared: Arc<Shared<M>>,
+}
+
+/// A snapshot of the pool's connections, as in r2d2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct State {
+    /// Open connections, idle or in use.
+    pub connections: u32,
+    /// Open connections not borrowed.
+    pub idle_connections: u32,
+    /// Borrowed connections.
+    pub in_use: u32,
+    /// Connections being opened.
+    pub pending: u32,
+    /// Threads waiting for a connection.
+    pub waiters: u32,
+    /// The pool's `max_size`.
+    pub max_size: u32,
+}
+
+impl<M: ManageConnection> Clone for Pool<M> {
+    fn clone(&self) -> Self {
+        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        Pool {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M: ManageConnection> Drop for Pool<M> {
+    fn drop(&mut self) {
+        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.shared.close();
+        }
+    }
+}
+
+impl<M: ManageConnection + fmt::Debug> fmt::Debug for Pool<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pool")
+            .field("name", &self.shared.config.name)
+            .field("state", &self.state())
+            .field("manager", &self.shared.manager)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<M: ManageConnection> Pool<M> {
+    /// A pool with the default settings; see [`Builder::build`].
+    pub fn new(manager: M) -> Result<Pool<M>, Error> {
+        Builder::new().build(manager)
+    }
+
+    /// A builder for a pool.
+    pub fn builder() -> Builder<M> {
+        Builder::new()
+    }
+
+    pub(crate) fn from_config(mut config: Config<M>, manager: M) -> Pool<M> {
+        let id = affinity::new_pool_id();
+        if config.name.is_empty() {
+            config.name = format!("pool-{id}");
+        }
+        let size = config.max_size as usize;
+        let shared = Arc::new_cyclic(|weak| Shared {
+            id,
+            bag: Bag::new(size),
+            manager,
+            config,
+            counters: Counters::default(),
+            handles: AtomicUsize::new(1),
+            pending: AtomicUsize::new(0),
+            last_error: Mutex::new(None),
+            progress: Mutex::new(0),
+            progress_cond: Condvar::new(),
+            jobs: Mutex::new(Vec::new()),
+            next_conn_id: AtomicU64::new(1),
+            weak: weak.clone(),
+            _clock: clock::Running::start(),
+        });
+        crate::housekeeper::start(&shared);
+        shared.fill_min_idle();
+        Pool { shared }
+    }
+
+    /// Blocks until `min_idle` connections are open; see [`Builder::build`].
+    pub(crate) fn wait_for_min_idle(&self) -> Result<(), Error> {
+        let shared = &self.shared;
+        let want = shared.config.min_idle;
+        let started = Instant::now();
+        let deadline = started + shared.config.connection_timeout;
+        let mut progress = shared.progress.lock();
+        loop {
+            if shared.state().connections >= want {
+                return Ok(());
+            }
+            if let Some(e) = shared.last_error.lock().clone() {
+                return Err(Error::Connect(e));
+            }
+            if shared.bag.is_closed() {
+                return Err(Error::Closed);
+            }
+            if shared
+                .progress_cond
+                .wait_until(&mut progress, deadline)
+                .timed_out()
+                && shared.state().connections < want
+            {
+                return Err(Error::Timeout {
+                    waited: started.elapsed(),
+                    last_error: shared.last_error.lock().clone(),
+                });
+            }
+        }
+    }
+
+    /// Borrows a connection, waiting up to `connection_timeout`.
+    #[inline]
+    pub fn get(&self) -> Result<PooledConnection<'_, M>, Error> {
+        self.get_timeout(self.shared.config.connection_timeout)
+    }
+
+    /// Borrows a connection, waiting up to `timeout`.
+    #[inline]
+    pub fn get_timeout(&self, timeout: Duration) -> Result<PooledConnection<'_, M>, Error> {
+        let checkout = self.shared.checkout(timeout)?;
+        Ok(PooledConnection::new(&self.shared, checkout))
+    }
+
+    /// Borrows an idle connection if there is one; never waits and never opens one.
+    #[inline]
+    pub fn try_get(&self) -> Option<PooledConnection<'_, M>> {
+        let checkout = self.shared.try_checkout()?;
+        Some(PooledConnection::new(&self.shared, checkout))
+    }
+
+    /// Borrows a connection with a `'static` guard that can be stored in structs and
+    /// sent to other threads. Costs an `Arc` clone more than [`get`](Pool::get).
+    pub fn get_owned(&self) -> Result<OwnedConnection<M>, Error> {
+        let checkout = self
+            .shared
+            .checkout(self.shared.config.connection_timeout)?;
+        Ok(OwnedConnection::new(self.shared.clone(), checkout))
+    }
+
+    /// A snapshot of the pool's connections.
+    pub fn state(&self) -> State {
+        self.shared.state()
+    }
+
+    /// Counters since the pool started.
+    pub fn stats(&self) -> Stats {
+        self.shared.stats()
+    }
+
+    /// The pool's `max_size`.
+    pub fn max_size(&self) -> u32 {
+        self.shared.config.max_size
+    }
+
+    /// The pool's name.
+    pub fn name(&self) -> &str {
+        &self.shared.config.name
+    }
+
+    /// The pool's manager.
+    pub fn manager(&self) -> &M {
+        &self.shared.manager
+    }
+
+    /// Closes the pool: waiting threads and later borrows get [`Error::Closed`], idle
+    /// connections are closed now and borrowed ones when they come back, and the
+    /// background jobs stop. Dropping the last handle does the same.
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// Whether the pool is closed.
+    pub fn is_closed(&self) -> bool {
+        self.shared.bag.is_closed()
+    }
+}
+
+impl<M: ManageConnection> Shared<M> {
+    /// Borrows: the fast path inline, the rest out of line.
+    #[inline]
+    pub(crate) fn checkout(&self, timeout: Duration) -> Result<Checkout<M::Connection>, Error> {
+        if let Some(checkout) = self.try_checkout() {
+            return Ok(checkout);
+        }
+        self.checkout_slow(timeout)
+    }
+
+    #[inline]
+    pub(crate) fn try_checkout(&self) -> Option<Checkout<M::Connection>> {
+        loop {
+            if self.bag.is_closed() {
+                return None;
+            }
+            let ticket = self
+                .bag
+                .try_take(affinity::hint(self.id), affinity::scan_start())?;
+            if let Some(checkout) = self.accept(ticket, None) {
+                return Some(checkout);
+            }
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn checkout_slow(&self, timeout: Duration) -> Result<Checkout<M::Connection>, Error> {
+        let started = Instant::now();
+        clock::tick();
+        loop {
+            if self.bag.is_closed() {
+                return Err(Error::Closed);
+            }
+            if let Some(ticket) = self.bag.try_take(usize::MAX, affinity::scan_start()) {
+                match self.accept(ticket, None) {
+                    Some(checkout) => return Ok(checkout),
+                    None => continue,
+                }
+            }
+            let remaining = timeout.saturating_sub(started.elapsed());
+            let outcome = self
+                .bag
+                .wait(remaining, self.config.max_waiters, || self.spawn_creators());
+            clock::tick();
+            match outcome {
+                Wait::Got(ticket) => {
+                    if let Some(checkout) = self.accept(ticket, Some(started.elapsed())) {
+                        return Ok(checkout);
+                    }
+                }
+                Wait::Retry => {}
+                Wait::TimedOut => {
+                    let waited = started.elapsed();
+                    Counters::bump(&self.counters.timeouts);
+                    if let Some(handler) = &self.config.event_handler {
+                        handler.handle_timeout(TimeoutEvent { timeout: waited });
+                    }
+                    return Err(Error::Timeout {
+                        waited,
+                        last_error: self.last_error.lock().clone(),
+                    });
+                }
+                Wait::Closed => return Err(Error::Closed),
+                Wait::TooManyWaiters => {
+                    Counters::bump(&self.counters.rejected);
+                    return Err(Error::TooManyWaiters {
+                        limit: self.config.max_waiters.unwrap_or(0),
+                    });
+                }
+            }
+        }
+    }
+
+    /// Finishes a borrow of the slot `ticket` owns: checks the connection if asked and
+    /// records the borrow. `None` if the check failed (the connection is closed).
+    #[inline]
+    fn accept(&self, ticket: Ticket, waited: Option<Duration>) -> Option<Checkout<M::Connection>> {
+        let ptr = self.bag.value_ptr(&ticket);
+        // SAFETY: the ticket owns the slot, and an owned slot taken from `IDLE` (or
+        // handed over) always holds a connection: slots are published `IDLE` only with
+        // their entry in place.
+        let entry = unsafe { (*ptr).as_mut().unwrap_unchecked() };
+        let now = clock::now_ms();
+        if self.config.test_on_check_out
+            && now.saturating_sub(entry.last_used_ms) >= self.config.validation_bypass_ms
+            && self.manager.is_valid(&mut entry.conn).is_err()
+        {
+            Counters::bump(&self.counters.validation_failures);
+            self.close_slot(ticket, CloseReason::Broken);
+            return None;
+        }
+        let meta = self.bag.meta(ticket.index());
+        meta.borrowed_at_ms.store(now, Ordering::Relaxed);
+        bump(&meta.borrows, 1);
+        if self.config.leak_detection_threshold.is_some() {
+            self.record_borrow_site(meta);
+        }
+        if let Some(waited) = waited {
+            Counters::bump(&self.counters.waits);
+            self.counters.wait_time.record(waited);
+        }
+        if let Some(handler) = &self.config.event_handler {
+            handler.handle_checkout(CheckoutEvent {
+                id: entry.id,
+                duration: waited.unwrap_or_default(),
+            });
+        }
+        Some(Checkout {
+            ticket,
+            entry: NonNull::from(entry),
+        })
+    }
+
+    #[cold]
+    fn record_borrow_site(&self, meta: &SlotMeta) {
+        let thread = std::thread::current();
+        let site = format!(
+            "thread '{}', borrowed at:\n{}",
+            thread.name().unwrap_or("<unnamed>"),
+            std::backtrace::Backtrace::force_capture()
+        );
+        *meta.borrow_site.lock() = Some(site);
+        meta.leak_reported.store(false, Ordering::Relaxed);
+    }
+
+    /// Takes a connection back from a guard. `discard` closes it instead.
+    #[inline]
+    pub(crate) fn checkin(&self, checkout: Checkout<M::Connection>, discard: bool) {
+        let Checkout { ticket, entry } = checkout;
+        // SAFETY: the guard owned the slot until now and hands ownership to us; the
+        // entry pointer is valid while the slot is owned.
+        let entry = unsafe { &mut *entry.as_ptr() };
+        let now = clock::now_ms();
+        let meta = self.bag.meta(ticket.index());
+        let held_ms = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
+        bump(&meta.hold_ms, held_ms);
+        if self.config.leak_detection_threshold.is_some() {
+            self.note_return(meta, entry.id, held_ms);
+        }
+        if let Some(handler) = &self.config.event_handler {
+            handler.handle_checkin(CheckinEvent {
+                id: entry.id,
+                duration: Duration::from_millis(held_ms),
+            });
+        }
+        let close = if discard || std::thread::panicking() {
+            Some(CloseReason::Discarded)
+        } else if self.manager.has_broken(&mut entry.conn) {
+            Some(CloseReason::Broken)
+        } else if now >= entry.expires_ms {
+            Some(CloseReason::Lifetime)
+        } else {
+            self.reset(entry)
+        };
+        if let Some(reason) = close {
+            self.close_slot(ticket, reason);
+            return;
+        }
+        entry.last_used_ms = now;
+        affinity::remember(self.id, ticket.index());
+        self.give_back(ticket);
+    }
+
+    /// The fake close and the optional check on return; `Some` if the connection
+    /// must be closed.
+    #[inline]
+    fn reset(&self, entry: &mut Entry<M::Connection>) -> Option<CloseReason> {
+        let action = self.config.reset_on_return;
+        if action != ResetAction::None
+            && let Err(e) = self.manager.reset(&mut entry.conn, action)
+        {
+            log::warn!(
+                "pool '{}': {action} on return failed, closing connection {}: {e}",
+                self.config.name,
+                entry.id
+            );
+            return Some(CloseReason::ResetFailed);
+        }
+        if let Some(customizer) = &self.config.customizer
+            && let Err(e) = customizer.on_check_in(&mut entry.conn)
+        {
+            log::warn!(
+                "pool '{}': on_check_in failed, closing connection {}: {e}",
+                self.config.name,
+                entry.id
+            );
+            return Some(CloseReason::ResetFailed);
+        }
+        if self.config.test_on_check_in && self.manager.is_valid(&mut entry.conn).is_err() {
+            Counters::bump(&self.counters.validation_failures);
+            return Some(CloseReason::Broken);
+        }
+        None
+    }
+
+    #[cold]
+    fn note_return(&self, meta: &SlotMeta, id: u64, held_ms: u64) {
+        if meta.leak_reported.swap(false, Ordering::Relaxed) {
+            log::info!(
+                "pool '{}': connection {id}, reported as leaked, was returned after {:?}",
+                self.config.name,
+                Duration::from_millis(held_ms)
+            );
+        }
+    }
+
+    /// Gives an owned slot (with its connection) back to the bag, closing the
+    /// connection if the pool closed meanwhile.
+    pub(crate) fn give_back(&self, ticket: Ticket) {
+        if let Err(ticket) = self.bag.give_back(ticket) {
+            self.close_slot(ticket, CloseReason::PoolClosed);
+        }
+    }
+
+    /// Takes a borrowed connection out of the pool for good and frees its slot.
+    pub(crate) fn detach(&self, checkout: Checkout<M::Connection>) -> M::Connection {
+        let entry = self
+            .bag
+            .with_value(&checkout.ticket, Option::take)
+            .expect("a borrowed slot holds a connection");
+        self.bag.free(checkout.ticket);
+        let conn = self.release(entry, CloseReason::Detached);
+        // The freed slot may be what a waiter needs.
+        self.spawn_creators();
+        conn.expect("a detached connection is handed back, not closed")
+    }
+
+    /// Closes the connection in an owned slot and frees the slot. The connection is
+    /// closed before the slot is freed, so the pool never has more than `max_size`.
+    pub(crate) fn close_slot(&self, ticket: Ticket, reason: CloseReason) {
+        let entry = self.bag.with_value(&ticket, Option::take);
+        if let Some(entry) = entry {
+            self.release(entry, reason);
+        }
+        self.bag.free(ticket);
+        self.spawn_creators();
+    }
+
+    /// Counts and reports a connection leaving the pool, and closes it, unless it is
+    /// being detached: then it is handed back.
+    pub(crate) fn release(
+        &self,
+        entry: Entry<M::Connection>,
+        reason: CloseReason,
+    ) -> Option<M::Connection> {
+        Counters::bump(&self.counters.closed[reason.index()]);
+        log::debug!(
+            "pool '{}': closing connection {} ({reason})",
+            self.config.name,
+            entry.id
+        );
+        if let Some(handler) = &self.config.event_handler {
+            handler.handle_release(ReleaseEvent {
+                id: entry.id,
+                age: Duration::from_millis(clock::now_ms().saturating_sub(entry.created_ms)),
+                reason,
+            });
+        }
+        if reason == CloseReason::Detached {
+            return Some(entry.conn);
+        }
+        if let Some(customizer) = &self.config.customizer {
+            customizer.on_release(entry.conn);
+        }
+        None
+    }
+
+    /// Opens connections for waiting threads: one more whenever more threads wait
+    /// than connections are being opened, while there are empty slots. Threads never
+    /// open connections themselves, so a burst of them cannot open one each.
+    pub(crate) fn spawn_creators(&self) {
+        loop {
+            let pending = self.pending.load(Ordering::Acquire);
+            if pending >= self.bag.waiters() || self.bag.is_closed() {
+                return;
+            }
+            if !self.start_connect(pending) {
+                return;
+            }
+        }
+    }
+
+    /// Opens connections until `min_idle` are open or being opened.
+    pub(crate) fn fill_min_idle(&self) {
+        while !self.bag.is_closed() {
+            let open = (0..self.bag.len())
+                .filter(|&i| self.bag.state(i) != bag::EMPTY)
+                .count();
+            if open >= self.config.min_idle as usize {
+                return;
+            }
+            if !self.start_connect(self.pending.load(Ordering::Acquire)) {
+                return;
+            }
+        }
+    }
+
+    /// Claims an empty slot and schedules a connect for it, if `pending` is still
+    /// the number of connects under way. False if no slot is free.
+    fn start_connect(&self, pending: usize) -> bool {
+        if self
+            .pending
+            .compare_exchange(pending, pending + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return true; // raced with another creator; the caller looks again
+        }
+        match self.bag.reserve_empty() {
+            Some(ticket) => {
+                self.schedule_connect(ticket, 0);
+                true
+            }
+            None => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                false
+            }
+        }
+    }
+
+    fn schedule_connect(&self, ticket: Ticket, attempt: u32) {
+        let weak = self.weak.clone();
+        let job = move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.connect_job(ticket, attempt);
+            }
+        };
+        if attempt == 0 {
+            self.config.thread_pool.execute(job);
+        } else {
+            self.config.thread_pool.execute_after(backoff(attempt), job);
+        }
+    }
+
+    /// Opens a connection into the `CONNECTING` slot `ticket` owns; on failure retries
+    /// with backoff while anyone still needs it.
+    fn connect_job(&self, ticket: Ticket, attempt: u32) {
+        if self.bag.is_closed() {
+            return self.abandon_connect(ticket);
+        }
+        let started = Instant::now();
+        match self.open() {
+            Ok(conn) => {
+                self.counters.connect_time.record(started.elapsed());
+                Counters::bump(&self.counters.created);
+                let now = clock::tick();
+                let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+                let expires_ms = match self.config.max_lifetime {
+                    Some(lifetime) => now.saturating_add(lifetime_with_jitter(lifetime, id)),
+                    None => u64::MAX,
+                };
+                if let Some(handler) = &self.config.event_handler {
+                    handler.handle_acquire(AcquireEvent { id });
+                }
+                self.bag.with_value(&ticket, |value| {
+                    *value = Some(Entry {
+                        conn,
+                        id,
+                        created_ms: now,
+                        expires_ms,
+                        last_used_ms: now,
+                    });
+                });
+                *self.last_error.lock() = None;
+                self.give_back(ticket);
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.note_progress();
+                self.spawn_creators();
+            }
+            Err(e) => {
+                Counters::bump(&self.counters.connect_failures);
+                log::warn!(
+                    "pool '{}': opening a connection failed (attempt {}): {e}",
+                    self.config.name,
+                    attempt + 1
+                );
+                *self.last_error.lock() = Some(Arc::new(e));
+                self.note_progress();
+                if self.still_needed() {
+                    self.schedule_connect(ticket, attempt.saturating_add(1));
+                } else {
+                    self.abandon_connect(ticket);
+                }
+            }
+        }
+    }
+
+    fn abandon_connect(&self, ticket: Ticket) {
+        self.bag.free(ticket);
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        self.note_progress();
+    }
+
+    /// Whether a failed connect should be retried: someone waits, or the pool is
+    /// below `min_idle`.
+    fn still_needed(&self) -> bool {
+        if self.bag.is_closed() {
+            return false;
+        }
+        self.bag.waiters() > 0 || self.state().connections < self.config.min_idle
+    }
+
+    fn open(&self) -> Result<M::Connection, M::Error> {
+        let mut conn = self.manager.connect()?;
+        if let Some(customizer) = &self.config.customizer {
+            customizer.on_acquire(&mut conn)?;
+        }
+        Ok(conn)
+    }
+
+    fn note_progress(&self) {
+        *self.progress.lock() += 1;
+        self.progress_cond.notify_all();
+    }
+
+    pub(crate) fn state(&self) -> State {
+        let mut state = State {
+            connections: 0,
+            idle_connections: 0,
+            in_use: 0,
+            pending: 0,
+            waiters: u32::try_from(self.bag.waiters()).unwrap_or(u32::MAX),
+            max_size: self.config.max_size,
+        };
+        for i in 0..self.bag.len() {
+            match self.bag.state(i) {
+                bag::IDLE | bag::RESERVED => state.idle_connections += 1,
+                bag::IN_USE => state.in_use += 1,
+                bag::CONNECTING => state.pending += 1,
+                _ => {}
+            }
+        }
+        state.connections = state.idle_connections + state.in_use;
+        state
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        let (mut borrows, mut hold_ms) = (0, 0);
+        for i in 0..self.bag.len() {
+            let meta = self.bag.meta(i);
+            borrows += meta.borrows.load(Ordering::Relaxed);
+            hold_ms += meta.hold_ms.load(Ordering::Relaxed);
+        }
+        self.counters.snapshot(borrows, hold_ms)
+    }
+
+    /// Closes the pool; see [`Pool::close`].
+    pub(crate) fn close(&self) {
+        if self.bag.is_closed() {
+            return;
+        }
+        self.bag.close();
+        for job in self.jobs.lock().drain(..) {
+            job.cancel();
+        }
+        for i in 0..self.bag.len() {
+            if let Some(ticket) = self.bag.try_reserve(i) {
+                self.close_slot(ticket, CloseReason::PoolClosed);
+            }
+        }
+        self.note_progress();
+        log::debug!("pool '{}' closed", self.config.name);
+    }
+}
+
+impl<M: ManageConnection> Drop for Shared<M> {
+    fn drop(&mut self) {
+        // Connections still in slots (a pool dropped while a connect was finishing)
+        // are closed through the customizer like any other.
+        for i in 0..self.bag.len() {
+            if let Some(ticket) = self.bag.try_reserve(i) {
+                if let Some(entry) = self.bag.with_value(&ticket, Option::take) {
+                    self.release(entry, CloseReason::PoolClosed);
+                }
+                self.bag.free(ticket);
+            }
+        }
+    }
+}
+
+/// The delay before connect attempt `attempt` (1-based retries): 10 ms doubling up
+/// to 1 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(10u64 << attempt.min(7)).min(Duration::from_secs(1))
+}
+
+/// `lifetime` in milliseconds less a pseudo-random 0 to 2.5%, derived from `seed`.
+pub(crate) fn lifetime_with_jitter(lifetime: Duration, seed: u64) -> u64 {
+    let ms = clock::millis(lifetime);
+    let spread = ms / 40;
+    if spread == 0 {
+        return ms;
+    }
+    // splitmix64: cheap and well spread for consecutive seeds.
+    let mut x = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^= x >> 31;
+    ms - x % (spread + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_two_and_a_half_percent() {
+        let lifetime = Duration::from_secs(1000);
+        let values: Vec<u64> = (0..1000)
+            .map(|seed| lifetime_with_jitter(lifetime, seed))
+            .collect();
+        assert!(values.iter().all(|&v| (975_000..=1_000_000).contains(&v)));
+        let distinct: std::collections::HashSet<_> = values.iter().collect();
+        assert!(
+            distinct.len() > 900,
+            "jitter should spread: {}",
+            distinct.len()
+        );
+        assert_eq!(lifetime_with_jitter(Duration::from_millis(10), 3), 10);
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(20));
+        assert!(backoff(3) > backoff(2));
+        assert_eq!(backoff(30), Duration::from_secs(1));
+    }
+}
