@@ -45,6 +45,11 @@
 //! let manager = MysqlManager::new(opts);
 //! ```
 //!
+//! `MysqlManager`'s `Debug` output never shows the password. The driver's own types do:
+//! `mysql::Opts` and `mysql::Conn` derive `Debug` and print the options with the
+//! password, so do not log a connection (or a pooled guard, whose `Debug` shows its
+//! connection) with `{:?}`.
+//!
 //! The driver's defaults have no connect, read or write timeout: a server that stops
 //! answering without closing its sockets blocks the calling thread until the operating
 //! system gives up. Set `tcp_connect_timeout`, `read_timeout` and `write_timeout` in
