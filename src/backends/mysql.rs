@@ -63,6 +63,7 @@
 //!   (a ping, or peeking at the socket) are I/O, which `has_broken` must not do. A dead
 //!   connection is found instead by `is_valid` (test on check-out, keepalive) or by the
 //!   reset on return, whose statement fails and makes the pool close the connection.
+//!   See [below](#after-a-server-restart) for what that means for configuration.
 //! * [`reset`](ManageConnection::reset): [`ResetAction::Commit`] sends `COMMIT`,
 //!   [`ResetAction::Rollback`] sends `ROLLBACK`, [`ResetAction::Session`] calls
 //!   [`Conn::reset`] (`COM_RESET_CONNECTION`, falling back to `COM_CHANGE_USER` on old
@@ -82,6 +83,26 @@
 //! when no transaction is open. Each return with `Commit` or `Rollback` therefore costs
 //! one round trip; use [`ResetAction::None`] where the code always closes its
 //! transactions itself (the driver's [`mysql::Transaction`] rolls back when dropped).
+
+//!
+//! # After a server restart
+//!
+//! When the server restarts, every pooled connection is dead, and since `has_broken`
+//! cannot see it, something else must notice before the pool hands the connection out
+//! again. The pool skips the check on borrow (`test_on_check_out`) for a connection
+//! used less than [`validation_bypass`](crate::Builder::validation_bypass) ago, so a
+//! connection in constant use would keep coming back dead. Use one of:
+//!
+//! * [`reset_on_return`](crate::Builder::reset_on_return) with
+//!   [`ResetAction::Rollback`] (recommended, and what the example above does): the
+//!   `ROLLBACK` on return fails on a dead connection, which is then closed. It also
+//!   guarantees that no transaction leaks to the next borrower.
+//! * [`test_on_check_in`](crate::Builder::test_on_check_in): a ping on every return.
+//! * `validation_bypass(Duration::ZERO)`: a ping on every borrow.
+//!
+//! A borrower that sees an error for which
+//! [`mysql::Error::is_connectivity_error`] is true can also close the connection
+//! itself with [`PooledConnection::discard`](crate::PooledConnection::discard).
 
 use std::fmt;
 
