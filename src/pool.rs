@@ -636,7 +636,10 @@ impl<M: ManageConnection> Shared<M> {
     /// Opens a connection into the `CONNECTING` slot `ticket` owns; on failure retries
     /// with backoff while anyone still needs it.
     fn connect_job(&self, ticket: Ticket, attempt: u32) {
-        if self.bag.is_closed() {
+        // Demand is checked again when the job runs, not only when it was queued: by
+        // then connections opened earlier may have served the waiters (HikariCP does
+        // the same), so a burst of threads does not open a connection each.
+        if !self.still_needed() {
             return self.abandon_connect(ticket);
         }
         let started = Instant::now();
