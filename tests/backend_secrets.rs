@@ -6,7 +6,7 @@ mod support;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use stickypool::{ManageConnection, Pool, ResetAction};
+use stickypool::{ManageConnection, Pool};
 
 const SECRET: &str = "hunter2-do-not-print";
 
@@ -59,6 +59,7 @@ fn failing_pool<M: ManageConnection + std::fmt::Debug>(manager: M) {
 mod mysql_secrets {
     use super::*;
     use ::mysql::{Opts, OptsBuilder};
+    use stickypool::ResetAction;
     use stickypool::backends::mysql::MysqlManager;
 
     #[test]

@@ -6,22 +6,31 @@
 //! with stickypool unchanged. [`R2d2Customizer`] does the same for an
 //! [`r2d2::CustomizeConnection`].
 //!
-//! ```no_run
+//! ```
 //! use std::time::Duration;
 //! use stickypool::backends::r2d2::R2d2Adapter;
 //! use stickypool::Pool;
 //!
-//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // Any r2d2 manager; here the `redis` crate's client, which implements r2d2's trait.
-//! let r2d2_manager = redis::Client::open("redis://127.0.0.1/")?;
+//! // Any r2d2 manager: `r2d2_sqlite::SqliteConnectionManager`, the `redis` crate's
+//! // `Client` (with its `r2d2` feature), or one written against r2d2's trait:
+//! #[derive(Debug)]
+//! struct Counter;
+//!
+//! impl r2d2::ManageConnection for Counter {
+//!     type Connection = u64;
+//!     type Error = std::io::Error;
+//!     fn connect(&self) -> Result<u64, std::io::Error> { Ok(0) }
+//!     fn is_valid(&self, _: &mut u64) -> Result<(), std::io::Error> { Ok(()) }
+//!     fn has_broken(&self, _: &mut u64) -> bool { false }
+//! }
+//!
 //! let pool = Pool::builder()
 //!     .max_size(8)
 //!     .connection_timeout(Duration::from_secs(3))
-//!     .build(R2d2Adapter::new(r2d2_manager))?;
+//!     .build(R2d2Adapter::new(Counter))?;
 //! let mut conn = pool.get()?;
-//! let _: String = redis::cmd("PING").query(&mut *conn)?;
-//! # Ok(())
-//! # }
+//! *conn += 1;
+//! # Ok::<(), stickypool::Error>(())
 //! ```
 //!
 //! `connect`, `is_valid` and `has_broken` are forwarded as they are. r2d2 has no reset
