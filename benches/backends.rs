@@ -59,25 +59,34 @@ fn r2d2<M: r2d2::ManageConnection>(manager: M) -> r2d2::Pool<M> {
 }
 
 /// Runs `op` `iters` times spread over `threads` threads, and returns the wall time
-/// from the moment they are all ready to the moment the last one is done.
+/// from the first thread starting to the last one finishing. Each thread reads the
+/// clock itself: on two cores the spawning thread may not run again until the workers
+/// are done, so its clock readings would miss most of the work.
 fn run_threads(iters: u64, threads: usize, op: &(impl Fn() + Sync)) -> Duration {
-    let barrier = Barrier::new(threads + 1);
-    let mut started = Instant::now();
-    std::thread::scope(|s| {
-        for t in 0..threads as u64 {
-            let share = iters / threads as u64 + u64::from(t < iters % threads as u64);
-            let barrier = &barrier;
-            s.spawn(move || {
-                barrier.wait();
-                for _ in 0..share {
-                    op();
-                }
-            });
-        }
-        barrier.wait();
-        started = Instant::now();
+    let barrier = Barrier::new(threads);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads as u64)
+            .map(|t| {
+                let share = iters / threads as u64 + u64::from(t < iters % threads as u64);
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..share {
+                        op();
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker"))
+            .collect()
     });
-    started.elapsed()
+    let first = spans.iter().map(|s| s.0).min().expect("threads > 0");
+    let last = spans.iter().map(|s| s.1).max().expect("threads > 0");
+    last - first
 }
 
 /// Benchmarks `op` at 1 thread and at `THREADS` threads under `group/name`.

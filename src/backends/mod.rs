@@ -13,12 +13,20 @@
 //! authentication and timeouts are configured exactly as the driver documents them.
 //! None of the managers prints a password in its `Debug` output.
 //!
+//! The features pull the drivers in without any TLS implementation and without C code
+//! beyond SQLite itself (`mysql` with `default-features = false, features =
+//! ["default-rust"]`, `redis` with `default-features = false, features = ["cluster"]`).
+//! To connect over TLS, enable the driver's own TLS feature in your `Cargo.toml`
+//! (`mysql`: `rustls-tls` or `native-tls`; `redis`: `tls-rustls` or `tls-native-tls`);
+//! Cargo unifies it with stickypool's dependency, and the TLS options of the driver's
+//! `Opts`/`ConnectionInfo` (or a `rediss://` URL) then apply to the managers as they are.
+//!
 //! What each manager does in the three hooks the pool calls:
 //!
 //! | | `is_valid` | `has_broken` (no I/O) | `reset` |
 //! |---|---|---|---|
 //! | MySQL | `COM_PING` | always `false` (the driver exposes no state) | `COMMIT`, `ROLLBACK` or `COM_RESET_CONNECTION` |
-//! | Redis | `PING` | `!is_open()` | `DISCARD` + `UNWATCH` (`EXEC` + `UNWATCH` to commit) |
+//! | Redis | `PING` | `!is_open()` | `MULTI` + `DISCARD`, one round trip (`EXEC` first to commit) |
 //! | SQLite | `SELECT 1` | `false` | `ROLLBACK`/`COMMIT` only if `!is_autocommit()` |
 //! | r2d2 | forwarded | forwarded | nothing |
 
