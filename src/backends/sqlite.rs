@@ -43,7 +43,10 @@
 //! `SQLITE_LOCKED` (table locks), which no busy timeout waits out, and SQLite's
 //! documentation discourages it. `memdb` databases use the ordinary database locks, so
 //! a writer waits for another one through the busy timeout as it would on a file. (WAL
-//! is not available in memory: readers and writers take turns.)
+//! is not available in memory: readers and writers take turns. And as on a file, a
+//! transaction that reads first and writes later can fail at once with `SQLITE_BUSY`
+//! when another connection is already writing; start such transactions with
+//! `BEGIN IMMEDIATE`.)
 //!
 //! # What the hooks do
 //!
