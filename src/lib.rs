@@ -48,6 +48,8 @@ mod affinity;
 #[cfg(not(loom))]
 pub mod backends;
 #[cfg(not(loom))]
+pub mod bound;
+#[cfg(not(loom))]
 mod builder;
 #[cfg(not(loom))]
 mod clock;
@@ -72,6 +74,8 @@ mod bag;
 pub mod bag;
 mod sync;
 
+#[cfg(not(loom))]
+pub use bound::BoundConnection;
 #[cfg(not(loom))]
 pub use builder::{Builder, MAX_POOL_SIZE};
 #[cfg(not(loom))]
