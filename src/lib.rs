@@ -53,6 +53,8 @@ pub mod bound;
 mod builder;
 #[cfg(not(loom))]
 mod clock;
+#[cfg(all(feature = "config", not(loom)))]
+pub mod config;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
@@ -63,6 +65,8 @@ mod housekeeper;
 mod manager;
 #[cfg(not(loom))]
 mod pool;
+#[cfg(not(loom))]
+pub mod registry;
 #[cfg(not(loom))]
 mod stats;
 
@@ -90,5 +94,7 @@ pub use manager::{
 };
 #[cfg(not(loom))]
 pub use pool::{Pool, State};
+#[cfg(not(loom))]
+pub use registry::Pools;
 #[cfg(not(loom))]
 pub use stats::{ClosedCounts, Histogram, Stats};
