@@ -63,6 +63,8 @@ mod guard;
 mod housekeeper;
 #[cfg(not(loom))]
 mod manager;
+#[cfg(all(feature = "metrics", not(loom)))]
+pub mod metrics;
 #[cfg(not(loom))]
 mod pool;
 #[cfg(not(loom))]

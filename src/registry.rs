@@ -39,8 +39,10 @@ use crate::pool::{Pool, State};
 use crate::stats::Stats;
 
 /// A pool with its type erased.
+#[cfg_attr(not(feature = "metrics"), allow(dead_code))]
 pub(crate) trait AnyPool: Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
+    fn is_closed(&self) -> bool;
     fn name(&self) -> &str;
     fn id(&self) -> u32;
     fn state(&self) -> State;
@@ -66,6 +68,9 @@ impl<M: ManageConnection> AnyPool for Pool<M> {
     }
     fn close(&self) {
         Pool::close(self)
+    }
+    fn is_closed(&self) -> bool {
+        Pool::is_closed(self)
     }
 }
 
@@ -220,6 +225,7 @@ impl Pools {
         }
     }
 
+    #[cfg_attr(not(feature = "metrics"), allow(dead_code))]
     pub(crate) fn entries(&self) -> impl Iterator<Item = &Entry> + '_ {
         self.pools.values()
     }
