@@ -174,6 +174,36 @@ fn state_and_counters_are_published_with_the_pool_label() {
             "connect quantile {q}"
         );
     }
+}
+
+#[test]
+fn quantiles_cover_the_interval_since_the_last_publish() {
+    let pool = pool("metrics-window");
+    let held: Vec<_> = (0..4).map(|_| pool.get().unwrap()).collect();
+    // A borrow that waits about 40 ms for a connection.
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| pool.get_timeout(Duration::from_secs(5)).map(|c| c.id()));
+        assert!(wait_until(SOON, || pool.state().waiters == 1));
+        std::thread::sleep(Duration::from_millis(40));
+        drop(held);
+        waiter.join().unwrap().unwrap();
+    });
+    let recorder = DebuggingRecorder::new();
+    let snapshotter = recorder.snapshotter();
+    let publish =
+        || metrics::with_local_recorder(&recorder, || stickypool::metrics::publish(&pool));
+    publish();
+    let m = metrics_of(&snapshotter, "metrics-window");
+    let slow = match value(&m, "stickypool_wait_seconds", &[("quantile", "1")]) {
+        Some(DebugValue::Gauge(v)) => v.into_inner(),
+        other => panic!("{other:?}"),
+    };
+    assert!(slow >= 0.03, "the slow borrow is in the window: {slow}");
+
+    // The next interval has only immediate borrows.
+    for _ in 0..10 {
+        drop(pool.get().unwrap());
+    }
     publish();
     let m = metrics_of(&snapshotter, "metrics-window");
     match value(&m, "stickypool_wait_seconds", &[("quantile", "1")]) {
