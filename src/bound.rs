@@ -77,10 +77,13 @@ use crate::guard::OwnedConnection;
 use crate::manager::ManageConnection;
 use crate::pool::Pool;
 
+/// A bound connection: its id and the type-erased `Rc<RefCell<OwnedConnection<M>>>`.
+type Bound = (u64, Rc<dyn Any>);
+
 thread_local! {
     /// The thread's bound connections (each an `Rc<RefCell<OwnedConnection<M>>>`).
     /// Pool id to the id of the connection and the connection itself.
-    static BOUND: RefCell<HashMap<u32, (u64, Rc<dyn Any>)>> = RefCell::new(HashMap::new());
+    static BOUND: RefCell<HashMap<u32, Bound>> = RefCell::new(HashMap::new());
 }
 
 type Cell<M> = RefCell<OwnedConnection<M>>;

@@ -678,7 +678,8 @@ impl PoolConfig {
         })
     }
 
-    #[allow(unused_variables, unreachable_code)]
+    // Without the backend features most of this is compiled out.
+    #[allow(unused_variables, unreachable_code, clippy::ptr_arg)]
     fn build_backend(
         &self,
         alias: &str,

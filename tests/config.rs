@@ -4,8 +4,6 @@
 mod common;
 mod support;
 
-use std::time::Duration;
-
 use common::FakeManager;
 use stickypool::config::{Backend, ConfigError, PoolsConfig};
 use stickypool::registry::LookupError;
@@ -374,6 +372,7 @@ min_idle = 0
 #[cfg(feature = "mysql")]
 mod with_mysql {
     use super::*;
+    use std::time::Duration;
     use std::time::Instant;
 
     #[test]
