@@ -1,7 +1,10 @@
 //! Loom models of the hand-out algorithm (`src/bag.rs`): slot ownership, the
 //! register/re-check/hand-off protocol that must never lose a wake-up, and closing.
 //!
-//! Run with `RUSTFLAGS="--cfg loom" cargo test --release --test loom`.
+//! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --test loom`
+//! (`scripts/test` does). Removing the re-check after the `IDLE` publish in
+//! `Bag::give_back` makes `a_return_racing_a_new_waiter_is_never_lost` fail with a
+//! deadlock: the lost wake-up these models exist to rule out.
 
 #![cfg(loom)]
 
