@@ -47,14 +47,38 @@ pub(crate) struct Entry<C> {
 
 /// Per-slot data readable while the slot is borrowed (by the leak scan and `stats`).
 /// Written only by the slot's owner, so plain loads and stores suffice.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SlotMeta {
+    /// When the current borrow started; `NOT_BORROWED` between borrows when leak
+    /// detection is on, so the scan never reads a stale time.
     pub(crate) borrowed_at_ms: AtomicU64,
     pub(crate) borrows: AtomicU64,
     pub(crate) hold_ms: AtomicU64,
     pub(crate) leak_reported: AtomicBool,
-    /// Where the current borrow happened, captured only with leak detection on.
-    pub(crate) borrow_site: Mutex<Option<String>>,
+    /// Where the current borrow happened, captured only with leak detection on and
+    /// symbolized only if it is reported.
+    pub(crate) borrow_site: Mutex<Option<BorrowSite>>,
+}
+
+pub(crate) const NOT_BORROWED: u64 = u64::MAX;
+
+impl Default for SlotMeta {
+    fn default() -> Self {
+        SlotMeta {
+            borrowed_at_ms: AtomicU64::new(NOT_BORROWED),
+            borrows: AtomicU64::new(0),
+            hold_ms: AtomicU64::new(0),
+            leak_reported: AtomicBool::new(false),
+            borrow_site: Mutex::new(None),
+        }
+    }
+}
+
+/// The thread and call stack of a borrow, for leak reports.
+#[derive(Debug)]
+pub(crate) struct BorrowSite {
+    pub(crate) thread: String,
+    pub(crate) backtrace: std::backtrace::Backtrace,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -397,11 +421,11 @@ impl<M: ManageConnection> Shared<M> {
             entry.last_checked_ms = now;
         }
         let meta = self.bag.meta(ticket.index());
-        meta.borrowed_at_ms.store(now, Ordering::Relaxed);
-        bump(&meta.borrows, 1);
         if self.config.leak_detection_threshold.is_some() {
             self.record_borrow_site(meta);
         }
+        meta.borrowed_at_ms.store(now, Ordering::Relaxed);
+        bump(&meta.borrows, 1);
         if let Some(waited) = waited {
             Counters::bump(&self.counters.waits);
             self.counters.wait_time.record(waited);
@@ -418,14 +442,17 @@ impl<M: ManageConnection> Shared<M> {
         })
     }
 
+    /// Done before the borrow time is stored, so the leak scan never pairs a new
+    /// borrow time with the previous borrow's site.
     #[cold]
     fn record_borrow_site(&self, meta: &SlotMeta) {
-        let thread = std::thread::current();
-        let site = format!(
-            "thread '{}', borrowed at:\n{}",
-            thread.name().unwrap_or("<unnamed>"),
-            std::backtrace::Backtrace::force_capture()
-        );
+        let site = BorrowSite {
+            thread: std::thread::current()
+                .name()
+                .unwrap_or("<unnamed>")
+                .to_owned(),
+            backtrace: std::backtrace::Backtrace::force_capture(),
+        };
         *meta.borrow_site.lock() = Some(site);
         meta.leak_reported.store(false, Ordering::Relaxed);
     }
@@ -442,6 +469,7 @@ impl<M: ManageConnection> Shared<M> {
         let held_ms = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
         bump(&meta.hold_ms, held_ms);
         if self.config.leak_detection_threshold.is_some() {
+            meta.borrowed_at_ms.store(NOT_BORROWED, Ordering::Relaxed);
             self.note_return(meta, entry.id, held_ms);
         }
         if let Some(handler) = &self.config.event_handler {
