@@ -209,7 +209,7 @@ impl<M: ManageConnection> Pool<M> {
         let size = config.max_size as usize;
         let shared = Arc::new_cyclic(|weak| Shared {
             id,
-            bag: Bag::new(size),
+            bag: Bag::new(size, FAIR_AFTER),
             manager,
             config,
             counters: Counters::default(),
@@ -356,20 +356,27 @@ impl<M: ManageConnection> Shared<M> {
     fn checkout_slow(&self, timeout: Duration) -> Result<Checkout<M::Connection>, Error> {
         let started = Instant::now();
         clock::tick();
+        // Whether this borrow has queued up yet: then it counts as a wait even if it
+        // ends up taking a slot on the fast path (after being woken to compete).
+        let mut waited = false;
         loop {
             if self.bag.is_closed() {
                 return Err(Error::Closed);
             }
             if let Some(ticket) = self.bag.try_take(usize::MAX, affinity::scan_start()) {
-                match self.accept(ticket, None) {
+                let waited = waited.then(|| started.elapsed());
+                match self.accept(ticket, waited) {
                     Some(checkout) => return Ok(checkout),
                     None => continue,
                 }
             }
+            waited = true;
             let remaining = timeout.saturating_sub(started.elapsed());
             let outcome = self
                 .bag
-                .wait(remaining, self.config.max_waiters, || self.spawn_creators());
+                .wait(started, remaining, self.config.max_waiters, || {
+                    self.spawn_creators()
+                });
             clock::tick();
             match outcome {
                 Wait::Got(ticket) => {
@@ -818,6 +825,11 @@ impl<M: ManageConnection> Drop for Shared<M> {
         }
     }
 }
+
+/// How long a waiter may wait before returned connections are handed to it directly
+/// instead of being competed for (see `bag`). Long enough that short waits cost no
+/// context switch, short next to the waits r2d2's barging produces.
+const FAIR_AFTER: Duration = Duration::from_millis(1);
 
 /// The delay before connect attempt `attempt` (1-based retries): 10 ms doubling up
 /// to 1 s.
