@@ -52,9 +52,9 @@
 //!
 //! | Backend | Keys |
 //! |---|---|
-//! | `mysql` | `url` (`mysql://user:password@host:port/db?options`) |
-//! | `redis` | `url` (`redis://[user][:password@]host[:port][/db]`, `rediss://`, `redis+unix://`) |
-//! | `redis-cluster` | `urls = ["redis://node1:6379", ...]` |
+//! | `mysql` | `url` (`mysql://user:password@host:port/db?options`; timeouts as URL options, e.g. `?tcp_connect_timeout_ms=2000`) |
+//! | `redis` | `url` (`redis://[user][:password@]host[:port][/db]`, `rediss://`, `redis+unix://`); optional `connect_timeout`, `response_timeout` (durations) |
+//! | `redis-cluster` | `urls = ["redis://node1:6379", ...]`; optional `connect_timeout`, `response_timeout` |
 //! | `sqlite` | `path = "file.db"` (relative to the working directory) or `memory = true`; optional `init` (SQL run on every new connection) |
 //!
 //! A service that keeps the pools inside its own configuration file can embed
@@ -186,6 +186,12 @@ pub struct PoolConfig {
     /// SQL run on every new connection (`sqlite`).
     #[serde(default)]
     pub init: Option<String>,
+    /// Bound on opening a connection (`redis`, `redis-cluster`).
+    #[serde(default)]
+    connect_timeout: Option<DurationSetting>,
+    /// Bound on each command's reply (`redis`, `redis-cluster`).
+    #[serde(default)]
+    response_timeout: Option<DurationSetting>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
@@ -603,16 +609,19 @@ impl PoolConfig {
 
     /// Checks that the backend's keys are there and no other backend's are.
     fn check_keys(&self, alias: &str) -> Result<(), ConfigError> {
-        let given: [(&'static str, bool); 5] = [
+        let given: [(&'static str, bool); 7] = [
             ("url", self.url.is_some()),
+            ("connect_timeout", self.connect_timeout.is_some()),
+            ("response_timeout", self.response_timeout.is_some()),
             ("urls", self.urls.is_some()),
             ("path", self.path.is_some()),
             ("memory", self.memory.is_some()),
             ("init", self.init.is_some()),
         ];
         let allowed: &[&str] = match self.backend {
-            Backend::Mysql | Backend::Redis => &["url"],
-            Backend::RedisCluster => &["urls"],
+            Backend::Mysql => &["url"],
+            Backend::Redis => &["url", "connect_timeout", "response_timeout"],
+            Backend::RedisCluster => &["urls", "connect_timeout", "response_timeout"],
             Backend::Sqlite => &["path", "memory", "init"],
         };
         for (key, present) in given {
@@ -722,8 +731,14 @@ impl PoolConfig {
                 #[cfg(feature = "redis")]
                 {
                     use crate::backends::redis::RedisManager;
-                    let manager = RedisManager::new(url(secrets)?.as_str())
+                    let mut manager = RedisManager::new(url(secrets)?.as_str())
                         .map_err(|e| failed(format!("invalid `url`: {e}")))?;
+                    if let Some(t) = self.connect_timeout {
+                        manager = manager.connect_timeout(t.0);
+                    }
+                    if let Some(t) = self.response_timeout {
+                        manager = manager.response_timeout(t.0);
+                    }
                     let pool = self
                         .builder(alias)
                         .build(manager)
@@ -742,7 +757,21 @@ impl PoolConfig {
                         .flatten()
                         .map(|u| expand(u, alias, "urls", secrets))
                         .collect::<Result<Vec<_>, _>>()?;
-                    let manager = RedisClusterManager::new(urls.iter().map(String::as_str))
+                    let manager =
+                        if self.connect_timeout.is_none() && self.response_timeout.is_none() {
+                            RedisClusterManager::new(urls.iter().map(String::as_str))
+                        } else {
+                            let mut client = ::redis::cluster::ClusterClient::builder(
+                                urls.iter().map(String::as_str),
+                            );
+                            if let Some(t) = self.connect_timeout {
+                                client = client.connection_timeout(t.0);
+                            }
+                            if let Some(t) = self.response_timeout {
+                                client = client.response_timeout(t.0);
+                            }
+                            client.build().map(RedisClusterManager::from_client)
+                        }
                         .map_err(|e| failed(format!("invalid `urls`: {e}")))?;
                     let pool = self
                         .builder(alias)

@@ -181,6 +181,16 @@ fn keys_of_another_backend_are_errors() {
         "{message}"
     );
 
+    let err = Pools::from_toml_str(
+        "[pools.main]\nbackend = \"mysql\"\nurl = \"mysql://h/db\"\nresponse_timeout = \"1s\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`response_timeout` is not a setting of backend \"mysql\" (its keys: url)"),
+        "{err}"
+    );
+
     let err = Pools::from_toml_str("[pools.main]\nbackend = \"mysql\"\n").unwrap_err();
     assert!(err.to_string().contains("`url` is required"), "{err}");
 
@@ -449,6 +459,7 @@ mod with_redis {
         let _lock = support::lock(support::Server::Redis);
         let pools = Pools::from_toml_str(&format!(
             "[pools.cache]\nbackend = \"redis\"\nurl = \"{url}\"\nmax_size = 3\nmin_idle = 1\n\
+             connect_timeout = \"2s\"\nresponse_timeout = \"5s\"\n\
              connection_timeout = \"5s\"\n"
         ))
         .unwrap();
@@ -472,6 +483,7 @@ mod with_redis {
             .join(", ");
         let pools = Pools::from_toml_str(&format!(
             "[pools.sessions]\nbackend = \"redis-cluster\"\nurls = [{list}]\nmax_size = 2\n\
+             connect_timeout = \"2s\"\nresponse_timeout = \"5s\"\n\
              min_idle = 1\nconnection_timeout = \"5s\"\n"
         ))
         .unwrap();
