@@ -43,7 +43,8 @@
 //!   literal `$`, and a `$` not followed by `{` is kept as is. A variable that is not
 //!   set is an error naming it. Values substituted this way are treated as secrets:
 //!   every error message is scrubbed of them, so an expanded URL with a password is
-//!   never printed.
+//!   never printed. (A TOML syntax error shows the offending line as written in the
+//!   file, which is one more reason to keep passwords in variables.)
 //! * **Backends and features.** The `config` feature does not turn the backends on:
 //!   `backend = "mysql"` needs the `mysql` feature, `"redis"` and `"redis-cluster"` the
 //!   `redis` feature, `"sqlite"` the `sqlite` feature. A file naming a backend whose
@@ -494,9 +495,6 @@ pub enum ConfigError {
         /// What went wrong, with substituted secrets removed.
         reason: String,
     },
-    /// Two pools were registered under one alias.
-    #[error("{0}")]
-    Registry(#[from] crate::registry::LookupError),
 }
 
 impl ConfigError {

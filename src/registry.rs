@@ -305,7 +305,8 @@ impl Pools {
         let mut pools = Pools::new();
         for (alias, pool) in &config.pools {
             let entry = pool.build(alias)?;
-            pools.insert(alias, entry)?;
+            // The aliases are the keys of a map, so none is taken twice.
+            pools.pools.insert(alias.clone(), entry);
         }
         Ok(pools)
     }
@@ -351,6 +352,13 @@ typed_getter!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn pools_can_be_shared_between_threads() {
+        fn shareable<T: Send + Sync + 'static>() {}
+        shareable::<Pools>();
+        shareable::<LookupError>();
+    }
 
     #[test]
     fn short_names() {

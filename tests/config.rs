@@ -444,6 +444,25 @@ mod with_mysql {
         use mysql::prelude::Queryable;
         let one: Option<u32> = main.get().unwrap().query_first("SELECT 1").unwrap();
         assert_eq!(one, Some(1));
+
+        // A wrong password fails the start, naming the alias and not the password.
+        let password = support::url_password(&url).expect("the test URL has a password");
+        let wrong = url.replacen(&format!(":{password}@"), ":${STICKYPOOL_TEST_WRONG_PW}@", 1);
+        // SAFETY: this variable is used by this test only.
+        unsafe { std::env::set_var("STICKYPOOL_TEST_WRONG_PW", "wrong-pw-4711") };
+        let err = Pools::from_toml_str(&format!(
+            "[pools.reporting]\nbackend = \"mysql\"\nurl = \"{wrong}\"\nmin_idle = 1\n\
+             connection_timeout = \"5s\"\n"
+        ))
+        .unwrap_err();
+        let message = err.to_string();
+        eprintln!("{message}");
+        assert!(
+            message.starts_with("pool `reporting` (mysql) could not be started:"),
+            "{message}"
+        );
+        assert!(message.contains("Access denied"), "{message}");
+        assert!(!message.contains("wrong-pw-4711"), "{message}");
     }
 }
 
