@@ -6,7 +6,9 @@
 //! on the same thread return a guard to the *same* connection (and so to its open
 //! transaction). The connection goes back to the pool when the last guard of the thread
 //! drops, whatever order the guards drop in. A thread can have bound connections of
-//! several pools at once; each pool is independent.
+//! several pools at once; each pool is independent. A helper that finds the connection
+//! broken calls [`BoundConnection::discard_on_release`], and the connection is closed
+//! instead of returned when the last guard drops.
 //!
 //! ```
 //! # use stickypool::{ManageConnection, Pool};
@@ -86,7 +88,12 @@ thread_local! {
     static BOUND: RefCell<HashMap<u32, Bound>> = RefCell::new(HashMap::new());
 }
 
-type Cell<M> = RefCell<OwnedConnection<M>>;
+/// What the thread-local map and the guards share.
+struct Cell<M: ManageConnection> {
+    conn: RefCell<OwnedConnection<M>>,
+    /// Close the connection instead of returning it, when the last guard drops.
+    discard: std::cell::Cell<bool>,
+}
 
 /// A guard for the connection bound to this thread; see the [module docs](self).
 ///
@@ -144,7 +151,10 @@ impl<M: ManageConnection> Pool<M> {
                 let checkout = self.shared.checkout(timeout)?;
                 let owned = OwnedConnection::new(self.shared.clone(), checkout);
                 let conn_id = owned.id();
-                let conn = Rc::new(RefCell::new(owned));
+                let conn = Rc::new(Cell {
+                    conn: RefCell::new(owned),
+                    discard: std::cell::Cell::new(false),
+                });
                 let erased: Rc<dyn Any> = conn.clone();
                 BOUND.with(|bound| bound.borrow_mut().insert(id, (conn_id, erased)));
                 (conn_id, conn)
@@ -204,6 +214,7 @@ impl<M: ManageConnection> BoundConnection<M> {
     /// [`borrow`](BoundConnection::borrow), or an error instead of a panic.
     pub fn try_borrow(&self) -> Result<Ref<'_, M::Connection>, AlreadyBorrowed> {
         self.cell()
+            .conn
             .try_borrow()
             .map(|guard| Ref::map(guard, |conn| &**conn))
             .map_err(|_| self.already_borrowed())
@@ -212,6 +223,7 @@ impl<M: ManageConnection> BoundConnection<M> {
     /// [`borrow_mut`](BoundConnection::borrow_mut), or an error instead of a panic.
     pub fn try_borrow_mut(&self) -> Result<RefMut<'_, M::Connection>, AlreadyBorrowed> {
         self.cell()
+            .conn
             .try_borrow_mut()
             .map(|guard| RefMut::map(guard, |conn| &mut **conn))
             .map_err(|_| self.already_borrowed())
@@ -226,6 +238,14 @@ impl<M: ManageConnection> BoundConnection<M> {
     /// The id the pool gave the connection (as in events and logs).
     pub fn id(&self) -> u64 {
         self.conn_id
+    }
+
+    /// Closes the connection instead of giving it back when the last guard of this
+    /// thread drops, for a connection found unusable (a connectivity error) by a
+    /// helper that does not own the outermost guard. See
+    /// [`PooledConnection::discard`](crate::PooledConnection::discard).
+    pub fn discard_on_release(&self) {
+        self.cell().discard.set(true);
     }
 
     /// How many guards of this connection are alive on this thread, this one included.
@@ -254,7 +274,18 @@ impl<M: ManageConnection> Drop for BoundConnection<M> {
             .try_with(|bound| bound.borrow_mut().remove(&id))
             .ok()
             .flatten();
-        drop(entry);
+        let Some((_, erased)) = entry else { return };
+        // The map's reference was the last one: unwrap it to decide how to release.
+        if let Ok(cell) = Rc::downcast::<Cell<M>>(erased)
+            && let Ok(cell) = Rc::try_unwrap(cell)
+        {
+            let owned = cell.conn.into_inner();
+            if cell.discard.get() {
+                owned.discard();
+            } else {
+                drop(owned);
+            }
+        }
     }
 }
 

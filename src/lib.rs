@@ -40,6 +40,12 @@
 //! arrival order. Connections are opened, checked and retired by jobs on a background
 //! scheduler shared by all pools. See the module docs of `bag` and `pool` in the source
 //! for the algorithm and its proofs (loom models in `tests/loom.rs`).
+//!
+//! For services: [`Pool::bind`] binds a connection to the calling thread so helpers
+//! deep in a call stack share it and its transaction ([`bound`]); [`Pools`] keeps a
+//! service's pools by alias, built from a TOML file with the `config` feature
+//! (`config` module); the `metrics` feature publishes every pool's state and counters
+//! through the `metrics` facade (`metrics` module).
 
 #![warn(missing_docs)]
 

@@ -182,3 +182,24 @@ fn bind_timeout_fails_like_get() {
     assert!(matches!(err, Error::Timeout { .. }), "{err}");
     assert!(!pool.is_bound());
 }
+
+#[test]
+fn a_nested_helper_can_have_the_connection_closed_on_release() {
+    let pool = pool(2);
+    let outer = pool.bind().unwrap();
+    {
+        let inner = pool.bind().unwrap();
+        inner.discard_on_release();
+    }
+    assert_eq!(pool.state().in_use, 1, "still in use by the outer guard");
+    drop(outer);
+    assert_eq!(pool.state().in_use, 0);
+    assert_eq!(
+        pool.stats().closed.get(stickypool::CloseReason::Discarded),
+        1
+    );
+    assert!(
+        pool.manager().script.resets.lock().unwrap().is_empty(),
+        "not reset: closed"
+    );
+}
