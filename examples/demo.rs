@@ -421,9 +421,11 @@ mod sqlite {
     /// Per-connection setup. WAL lets readers run while one connection writes; the busy
     /// timeout makes a writer wait for the write lock instead of failing at once with
     /// SQLITE_BUSY.
+    /// The busy timeout is set first so that it also covers the `journal_mode` switch,
+    /// which needs a lock when connections open concurrently.
     fn init(conn: &mut Connection) -> rusqlite::Result<()> {
-        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
-        conn.busy_timeout(Duration::from_secs(10))
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
     }
 
     fn create(path: &Path) -> rusqlite::Result<()> {
