@@ -29,14 +29,20 @@
 //!   with a CAS and hands it over (if the CAS fails, some thread took the slot and will
 //!   give it back later, so the waiter is not stranded). Fences rather than `SeqCst`
 //!   accesses, because that is what the pattern needs and what loom models exactly.
-//! * non-zero: pop the oldest waiter and hand the ticket to it directly: the slot stays
-//!   owned, the waiter is unparked and finds its slot index in its own cell.
+//! * non-zero: pop the oldest waiter. If it has waited at least `fair_after`, hand the
+//!   ticket to it directly: the slot stays owned, the waiter is unparked and finds its
+//!   slot index in its own cell. Otherwise publish the slot `IDLE` and unpark the
+//!   waiter to compete for it: whoever gets there first takes it, quite likely the
+//!   returning thread itself (which still has the connection in cache). A waiter that
+//!   loses goes back into the queue in its old place (ordered by when it started to
+//!   wait), with the same register-then-re-check as before.
 //!
-//! Handing off whenever someone waits makes waiting first-in, first-out: a returning
-//! thread cannot barge in front of a parked one, which is what keeps the tail of the
-//! wait-time distribution short (r2d2 lets the returning thread win every time). When
-//! nobody waits, nothing is handed off and the fast path is a CAS to take and a store
-//! plus a load to give back.
+//! This is parking_lot's *eventual fairness*. Pure barging (r2d2) is fast but lets the
+//! returning thread win every time, so some waiters wait for ever; pure first-in,
+//! first-out hand-off costs a context switch per return. Barging while the oldest
+//! waiter is young and handing off once it is old gives the throughput of the first
+//! and a bounded tail. When nobody waits, nothing of this runs: the fast path is a CAS
+//! to take and a store, a fence and a load to give back.
 //!
 //! # Closing
 //!
@@ -73,6 +79,8 @@ const CLOSED: usize = 1 << (usize::BITS - 1);
 const WAITING: usize = usize::MAX;
 /// A waiter's cell when the bag closed under it.
 const WOKEN_CLOSED: usize = usize::MAX - 1;
+/// A waiter's cell when it was woken to compete for an `IDLE` slot.
+const WOKEN_COMPETE: usize = usize::MAX - 2;
 
 /// Proof that the holder owns one slot's payload. Not `Clone`: there is one per owned
 /// slot, and it is consumed by giving the slot back, freeing it or handing it off.
@@ -100,7 +108,8 @@ pub struct Slot<T, X> {
 pub enum Wait {
     /// A slot was handed over.
     Got(Ticket),
-    /// A slot turned idle just as the thread registered: take it on the fast path.
+    /// A slot turned idle (just as the thread registered, or it was woken to compete
+    /// for one): try the fast path, then wait again with the same `since`.
     Retry,
     /// The timeout passed.
     TimedOut,
@@ -112,9 +121,11 @@ pub enum Wait {
 
 #[derive(Debug)]
 struct Waiter {
-    /// `WAITING`, `WOKEN_CLOSED` or the index of the slot handed over.
+    /// `WAITING`, `WOKEN_CLOSED`, `WOKEN_COMPETE` or the index of the slot handed over.
     cell: AtomicUsize,
     thread: Thread,
+    /// When the thread started waiting (its place in the queue).
+    since: Instant,
 }
 
 /// The slot array and the waiter queue.
@@ -127,6 +138,9 @@ pub struct Bag<T, X = ()> {
     /// waiters come and go.
     closed: CachePadded<AtomicBool>,
     queue: Mutex<VecDeque<Arc<Waiter>>>,
+    /// How long the oldest waiter may wait before returns are handed to it rather
+    /// than competed for.
+    fair_after: Duration,
 }
 
 // SAFETY: the payloads are only reached through a `Ticket`, and a ticket exists for at
@@ -138,8 +152,8 @@ unsafe impl<T: Send, X: Send + Sync> Sync for Bag<T, X> {}
 unsafe impl<T: Send, X: Send> Send for Bag<T, X> {}
 
 impl<T, X: Default> Bag<T, X> {
-    /// A bag of `size` empty slots.
-    pub fn new(size: usize) -> Self {
+    /// A bag of `size` empty slots; see the module docs for `fair_after`.
+    pub fn new(size: usize, fair_after: Duration) -> Self {
         let slots = (0..size)
             .map(|_| {
                 CachePadded::new(Slot {
@@ -154,6 +168,7 @@ impl<T, X: Default> Bag<T, X> {
             signal: CachePadded::new(AtomicUsize::new(0)),
             closed: CachePadded::new(AtomicBool::new(false)),
             queue: Mutex::new(VecDeque::new()),
+            fair_after,
         }
     }
 }
@@ -288,18 +303,31 @@ impl<T, X> Bag<T, X> {
         }
     }
 
-    /// Hands `ticket` to the oldest waiter, or returns it if nobody waits.
+    /// Gives `ticket` to the oldest waiter: directly if it has waited `fair_after`,
+    /// else by publishing the slot and waking the waiter to compete for it. Returns
+    /// the ticket if nobody waits.
     fn hand_off(&self, ticket: Ticket) -> Result<(), Ticket> {
         let mut queue = self.queue.lock();
         let Some(waiter) = queue.pop_front() else {
             return Err(ticket);
         };
         self.signal.fetch_sub(1, Ordering::Relaxed);
-        self.slots[ticket.0].state.store(IN_USE, Ordering::Relaxed);
-        // Stored under the lock, so a waiter that fails to cancel itself (it was popped)
-        // always finds its cell set.
-        waiter.cell.store(ticket.0, Ordering::Release);
-        drop(queue);
+        let slot = &self.slots[ticket.0];
+        // Cells are stored under the lock, so a waiter that fails to cancel itself (it
+        // was popped) always finds its cell set.
+        if waiter.since.elapsed() >= self.fair_after {
+            slot.state.store(IN_USE, Ordering::Relaxed);
+            waiter.cell.store(ticket.0, Ordering::Release);
+            drop(queue);
+        } else {
+            waiter.cell.store(WOKEN_COMPETE, Ordering::Release);
+            // No re-check after this publish: the woken waiter is awake and takes the
+            // slot, or finds it taken and queues up again with its own re-check. Under
+            // the lock, so a `close` either saw this slot idle in its sweep or happened
+            // before this hand-off looked at the queue.
+            slot.state.store(IDLE, Ordering::Release);
+            drop(queue);
+        }
         waiter.thread.unpark();
         Ok(())
     }
@@ -315,10 +343,12 @@ impl<T, X> Bag<T, X> {
     }
 
     /// Waits until a slot is handed over, the timeout passes or the bag closes.
-    /// `registered` runs once the thread is queued and has re-checked the slots: the
-    /// pool uses it to ask for a new connection.
+    /// `since` is when the thread started waiting: it keeps its place in the queue
+    /// across [`Wait::Retry`]. `registered` runs once the thread is queued and has
+    /// re-checked the slots: the pool uses it to ask for a new connection.
     pub fn wait(
         &self,
+        since: Instant,
         timeout: Duration,
         max_waiters: Option<usize>,
         registered: impl FnOnce(),
@@ -327,6 +357,7 @@ impl<T, X> Bag<T, X> {
         let waiter = Arc::new(Waiter {
             cell: AtomicUsize::new(WAITING),
             thread: current(),
+            since,
         });
         {
             let mut queue = self.queue.lock();
@@ -337,7 +368,10 @@ impl<T, X> Bag<T, X> {
             if max_waiters.is_some_and(|max| signal >= max) {
                 return Wait::TooManyWaiters;
             }
-            queue.push_back(waiter.clone());
+            // Behind everyone who has waited longer: at the back for a new waiter,
+            // back in its place for one that lost a competition.
+            let place = queue.partition_point(|w| w.since <= since);
+            queue.insert(place, waiter.clone());
             self.signal.fetch_add(1, Ordering::Relaxed);
         }
         if self.any_idle() {
@@ -351,6 +385,7 @@ impl<T, X> Bag<T, X> {
             match waiter.cell.load(Ordering::Acquire) {
                 WAITING => {}
                 WOKEN_CLOSED => return Wait::Closed,
+                WOKEN_COMPETE => return Wait::Retry,
                 index => return Wait::Got(Ticket(index)),
             }
             let now = Instant::now();

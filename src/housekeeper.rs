@@ -193,7 +193,10 @@ impl<M: ManageConnection> Shared<M> {
                 continue;
             }
             Counters::bump(&self.counters.leaks);
-            let site = meta.borrow_site.lock().clone().unwrap_or_default();
+            let site = match &*meta.borrow_site.lock() {
+                Some(site) => format!("thread '{}', borrowed at:\n{}", site.thread, site.backtrace),
+                None => "an unknown borrower".to_owned(),
+            };
             log::warn!(
                 "pool '{}': a connection has been held for {:?}, longer than \
                  leak_detection_threshold ({threshold:?}); possible leak by {site}",

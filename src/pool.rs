@@ -47,14 +47,38 @@ pub(crate) struct Entry<C> {
 
 /// Per-slot data readable while the slot is borrowed (by the leak scan and `stats`).
 /// Written only by the slot's owner, so plain loads and stores suffice.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(crate) struct SlotMeta {
+    /// When the current borrow started; `NOT_BORROWED` between borrows when leak
+    /// detection is on, so the scan never reads a stale time.
     pub(crate) borrowed_at_ms: AtomicU64,
     pub(crate) borrows: AtomicU64,
     pub(crate) hold_ms: AtomicU64,
     pub(crate) leak_reported: AtomicBool,
-    /// Where the current borrow happened, captured only with leak detection on.
-    pub(crate) borrow_site: Mutex<Option<String>>,
+    /// Where the current borrow happened, captured only with leak detection on and
+    /// symbolized only if it is reported.
+    pub(crate) borrow_site: Mutex<Option<BorrowSite>>,
+}
+
+pub(crate) const NOT_BORROWED: u64 = u64::MAX;
+
+impl Default for SlotMeta {
+    fn default() -> Self {
+        SlotMeta {
+            borrowed_at_ms: AtomicU64::new(NOT_BORROWED),
+            borrows: AtomicU64::new(0),
+            hold_ms: AtomicU64::new(0),
+            leak_reported: AtomicBool::new(false),
+            borrow_site: Mutex::new(None),
+        }
+    }
+}
+
+/// The thread and call stack of a borrow, for leak reports.
+#[derive(Debug)]
+pub(crate) struct BorrowSite {
+    pub(crate) thread: String,
+    pub(crate) backtrace: std::backtrace::Backtrace,
 }
 
 fn bump(counter: &AtomicU64, by: u64) {
@@ -185,7 +209,7 @@ impl<M: ManageConnection> Pool<M> {
         let size = config.max_size as usize;
         let shared = Arc::new_cyclic(|weak| Shared {
             id,
-            bag: Bag::new(size),
+            bag: Bag::new(size, FAIR_AFTER),
             manager,
             config,
             counters: Counters::default(),
@@ -332,20 +356,27 @@ impl<M: ManageConnection> Shared<M> {
     fn checkout_slow(&self, timeout: Duration) -> Result<Checkout<M::Connection>, Error> {
         let started = Instant::now();
         clock::tick();
+        // Whether this borrow has queued up yet: then it counts as a wait even if it
+        // ends up taking a slot on the fast path (after being woken to compete).
+        let mut waited = false;
         loop {
             if self.bag.is_closed() {
                 return Err(Error::Closed);
             }
             if let Some(ticket) = self.bag.try_take(usize::MAX, affinity::scan_start()) {
-                match self.accept(ticket, None) {
+                let waited = waited.then(|| started.elapsed());
+                match self.accept(ticket, waited) {
                     Some(checkout) => return Ok(checkout),
                     None => continue,
                 }
             }
+            waited = true;
             let remaining = timeout.saturating_sub(started.elapsed());
             let outcome = self
                 .bag
-                .wait(remaining, self.config.max_waiters, || self.spawn_creators());
+                .wait(started, remaining, self.config.max_waiters, || {
+                    self.spawn_creators()
+                });
             clock::tick();
             match outcome {
                 Wait::Got(ticket) => {
@@ -397,11 +428,11 @@ impl<M: ManageConnection> Shared<M> {
             entry.last_checked_ms = now;
         }
         let meta = self.bag.meta(ticket.index());
-        meta.borrowed_at_ms.store(now, Ordering::Relaxed);
-        bump(&meta.borrows, 1);
         if self.config.leak_detection_threshold.is_some() {
             self.record_borrow_site(meta);
         }
+        meta.borrowed_at_ms.store(now, Ordering::Relaxed);
+        bump(&meta.borrows, 1);
         if let Some(waited) = waited {
             Counters::bump(&self.counters.waits);
             self.counters.wait_time.record(waited);
@@ -418,14 +449,17 @@ impl<M: ManageConnection> Shared<M> {
         })
     }
 
+    /// Done before the borrow time is stored, so the leak scan never pairs a new
+    /// borrow time with the previous borrow's site.
     #[cold]
     fn record_borrow_site(&self, meta: &SlotMeta) {
-        let thread = std::thread::current();
-        let site = format!(
-            "thread '{}', borrowed at:\n{}",
-            thread.name().unwrap_or("<unnamed>"),
-            std::backtrace::Backtrace::force_capture()
-        );
+        let site = BorrowSite {
+            thread: std::thread::current()
+                .name()
+                .unwrap_or("<unnamed>")
+                .to_owned(),
+            backtrace: std::backtrace::Backtrace::force_capture(),
+        };
         *meta.borrow_site.lock() = Some(site);
         meta.leak_reported.store(false, Ordering::Relaxed);
     }
@@ -442,6 +476,7 @@ impl<M: ManageConnection> Shared<M> {
         let held_ms = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
         bump(&meta.hold_ms, held_ms);
         if self.config.leak_detection_threshold.is_some() {
+            meta.borrowed_at_ms.store(NOT_BORROWED, Ordering::Relaxed);
             self.note_return(meta, entry.id, held_ms);
         }
         if let Some(handler) = &self.config.event_handler {
@@ -790,6 +825,11 @@ impl<M: ManageConnection> Drop for Shared<M> {
         }
     }
 }
+
+/// How long a waiter may wait before returned connections are handed to it directly
+/// instead of being competed for (see `bag`). Long enough that short waits cost no
+/// context switch, short next to the waits r2d2's barging produces.
+const FAIR_AFTER: Duration = Duration::from_millis(1);
 
 /// The delay before connect attempt `attempt` (1-based retries): 10 ms doubling up
 /// to 1 s.
