@@ -477,7 +477,7 @@ mod sqlite {
         if opts.compare {
             let path = dir.path().join("r2d2.db");
             create(&path)?;
-            let manager = r2d2_sqlite::SqliteConnectionManager::file(&path).with_init(|c| init(c));
+            let manager = r2d2_sqlite::SqliteConnectionManager::file(&path).with_init(init);
             let pool = r2d2_pool(opts, manager)?;
             runs.push(run_workload("r2d2", opts, |rng| {
                 let (conn, waited) = timed(|| pool.get())?;
