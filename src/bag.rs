@@ -23,12 +23,15 @@
 //! is the slow path) and raises `signal`, the waiter count. Giving back reads `signal`:
 //!
 //! * zero: publish `IDLE` and re-read `signal`. The re-read pairs with the waiter, which
-//!   raises `signal` *then* re-scans the slots, with a `SeqCst` fence between the write
-//!   and the read on both sides. It is Dekker's pattern: either the waiter's re-scan
-//!   sees the `IDLE` slot, or the giver's re-read sees the waiter, takes the slot back
-//!   with a CAS and hands it over (if the CAS fails, some thread took the slot and will
-//!   give it back later, so the waiter is not stranded). Fences rather than `SeqCst`
-//!   accesses, because that is what the pattern needs and what loom models exactly.
+//!   raises `signal` *then* re-scans the slots, with a barrier between the write and
+//!   the read on both sides. It is Dekker's pattern: either the waiter's re-scan sees
+//!   the `IDLE` slot, or the giver's re-read sees the waiter, takes the slot back with
+//!   a CAS and hands it over (if the CAS fails, some thread took the slot and will give
+//!   it back later, so the waiter is not stranded). The barriers are an asymmetric
+//!   pair (`sync::light_barrier` / `heavy_barrier`): the giver, on the fast path, pays
+//!   a compiler fence; the waiter, about to park anyway, pays a `membarrier` system
+//!   call. Loom checks the protocol with the pair as two `SeqCst` fences, which is the
+//!   guarantee the asymmetric pair gives.
 //! * non-zero: pop the oldest waiter. If it has waited at least `fair_after`, hand the
 //!   ticket to it directly: the slot stays owned, the waiter is unparked and finds its
 //!   slot index in its own cell. Otherwise publish the slot `IDLE` and unpark the
@@ -57,8 +60,8 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    Arc, AtomicBool, AtomicU32, AtomicUsize, Mutex, Ordering, Thread, UnsafeCell, current, fence,
-    park_timeout,
+    Arc, AtomicBool, AtomicU32, AtomicUsize, Mutex, Ordering, Thread, UnsafeCell, current,
+    heavy_barrier, init_barriers, light_barrier, park_timeout,
 };
 
 /// No connection.
@@ -154,6 +157,7 @@ unsafe impl<T: Send, X: Send> Send for Bag<T, X> {}
 impl<T, X: Default> Bag<T, X> {
     /// A bag of `size` empty slots; see the module docs for `fair_after`.
     pub fn new(size: usize, fair_after: Duration) -> Self {
+        init_barriers();
         let slots = (0..size)
             .map(|_| {
                 CachePadded::new(Slot {
@@ -199,9 +203,10 @@ impl<T, X> Bag<T, X> {
         self.closed.load(Ordering::Relaxed)
     }
 
-    /// Takes an idle slot without waiting: first `hint`, then the others from `start`.
+    /// Takes an idle slot without waiting: first `hint`, then the others from
+    /// `start()` (only called on a miss).
     #[inline]
-    pub fn try_take(&self, hint: usize, start: usize) -> Option<Ticket> {
+    pub fn try_take(&self, hint: usize, start: impl FnOnce() -> usize) -> Option<Ticket> {
         if let Some(slot) = self.slots.get(hint)
             && slot
                 .state
@@ -210,7 +215,7 @@ impl<T, X> Bag<T, X> {
         {
             return Some(Ticket(hint));
         }
-        self.scan(start, IDLE, IN_USE)
+        self.scan(start(), IDLE, IN_USE)
     }
 
     /// Claims an empty slot for a creator (`EMPTY` to `CONNECTING`).
@@ -247,7 +252,7 @@ impl<T, X> Bag<T, X> {
     /// Whether any slot looks idle: the waiter's re-check, after the fence that pairs
     /// with `give_back` (module docs).
     fn any_idle(&self) -> bool {
-        fence(Ordering::SeqCst);
+        heavy_barrier();
         self.slots
             .iter()
             .any(|slot| slot.state.load(Ordering::Relaxed) == IDLE)
@@ -272,7 +277,29 @@ impl<T, X> Bag<T, X> {
     /// Gives an owned slot (with its payload in place) back: hands it to the oldest
     /// waiter or publishes it `IDLE`. If the bag is closed the ticket comes back in
     /// `Err`, and the caller must close the payload and [`free`](Bag::free) the slot.
-    pub fn give_back(&self, mut ticket: Ticket) -> Result<(), Ticket> {
+    #[inline]
+    pub fn give_back(&self, ticket: Ticket) -> Result<(), Ticket> {
+        // The common case, inline: nobody waits, publish and re-check once.
+        let slot = &self.slots[ticket.0];
+        if self.signal.load(Ordering::Relaxed) == 0 {
+            slot.state.store(IDLE, Ordering::Release);
+            light_barrier();
+            if self.signal.load(Ordering::Relaxed) == 0
+                || slot
+                    .state
+                    .compare_exchange(IDLE, IN_USE, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+            {
+                return Ok(());
+            }
+        }
+        self.give_back_slow(ticket)
+    }
+
+    /// `give_back` when there are waiters or the bag is closed.
+    #[cold]
+    #[inline(never)]
+    fn give_back_slow(&self, mut ticket: Ticket) -> Result<(), Ticket> {
         let slot = &self.slots[ticket.0];
         loop {
             let signal = self.signal.load(Ordering::Relaxed);
@@ -286,7 +313,7 @@ impl<T, X> Bag<T, X> {
                 }
             }
             slot.state.store(IDLE, Ordering::Release);
-            fence(Ordering::SeqCst);
+            light_barrier();
             if self.signal.load(Ordering::Relaxed) == 0 {
                 return Ok(());
             }
@@ -430,8 +457,8 @@ impl<T, X> Bag<T, X> {
         for waiter in woken {
             waiter.thread.unpark();
         }
-        // Pairs with `give_back` as the waiter's fence does: the caller's sweep of idle
-        // slots either sees a racing `IDLE` publish, or that giver sees `CLOSED`.
-        fence(Ordering::SeqCst);
+        // Pairs with `give_back` as the waiter's barrier does: the caller's sweep of
+        // idle slots either sees a racing `IDLE` publish, or that giver sees `CLOSED`.
+        heavy_barrier();
     }
 }

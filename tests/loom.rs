@@ -36,7 +36,7 @@ fn idle_bag(size: usize, fair_after: Duration) -> Arc<Bag<u32>> {
 fn borrow(bag: &Bag<u32>) -> Option<Ticket> {
     let since = Instant::now();
     loop {
-        if let Some(ticket) = bag.try_take(usize::MAX, 0) {
+        if let Some(ticket) = bag.try_take(usize::MAX, || 0) {
             return Some(ticket);
         }
         match bag.wait(since, FOREVER, None, || {}) {
@@ -71,7 +71,7 @@ fn two_borrowers_never_share_a_slot_and_nobody_sleeps_forever() {
             for handle in handles {
                 handle.join().unwrap();
             }
-            let ticket = bag.try_take(0, 0).expect("the slot is idle at the end");
+            let ticket = bag.try_take(0, || 0).expect("the slot is idle at the end");
             assert_eq!(bag.with_value(&ticket, |v| *v), Some(2));
             bag.give_back(ticket).unwrap();
         });
@@ -83,7 +83,7 @@ fn a_return_racing_a_new_waiter_is_never_lost() {
     for fair_after in [HAND_OFF, COMPETE] {
         loom::model(move || {
             let bag = idle_bag(1, fair_after);
-            let held = bag.try_take(0, 0).unwrap();
+            let held = bag.try_take(0, || 0).unwrap();
             let waiter = {
                 let bag = bag.clone();
                 thread::spawn(move || {
@@ -120,7 +120,7 @@ fn two_slots_three_threads() {
             }
             let total: u32 = (0..2)
                 .map(|i| {
-                    let t = bag.try_take(i, i).unwrap();
+                    let t = bag.try_take(i, || i).unwrap();
                     let v = bag.with_value(&t, |v| v.unwrap());
                     bag.give_back(t).unwrap();
                     v
@@ -136,7 +136,7 @@ fn close_wakes_a_waiter() {
     for fair_after in [HAND_OFF, COMPETE] {
         loom::model(move || {
             let bag = idle_bag(1, fair_after);
-            let held = bag.try_take(0, 0).unwrap();
+            let held = bag.try_take(0, || 0).unwrap();
             let waiter = {
                 let bag = bag.clone();
                 thread::spawn(move || borrow(&bag).map(|t| t.index()))
@@ -154,7 +154,7 @@ fn a_return_racing_close_is_closed_exactly_once() {
     for fair_after in [HAND_OFF, COMPETE] {
         loom::model(move || {
             let bag = idle_bag(1, fair_after);
-            let held = bag.try_take(0, 0).unwrap();
+            let held = bag.try_take(0, || 0).unwrap();
             let closer = {
                 let bag = bag.clone();
                 thread::spawn(move || {
