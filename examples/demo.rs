@@ -622,9 +622,10 @@ fn report(opts: &Options, runs: &[RunResult]) -> String {
         opts.write_percent,
     );
 
-    let us = |d: Duration| match d.as_secs_f64() * 1e6 {
-        micros if micros < 10_000.0 => format!("{micros:.1} µs"),
-        micros => format!("{:.1} ms", micros / 1e3),
+    let us = |d: Duration| match d.as_nanos() {
+        nanos if nanos < 1_000 => format!("{nanos} ns"),
+        nanos if nanos < 1_000_000 => format!("{:.1} µs", nanos as f64 / 1e3),
+        nanos => format!("{:.1} ms", nanos as f64 / 1e6),
     };
     type Row = (&'static str, fn(&RunResult) -> f64, bool);
     // (label, value, higher is better)
