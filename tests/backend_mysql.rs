@@ -36,10 +36,10 @@ fn committed_rows(manager: &MysqlManager, table: &str) -> u64 {
 /// server has it, and in any case by behaviour: a row inserted now (under autocommit)
 /// must be visible to another connection at once.
 fn in_transaction(conn: &mut mysql::Conn, manager: &MysqlManager, table: &str, id: i32) -> bool {
-    if let Ok(Some(flag)) = conn.query_first::<i64, _>("SELECT @@in_transaction") {
-        if flag != 0 {
-            return true;
-        }
+    if let Ok(Some(flag)) = conn.query_first::<i64, _>("SELECT @@in_transaction")
+        && flag != 0
+    {
+        return true;
     }
     let before = committed_rows(manager, table);
     conn.exec_drop(format!("INSERT INTO {table} VALUES (?, ?)"), (id, "probe"))

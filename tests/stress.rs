@@ -57,7 +57,7 @@ fn many_threads_few_connections_nothing_lost() {
                     let id = conn.id;
                     assert!(holders.lock().unwrap().insert(id), "{id} held twice");
                     max_live.fetch_max(manager.script.live(), Ordering::SeqCst);
-                    if op % 3 == 0 {
+                    if op.is_multiple_of(3) {
                         thread::yield_now();
                     }
                     assert!(holders.lock().unwrap().remove(&id));
