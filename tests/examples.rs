@@ -228,3 +228,215 @@ mod jobs {
         assert!(stderr(&out).contains("--workers: expected a whole number from 1 to 256"));
     }
 }
+
+#[cfg(all(
+    feature = "config",
+    feature = "sqlite",
+    feature = "redis",
+    feature = "metrics"
+))]
+mod http_server {
+    use super::*;
+    use std::io::{BufRead, BufReader, Read, Write};
+    use std::net::TcpStream;
+    use std::process::{Child, Stdio};
+    use std::time::Duration;
+
+    /// The running server, killed when dropped (also when the test fails).
+    struct Running {
+        child: Child,
+        addr: String,
+    }
+
+    impl Drop for Running {
+        fn drop(&mut self) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+
+    /// Starts the server on a free loopback port with `config`, in `dir`, and waits for
+    /// its `listening on http://ADDR` line.
+    fn start(config: &std::path::Path, dir: &std::path::Path) -> Running {
+        let mut child = Command::new(example("http_server"))
+            .args(["--addr", "127.0.0.1:0", "--workers", "4", "--config"])
+            .arg(config)
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start http_server");
+        let stdout = child.stdout.take().expect("piped stdout");
+        // Read the first line on a thread, so a server that never prints it fails the
+        // test after a timeout instead of hanging it.
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let mut running = Running {
+            child,
+            addr: String::new(),
+        };
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("http_server printed its address within 20 s");
+        running.addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| panic!("unexpected first line: {line:?}"))
+            .to_owned();
+        running
+    }
+
+    /// A minimal HTTP/1.1 client: one request per connection. Returns the status and
+    /// the body.
+    fn request(addr: &str, method: &str, path: &str, body: &str) -> (u16, String) {
+        let mut stream = TcpStream::connect(addr).expect("connect to http_server");
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        write!(
+            stream,
+            "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+             Content-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("read the response");
+        let (head, body) = response
+            .split_once("\r\n\r\n")
+            .unwrap_or_else(|| panic!("no header end in {response:?}"));
+        let status = head
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("no status in {head:?}"));
+        (status, body.to_owned())
+    }
+
+    /// The value of `"key":` in a flat JSON text, as written.
+    fn json_field<'a>(json: &'a str, key: &str) -> &'a str {
+        let start = json
+            .find(&format!("\"{key}\":"))
+            .unwrap_or_else(|| panic!("no {key} in {json}"))
+            + key.len()
+            + 3;
+        let rest = &json[start..];
+        let end = rest.find([',', '}']).unwrap_or(rest.len());
+        &rest[..end]
+    }
+
+    /// Drives every route; `redis` says whether the config has a Redis pool.
+    fn exercise(server: &Running, redis: bool) {
+        let addr = server.addr.as_str();
+        let (status, body) = request(addr, "GET", "/health", "");
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""status":"ok""#) && body.contains(r#""local":"#));
+
+        let (status, first) = request(addr, "POST", "/notes", "first note");
+        assert_eq!(status, 201, "{first}");
+        let (status, second) = request(addr, "POST", "/notes", "a \"quoted\"\nsecond note");
+        assert_eq!(status, 201, "{second}");
+        assert_eq!(json_field(&second, "notes"), "2");
+        if redis {
+            let posted: i64 = json_field(&second, "posted").parse().expect("a count");
+            let before: i64 = json_field(&first, "posted").parse().expect("a count");
+            assert!(
+                posted > before,
+                "the Redis counter went up: {first} {second}"
+            );
+        } else {
+            assert_eq!(json_field(&second, "posted"), "null");
+        }
+
+        let (status, list) = request(addr, "GET", "/notes", "");
+        assert_eq!(status, 200, "{list}");
+        assert!(list.contains(r#""body":"first note""#), "{list}");
+        assert!(
+            list.contains(r#""body":"a \"quoted\"\nsecond note""#),
+            "{list}"
+        );
+        if redis {
+            assert_ne!(json_field(&list, "posted"), "null");
+        }
+
+        let (status, _) = request(addr, "POST", "/notes", "   ");
+        assert_eq!(status, 400, "an empty note is refused");
+        let (status, _) = request(addr, "DELETE", "/notes", "");
+        assert_eq!(status, 405);
+        let (status, _) = request(addr, "GET", "/nowhere", "");
+        assert_eq!(status, 404);
+
+        let (status, metrics) = request(addr, "GET", "/metrics", "");
+        assert_eq!(status, 200);
+        assert!(metrics.contains("stickypool_connections"), "{metrics}");
+        assert!(metrics.contains("pool=\"local\""), "{metrics}");
+        assert!(metrics.contains("http_requests_total"), "{metrics}");
+        if redis {
+            assert!(metrics.contains("pool=\"cache\""), "{metrics}");
+        }
+    }
+
+    #[test]
+    fn serves_notes_from_sqlite_without_redis() {
+        let dir = support::TempDir::new("http-sqlite");
+        let config = dir.path().join("pools.toml");
+        std::fs::write(
+            &config,
+            r#"
+[pools.local]
+backend = "sqlite"
+path = "notes.db"
+init = "PRAGMA busy_timeout = 5000; PRAGMA journal_mode = WAL;"
+max_size = 4
+min_idle = 1
+reset_on_return = "rollback"
+"#,
+        )
+        .unwrap();
+        let server = start(&config, dir.path());
+        exercise(&server, false);
+        assert!(dir.path().join("notes.db").is_file());
+    }
+
+    #[test]
+    fn serves_notes_with_the_shipped_config_and_redis() {
+        if support::redis_url("http_server with redis").is_none() {
+            return;
+        }
+        // The config file shipped with the example, which reads STICKYPOOL_REDIS_URL;
+        // run in a temporary directory so its relative SQLite path lands there.
+        let dir = support::TempDir::new("http-redis");
+        let config =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/http_server.toml");
+        let server = start(&config, dir.path());
+        exercise(&server, true);
+    }
+
+    #[test]
+    fn bad_config_fails_at_start_naming_the_problem() {
+        let dir = support::TempDir::new("http-bad");
+        let config = dir.path().join("pools.toml");
+        std::fs::write(
+            &config,
+            "[pools.local]\nbackend = \"sqlite\"\npath = \"x.db\"\nmax_size = 0\n",
+        )
+        .unwrap();
+        let out = Command::new(example("http_server"))
+            .args(["--addr", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .current_dir(dir.path())
+            .output()
+            .expect("run http_server");
+        assert_eq!(out.status.code(), Some(1));
+        assert!(stderr(&out).contains("max_size"), "{}", stderr(&out));
+
+        let out = run("http_server", &["--workers", "none"]);
+        assert_eq!(out.status.code(), Some(2));
+    }
+}
