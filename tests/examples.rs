@@ -354,6 +354,23 @@ mod http_server {
             assert_eq!(json_field(&second, "posted"), "null");
         }
 
+        // Several clients at once: the workers' SQLite transactions queue up on the
+        // write lock (busy timeout) and every note lands.
+        std::thread::scope(|s| {
+            for t in 0..4 {
+                s.spawn(move || {
+                    for i in 0..5 {
+                        let (status, body) =
+                            request(addr, "POST", "/notes", &format!("note {t}-{i}"));
+                        assert_eq!(status, 201, "{body}");
+                    }
+                });
+            }
+        });
+        let (status, last) = request(addr, "POST", "/notes", "last note");
+        assert_eq!(status, 201, "{last}");
+        assert_eq!(json_field(&last, "notes"), "23");
+
         let (status, list) = request(addr, "GET", "/notes", "");
         assert_eq!(status, 200, "{list}");
         assert!(list.contains(r#""body":"first note""#), "{list}");
