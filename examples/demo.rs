@@ -691,34 +691,3 @@ fn report(opts: &Options, runs: &[RunResult]) -> String {
     }
     out
 }
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(args: &[&str]) -> Result<Option<Options>, String> {
-        parse_args(args.iter().map(|s| s.to_string()))
-    }
-
-    #[test]
-    fn flags() {
-        let o = parse(&[
-            "--threads",
-            "4",
-            "--connections=2",
-            "--seconds",
-            "0.5",
-            "--compare",
-            "r2d2",
-        ])
-        .unwrap()
-        .unwrap();
-        assert_eq!((o.threads, o.connections, o.compare), (4, 2, true));
-        assert_eq!(o.run_for, Duration::from_millis(500));
-        assert!(parse(&["--help"]).unwrap().is_none());
-        assert!(parse(&["--threads", "0"]).is_err());
-        assert!(parse(&["--threads"]).is_err());
-        assert!(parse(&["--backend", "postgres"]).is_err());
-        assert!(parse(&["--bogus"]).is_err());
-    }
-}
