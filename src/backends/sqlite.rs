@@ -12,9 +12,11 @@
 //! use stickypool::{Pool, ResetAction};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // The busy timeout first: switching to WAL takes a lock, and the pool opens
+//! // connections concurrently.
 //! let manager = SqliteManager::file("app.db").with_init(|conn| {
-//!     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")?;
-//!     conn.busy_timeout(Duration::from_secs(2))
+//!     conn.busy_timeout(Duration::from_secs(2))?;
+//!     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
 //! });
 //! let pool = Pool::builder()
 //!     .max_size(8)
