@@ -6,8 +6,10 @@
 //! The hold is `thread::sleep(100 µs)`: the holder is descheduled while it holds the
 //! connection, as a thread waiting on the database is, which is the realistic case for
 //! a blocking service (and lets 32 threads share 2 cores). Linux timer slack makes the
-//! actual sleep longer than 100 µs; the output shows the measured mean hold and the
-//! throughput bound it implies (connections / hold).
+//! actual sleep longer than 100 µs; the output shows the measured mean hold, the
+//! throughput bound it implies (connections / hold), and how long each connection sat
+//! unused between two borrows: the cost of passing it from one thread to the next,
+//! which is where the pools' throughputs differ.
 //!
 //! Settings (environment):
 //! * `FAIRNESS_SECS`: measured seconds per pool (default 3), after a warm-up of a
@@ -50,6 +52,14 @@ impl Outcome {
 
     fn mean_hold(&self) -> Duration {
         self.held / u32::try_from(self.ops.max(1)).unwrap_or(u32::MAX)
+    }
+
+    /// How long each connection sat unused between two borrows, on average: the time
+    /// per borrow per connection less the hold. With every connection always wanted,
+    /// this is the latency of passing a connection from one thread to the next.
+    fn idle_gap(&self) -> Duration {
+        let per_borrow = f64::from(CONNECTIONS) / self.ops_per_sec();
+        Duration::from_secs_f64((per_borrow - self.mean_hold().as_secs_f64()).max(0.0))
     }
 
     fn wait(&self, quantile: f64) -> Duration {
@@ -159,7 +169,7 @@ fn r2d2_round(warm_up: Duration, measure: Duration) -> Outcome {
 fn print_outcome(o: &Outcome) {
     println!(
         "{:<11} {:>9.0} ops/s  wait p50 {:>9.1?}  p99 {:>9.1?}  p99.9 {:>9.1?}  max {:>9.1?}  \
-         (mean hold {:.1?}, {} ops)",
+         (mean hold {:.1?}, idle between borrows {:.1?}, {} ops)",
         o.name,
         o.ops_per_sec(),
         o.wait(0.50),
@@ -167,6 +177,7 @@ fn print_outcome(o: &Outcome) {
         o.wait(0.999),
         o.max_wait(),
         o.mean_hold(),
+        o.idle_gap(),
         o.ops,
     );
 }
