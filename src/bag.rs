@@ -300,15 +300,16 @@ impl<T, X> Bag<T, X> {
         // The common case, inline: nobody waits, publish and re-check once.
         let slot = &self.slots[ticket.0];
         let before = self.signal.load(Ordering::Relaxed);
-        if before & !FENCED == 0 {
-            if self.publish(slot, before) & !FENCED == 0
+        // A waiter came while we published: take the slot back for it, unless another
+        // thread took it first (that thread gives it back later).
+        if before & !FENCED == 0
+            && (self.publish(slot, before) & !FENCED == 0
                 || slot
                     .state
                     .compare_exchange(IDLE, IN_USE, Ordering::Acquire, Ordering::Relaxed)
-                    .is_err()
-            {
-                return Ok(());
-            }
+                    .is_err())
+        {
+            return Ok(());
         }
         self.give_back_slow(ticket)
     }
