@@ -297,11 +297,11 @@ impl<T, X> Bag<T, X> {
     /// `Err`, and the caller must close the payload and [`free`](Bag::free) the slot.
     #[inline]
     pub fn give_back(&self, ticket: Ticket) -> Result<(), Ticket> {
-        // The common case, inline: nobody waits, publish and re-check once.
+        // The common case, inline: nobody waits, so publish and re-check once. If a
+        // waiter came while we published, take the slot back for it (slow path),
+        // unless another thread took it first: that thread gives it back later.
         let slot = &self.slots[ticket.0];
         let before = self.signal.load(Ordering::Relaxed);
-        // A waiter came while we published: take the slot back for it, unless another
-        // thread took it first (that thread gives it back later).
         if before & !FENCED == 0
             && (self.publish(slot, before) & !FENCED == 0
                 || slot
