@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
@@ -29,8 +29,6 @@ pub struct Script {
     pub valid_calls: AtomicU64,
     /// Times each connection id was closed (dropped).
     pub closes: Mutex<HashMap<u64, u32>>,
-    /// Which connection ids are held by a guard right now (set by tests).
-    pub holders: Mutex<HashMap<u64, usize>>,
     pub resets: Mutex<Vec<(u64, ResetAction)>>,
     /// Connection ids whose next `is_valid` fails.
     pub dead: Mutex<Vec<u64>>,
@@ -182,7 +180,3 @@ pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool
 
 /// A generous deadline for things that should happen "soon" on a loaded machine.
 pub const SOON: Duration = Duration::from_secs(10);
-
-pub fn count(n: &AtomicUsize) -> usize {
-    n.load(Ordering::SeqCst)
-}
