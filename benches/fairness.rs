@@ -43,7 +43,9 @@ const HOLD: Duration = Duration::from_micros(100);
 /// What one pool did in one round.
 struct Outcome {
     name: &'static str,
+    /// Borrows started in the measured window (the last ones may end after it).
     ops: u64,
+    /// The measured window.
     elapsed: Duration,
     /// Time in `get()`, nanoseconds.
     waits: Histogram<u64>,
@@ -91,7 +93,7 @@ fn run<G: DerefMut<Target = Conn>>(
     borrow: impl Fn() -> G + Sync,
 ) -> Outcome {
     let barrier = Barrier::new(THREADS + 1);
-    let (start, per_thread, end) = thread::scope(|s| {
+    let per_thread: Vec<_> = thread::scope(|s| {
         let workers: Vec<_> = (0..THREADS)
             .map(|_| {
                 let (barrier, borrow) = (&barrier, &borrow);
@@ -122,12 +124,10 @@ fn run<G: DerefMut<Target = Conn>>(
             })
             .collect();
         barrier.wait();
-        let start = Instant::now() + warm_up;
-        let per_thread: Vec<_> = workers
+        workers
             .into_iter()
             .map(|w| w.join().expect("fairness thread panicked"))
-            .collect();
-        (start, per_thread, Instant::now())
+            .collect()
     });
     let mut waits = new_histogram();
     let mut held = Duration::ZERO;
@@ -140,7 +140,7 @@ fn run<G: DerefMut<Target = Conn>>(
     Outcome {
         name,
         ops: waits.len(),
-        elapsed: end - start,
+        elapsed: measure,
         waits,
         held,
     }
