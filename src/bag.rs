@@ -23,19 +23,29 @@
 //! is the slow path) and raises `signal`, the waiter count. Giving back reads `signal`:
 //!
 //! * zero: publish `IDLE` and re-read `signal`. The re-read pairs with the waiter, which
-//!   raises `signal` *then* re-scans the slots (both sides `SeqCst`). It is Dekker's
-//!   pattern: either the waiter's re-scan sees the `IDLE` slot, or the giver's re-read
-//!   sees the waiter, takes the slot back with a CAS and hands it over (if the CAS
-//!   fails, some thread took the slot and will give it back later, so the waiter is not
-//!   stranded).
-//! * non-zero: pop the oldest waiter and hand the ticket to it directly: the slot stays
-//!   owned, the waiter is unparked and finds its slot index in its own cell.
+//!   raises `signal` *then* re-scans the slots, with a barrier between the write and
+//!   the read on both sides. It is Dekker's pattern: either the waiter's re-scan sees
+//!   the `IDLE` slot, or the giver's re-read sees the waiter, takes the slot back with
+//!   a CAS and hands it over (if the CAS fails, some thread took the slot and will give
+//!   it back later, so the waiter is not stranded). The barriers are an asymmetric
+//!   pair (`sync::light_barrier` / `heavy_barrier`): the giver, on the fast path, pays
+//!   a compiler fence; the waiter, about to park anyway, pays a `membarrier` system
+//!   call. Loom checks the protocol with the pair as two `SeqCst` fences, which is the
+//!   guarantee the asymmetric pair gives.
+//! * non-zero: pop the oldest waiter. If it has waited at least `fair_after`, hand the
+//!   ticket to it directly: the slot stays owned, the waiter is unparked and finds its
+//!   slot index in its own cell. Otherwise publish the slot `IDLE` and unpark the
+//!   waiter to compete for it: whoever gets there first takes it, quite likely the
+//!   returning thread itself (which still has the connection in cache). A waiter that
+//!   loses goes back into the queue in its old place (ordered by when it started to
+//!   wait), with the same register-then-re-check as before.
 //!
-//! Handing off whenever someone waits makes waiting first-in, first-out: a returning
-//! thread cannot barge in front of a parked one, which is what keeps the tail of the
-//! wait-time distribution short (r2d2 lets the returning thread win every time). When
-//! nobody waits, nothing is handed off and the fast path is a CAS to take and a store
-//! plus a load to give back.
+//! This is parking_lot's *eventual fairness*. Pure barging (r2d2) is fast but lets the
+//! returning thread win every time, so some waiters wait for ever; pure first-in,
+//! first-out hand-off costs a context switch per return. Barging while the oldest
+//! waiter is young and handing off once it is old gives the throughput of the first
+//! and a bounded tail. When nobody waits, nothing of this runs: the fast path is a CAS
+//! to take and a store, a fence and a load to give back.
 //!
 //! # Closing
 //!
@@ -51,7 +61,7 @@ use crossbeam_utils::CachePadded;
 
 use crate::sync::{
     Arc, AtomicBool, AtomicU32, AtomicUsize, Mutex, Ordering, Thread, UnsafeCell, current,
-    park_timeout,
+    heavy_barrier, init_barriers, light_barrier, park_timeout,
 };
 
 /// No connection.
@@ -72,6 +82,8 @@ const CLOSED: usize = 1 << (usize::BITS - 1);
 const WAITING: usize = usize::MAX;
 /// A waiter's cell when the bag closed under it.
 const WOKEN_CLOSED: usize = usize::MAX - 1;
+/// A waiter's cell when it was woken to compete for an `IDLE` slot.
+const WOKEN_COMPETE: usize = usize::MAX - 2;
 
 /// Proof that the holder owns one slot's payload. Not `Clone`: there is one per owned
 /// slot, and it is consumed by giving the slot back, freeing it or handing it off.
@@ -99,7 +111,8 @@ pub struct Slot<T, X> {
 pub enum Wait {
     /// A slot was handed over.
     Got(Ticket),
-    /// A slot turned idle just as the thread registered: take it on the fast path.
+    /// A slot turned idle (just as the thread registered, or it was woken to compete
+    /// for one): try the fast path, then wait again with the same `since`.
     Retry,
     /// The timeout passed.
     TimedOut,
@@ -111,9 +124,11 @@ pub enum Wait {
 
 #[derive(Debug)]
 struct Waiter {
-    /// `WAITING`, `WOKEN_CLOSED` or the index of the slot handed over.
+    /// `WAITING`, `WOKEN_CLOSED`, `WOKEN_COMPETE` or the index of the slot handed over.
     cell: AtomicUsize,
     thread: Thread,
+    /// When the thread started waiting (its place in the queue).
+    since: Instant,
 }
 
 /// The slot array and the waiter queue.
@@ -126,6 +141,9 @@ pub struct Bag<T, X = ()> {
     /// waiters come and go.
     closed: CachePadded<AtomicBool>,
     queue: Mutex<VecDeque<Arc<Waiter>>>,
+    /// How long the oldest waiter may wait before returns are handed to it rather
+    /// than competed for.
+    fair_after: Duration,
 }
 
 // SAFETY: the payloads are only reached through a `Ticket`, and a ticket exists for at
@@ -137,8 +155,9 @@ unsafe impl<T: Send, X: Send + Sync> Sync for Bag<T, X> {}
 unsafe impl<T: Send, X: Send> Send for Bag<T, X> {}
 
 impl<T, X: Default> Bag<T, X> {
-    /// A bag of `size` empty slots.
-    pub fn new(size: usize) -> Self {
+    /// A bag of `size` empty slots; see the module docs for `fair_after`.
+    pub fn new(size: usize, fair_after: Duration) -> Self {
+        init_barriers();
         let slots = (0..size)
             .map(|_| {
                 CachePadded::new(Slot {
@@ -153,6 +172,7 @@ impl<T, X: Default> Bag<T, X> {
             signal: CachePadded::new(AtomicUsize::new(0)),
             closed: CachePadded::new(AtomicBool::new(false)),
             queue: Mutex::new(VecDeque::new()),
+            fair_after,
         }
     }
 }
@@ -183,9 +203,10 @@ impl<T, X> Bag<T, X> {
         self.closed.load(Ordering::Relaxed)
     }
 
-    /// Takes an idle slot without waiting: first `hint`, then the others from `start`.
+    /// Takes an idle slot without waiting: first `hint`, then the others from
+    /// `start()` (only called on a miss).
     #[inline]
-    pub fn try_take(&self, hint: usize, start: usize) -> Option<Ticket> {
+    pub fn try_take(&self, hint: usize, start: impl FnOnce() -> usize) -> Option<Ticket> {
         if let Some(slot) = self.slots.get(hint)
             && slot
                 .state
@@ -194,7 +215,7 @@ impl<T, X> Bag<T, X> {
         {
             return Some(Ticket(hint));
         }
-        self.scan(start, IDLE, IN_USE)
+        self.scan(start(), IDLE, IN_USE)
     }
 
     /// Claims an empty slot for a creator (`EMPTY` to `CONNECTING`).
@@ -228,12 +249,13 @@ impl<T, X> Bag<T, X> {
         None
     }
 
-    /// Whether any slot looks idle (the waiter's re-check; `SeqCst` for the pairing
-    /// described in the module docs).
+    /// Whether any slot looks idle: the waiter's re-check, after the fence that pairs
+    /// with `give_back` (module docs).
     fn any_idle(&self) -> bool {
+        heavy_barrier();
         self.slots
             .iter()
-            .any(|slot| slot.state.load(Ordering::SeqCst) == IDLE)
+            .any(|slot| slot.state.load(Ordering::Relaxed) == IDLE)
     }
 
     /// Runs `f` on the payload of the slot `ticket` owns.
@@ -255,10 +277,32 @@ impl<T, X> Bag<T, X> {
     /// Gives an owned slot (with its payload in place) back: hands it to the oldest
     /// waiter or publishes it `IDLE`. If the bag is closed the ticket comes back in
     /// `Err`, and the caller must close the payload and [`free`](Bag::free) the slot.
-    pub fn give_back(&self, mut ticket: Ticket) -> Result<(), Ticket> {
+    #[inline]
+    pub fn give_back(&self, ticket: Ticket) -> Result<(), Ticket> {
+        // The common case, inline: nobody waits, publish and re-check once.
+        let slot = &self.slots[ticket.0];
+        if self.signal.load(Ordering::Relaxed) == 0 {
+            slot.state.store(IDLE, Ordering::Release);
+            light_barrier();
+            if self.signal.load(Ordering::Relaxed) == 0
+                || slot
+                    .state
+                    .compare_exchange(IDLE, IN_USE, Ordering::Acquire, Ordering::Relaxed)
+                    .is_err()
+            {
+                return Ok(());
+            }
+        }
+        self.give_back_slow(ticket)
+    }
+
+    /// `give_back` when there are waiters or the bag is closed.
+    #[cold]
+    #[inline(never)]
+    fn give_back_slow(&self, mut ticket: Ticket) -> Result<(), Ticket> {
         let slot = &self.slots[ticket.0];
         loop {
-            let signal = self.signal.load(Ordering::SeqCst);
+            let signal = self.signal.load(Ordering::Relaxed);
             if signal & CLOSED != 0 {
                 return Err(ticket);
             }
@@ -268,8 +312,9 @@ impl<T, X> Bag<T, X> {
                     Err(back) => ticket = back,
                 }
             }
-            slot.state.store(IDLE, Ordering::SeqCst);
-            if self.signal.load(Ordering::SeqCst) == 0 {
+            slot.state.store(IDLE, Ordering::Release);
+            light_barrier();
+            if self.signal.load(Ordering::Relaxed) == 0 {
                 return Ok(());
             }
             // A waiter registered (or the bag closed) while we published; it may have
@@ -277,7 +322,7 @@ impl<T, X> Bag<T, X> {
             // another thread took it first: then that thread gives it back later.
             if slot
                 .state
-                .compare_exchange(IDLE, IN_USE, Ordering::SeqCst, Ordering::Relaxed)
+                .compare_exchange(IDLE, IN_USE, Ordering::Acquire, Ordering::Relaxed)
                 .is_err()
             {
                 return Ok(());
@@ -285,18 +330,31 @@ impl<T, X> Bag<T, X> {
         }
     }
 
-    /// Hands `ticket` to the oldest waiter, or returns it if nobody waits.
+    /// Gives `ticket` to the oldest waiter: directly if it has waited `fair_after`,
+    /// else by publishing the slot and waking the waiter to compete for it. Returns
+    /// the ticket if nobody waits.
     fn hand_off(&self, ticket: Ticket) -> Result<(), Ticket> {
         let mut queue = self.queue.lock();
         let Some(waiter) = queue.pop_front() else {
             return Err(ticket);
         };
-        self.signal.fetch_sub(1, Ordering::SeqCst);
-        self.slots[ticket.0].state.store(IN_USE, Ordering::Relaxed);
-        // Stored under the lock, so a waiter that fails to cancel itself (it was popped)
-        // always finds its cell set.
-        waiter.cell.store(ticket.0, Ordering::Release);
-        drop(queue);
+        self.signal.fetch_sub(1, Ordering::Relaxed);
+        let slot = &self.slots[ticket.0];
+        // Cells are stored under the lock, so a waiter that fails to cancel itself (it
+        // was popped) always finds its cell set.
+        if waiter.since.elapsed() >= self.fair_after {
+            slot.state.store(IN_USE, Ordering::Relaxed);
+            waiter.cell.store(ticket.0, Ordering::Release);
+            drop(queue);
+        } else {
+            waiter.cell.store(WOKEN_COMPETE, Ordering::Release);
+            // No re-check after this publish: the woken waiter is awake and takes the
+            // slot, or finds it taken and queues up again with its own re-check. Under
+            // the lock, so a `close` either saw this slot idle in its sweep or happened
+            // before this hand-off looked at the queue.
+            slot.state.store(IDLE, Ordering::Release);
+            drop(queue);
+        }
         waiter.thread.unpark();
         Ok(())
     }
@@ -312,10 +370,12 @@ impl<T, X> Bag<T, X> {
     }
 
     /// Waits until a slot is handed over, the timeout passes or the bag closes.
-    /// `registered` runs once the thread is queued and has re-checked the slots: the
-    /// pool uses it to ask for a new connection.
+    /// `since` is when the thread started waiting: it keeps its place in the queue
+    /// across [`Wait::Retry`]. `registered` runs once the thread is queued and has
+    /// re-checked the slots: the pool uses it to ask for a new connection.
     pub fn wait(
         &self,
+        since: Instant,
         timeout: Duration,
         max_waiters: Option<usize>,
         registered: impl FnOnce(),
@@ -324,6 +384,7 @@ impl<T, X> Bag<T, X> {
         let waiter = Arc::new(Waiter {
             cell: AtomicUsize::new(WAITING),
             thread: current(),
+            since,
         });
         {
             let mut queue = self.queue.lock();
@@ -334,8 +395,11 @@ impl<T, X> Bag<T, X> {
             if max_waiters.is_some_and(|max| signal >= max) {
                 return Wait::TooManyWaiters;
             }
-            queue.push_back(waiter.clone());
-            self.signal.fetch_add(1, Ordering::SeqCst);
+            // Behind everyone who has waited longer: at the back for a new waiter,
+            // back in its place for one that lost a competition.
+            let place = queue.partition_point(|w| w.since <= since);
+            queue.insert(place, waiter.clone());
+            self.signal.fetch_add(1, Ordering::Relaxed);
         }
         if self.any_idle() {
             if self.cancel(&waiter) {
@@ -348,6 +412,7 @@ impl<T, X> Bag<T, X> {
             match waiter.cell.load(Ordering::Acquire) {
                 WAITING => {}
                 WOKEN_CLOSED => return Wait::Closed,
+                WOKEN_COMPETE => return Wait::Retry,
                 index => return Wait::Got(Ticket(index)),
             }
             let now = Instant::now();
@@ -369,7 +434,7 @@ impl<T, X> Bag<T, X> {
         match queue.iter().position(|w| Arc::ptr_eq(w, waiter)) {
             Some(position) => {
                 queue.remove(position);
-                self.signal.fetch_sub(1, Ordering::SeqCst);
+                self.signal.fetch_sub(1, Ordering::Relaxed);
                 true
             }
             None => false,
@@ -381,8 +446,8 @@ impl<T, X> Bag<T, X> {
     pub fn close(&self) {
         let woken: Vec<_> = {
             let mut queue = self.queue.lock();
-            self.closed.store(true, Ordering::SeqCst);
-            self.signal.store(CLOSED, Ordering::SeqCst);
+            self.closed.store(true, Ordering::Relaxed);
+            self.signal.store(CLOSED, Ordering::Relaxed);
             // Cells are set under the lock, as in `hand_off`.
             for waiter in queue.iter() {
                 waiter.cell.store(WOKEN_CLOSED, Ordering::Release);
@@ -392,5 +457,8 @@ impl<T, X> Bag<T, X> {
         for waiter in woken {
             waiter.thread.unpark();
         }
+        // Pairs with `give_back` as the waiter's barrier does: the caller's sweep of
+        // idle slots either sees a racing `IDLE` publish, or that giver sees `CLOSED`.
+        heavy_barrier();
     }
 }

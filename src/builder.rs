@@ -32,6 +32,10 @@ pub(crate) struct Config<M: ManageConnection> {
     pub(crate) customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
     pub(crate) event_handler: Option<Box<dyn HandleEvent>>,
     pub(crate) thread_pool: Arc<ScheduledThreadPool>,
+    /// Leak detection or an event handler is on: borrows and returns record more.
+    pub(crate) observed: bool,
+    /// Something runs on return beyond `has_broken`: a reset, a customizer, a check.
+    pub(crate) resets: bool,
 }
 
 /// Builds a [`Pool`]. Names and defaults follow r2d2's `Builder`, with the additions
@@ -156,15 +160,20 @@ impl<M: ManageConnection> Builder<M> {
     }
 
     /// Whether `get` checks a connection with `is_valid` before handing it out.
-    /// Skipped for connections returned less than
+    /// Skipped for connections checked less than
     /// [`validation_bypass`](Builder::validation_bypass) ago. Default: true.
     pub fn test_on_check_out(mut self, test: bool) -> Self {
         self.test_on_check_out = test;
         self
     }
 
-    /// No borrow-time check for a connection returned less than this long ago: it was
-    /// working moments ago. Default: 500 ms. Zero checks every time.
+    /// No borrow-time check for a connection that was opened or passed `is_valid` less
+    /// than this long ago. Default: 500 ms. Zero checks every time.
+    ///
+    /// The window runs from the last *check*, not the last return (as HikariCP's
+    /// does): a connection in constant use is still checked once per window, so a
+    /// connection that died under load (a database restart) is replaced even when the
+    /// driver cannot tell it is broken without a round trip.
     pub fn validation_bypass(mut self, bypass: Duration) -> Self {
         self.validation_bypass = bypass;
         self
@@ -302,7 +311,13 @@ impl<M: ManageConnection> Builder<M> {
         positive("keepalive_interval", self.keepalive_interval)?;
         positive("leak_detection_threshold", self.leak_detection_threshold)?;
         let id_name = self.name.filter(|n| !n.is_empty());
+        let observed = self.leak_detection_threshold.is_some() || self.event_handler.is_some();
+        let resets = self.reset_on_return != ResetAction::None
+            || self.customizer.is_some()
+            || self.test_on_check_in;
         Ok(Config {
+            observed,
+            resets,
             name: id_name.unwrap_or_default(),
             max_size: self.max_size,
             min_idle,

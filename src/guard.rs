@@ -93,15 +93,13 @@ macro_rules! guard_impl {
             }
         }
 
-        impl<$($lt,)? M: ManageConnection> fmt::Debug for $guard<$($lt,)? M>
-        where
-            M::Connection: fmt::Debug,
-        {
+        // Not the connection itself: drivers' `Debug` may print credentials.
+        impl<$($lt,)? M: ManageConnection> fmt::Debug for $guard<$($lt,)? M> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($guard))
                     .field("pool", &self.pool.config.name)
-                    .field("connection", &**self)
-                    .finish()
+                    .field("id", &self.id())
+                    .finish_non_exhaustive()
             }
         }
     };

@@ -151,12 +151,12 @@ impl<M: ManageConnection> Shared<M> {
             };
             let failed = self.bag.with_value(&ticket, |entry| {
                 let entry = entry.as_mut().expect("an idle slot holds a connection");
-                if now.saturating_sub(entry.last_used_ms) < interval {
+                if now.saturating_sub(entry.last_checked_ms.max(entry.last_used_ms)) < interval {
                     return None;
                 }
                 match self.manager.is_valid(&mut entry.conn) {
                     Ok(()) => {
-                        entry.last_used_ms = now;
+                        entry.last_checked_ms = now;
                         None
                     }
                     Err(e) => Some((entry.id, e.to_string())),
@@ -193,7 +193,10 @@ impl<M: ManageConnection> Shared<M> {
                 continue;
             }
             Counters::bump(&self.counters.leaks);
-            let site = meta.borrow_site.lock().clone().unwrap_or_default();
+            let site = match &*meta.borrow_site.lock() {
+                Some(site) => format!("thread '{}', borrowed at:\n{}", site.thread, site.backtrace),
+                None => "an unknown borrower".to_owned(),
+            };
             log::warn!(
                 "pool '{}': a connection has been held for {:?}, longer than \
                  leak_detection_threshold ({threshold:?}); possible leak by {site}",

@@ -40,6 +40,12 @@
 //! arrival order. Connections are opened, checked and retired by jobs on a background
 //! scheduler shared by all pools. See the module docs of `bag` and `pool` in the source
 //! for the algorithm and its proofs (loom models in `tests/loom.rs`).
+//!
+//! For services: [`Pool::bind`] binds a connection to the calling thread so helpers
+//! deep in a call stack share it and its transaction ([`bound`]); [`Pools`] keeps a
+//! service's pools by alias, built from a TOML file with the `config` feature
+//! (`config` module); the `metrics` feature publishes every pool's state and counters
+//! through the `metrics` facade (`metrics` module).
 
 #![warn(missing_docs)]
 
@@ -48,9 +54,13 @@ mod affinity;
 #[cfg(not(loom))]
 pub mod backends;
 #[cfg(not(loom))]
+pub mod bound;
+#[cfg(not(loom))]
 mod builder;
 #[cfg(not(loom))]
 mod clock;
+#[cfg(all(feature = "config", not(loom)))]
+pub mod config;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
@@ -59,8 +69,12 @@ mod guard;
 mod housekeeper;
 #[cfg(not(loom))]
 mod manager;
+#[cfg(all(feature = "metrics", not(loom)))]
+pub mod metrics;
 #[cfg(not(loom))]
 mod pool;
+#[cfg(not(loom))]
+pub mod registry;
 #[cfg(not(loom))]
 mod stats;
 
@@ -72,6 +86,8 @@ mod bag;
 pub mod bag;
 mod sync;
 
+#[cfg(not(loom))]
+pub use bound::BoundConnection;
 #[cfg(not(loom))]
 pub use builder::{Builder, MAX_POOL_SIZE};
 #[cfg(not(loom))]
@@ -86,5 +102,7 @@ pub use manager::{
 };
 #[cfg(not(loom))]
 pub use pool::{Pool, State};
+#[cfg(not(loom))]
+pub use registry::Pools;
 #[cfg(not(loom))]
 pub use stats::{ClosedCounts, Histogram, Stats};

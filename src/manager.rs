@@ -92,6 +92,21 @@ pub trait CustomizeConnection<C, E>: fmt::Debug + Send + Sync + 'static {
     }
 }
 
+/// A shared customizer, so one can be kept by the caller and given to a pool.
+impl<C, E, T: CustomizeConnection<C, E> + ?Sized> CustomizeConnection<C, E> for std::sync::Arc<T> {
+    fn on_acquire(&self, conn: &mut C) -> Result<(), E> {
+        (**self).on_acquire(conn)
+    }
+
+    fn on_check_in(&self, conn: &mut C) -> Result<(), E> {
+        (**self).on_check_in(conn)
+    }
+
+    fn on_release(&self, conn: C) {
+        (**self).on_release(conn)
+    }
+}
+
 /// A customizer that does nothing.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct NopConnectionCustomizer;
@@ -225,6 +240,26 @@ pub trait HandleEvent: fmt::Debug + Send + Sync + 'static {
     /// A borrower timed out.
     fn handle_timeout(&self, event: TimeoutEvent) {
         let _ = event;
+    }
+}
+
+/// A shared handler, so one can be kept by the caller (to read what it gathered) and
+/// given to a pool.
+impl<T: HandleEvent + ?Sized> HandleEvent for std::sync::Arc<T> {
+    fn handle_acquire(&self, event: AcquireEvent) {
+        (**self).handle_acquire(event)
+    }
+    fn handle_release(&self, event: ReleaseEvent) {
+        (**self).handle_release(event)
+    }
+    fn handle_checkout(&self, event: CheckoutEvent) {
+        (**self).handle_checkout(event)
+    }
+    fn handle_checkin(&self, event: CheckinEvent) {
+        (**self).handle_checkin(event)
+    }
+    fn handle_timeout(&self, event: TimeoutEvent) {
+        (**self).handle_timeout(event)
     }
 }
 

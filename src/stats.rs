@@ -114,6 +114,21 @@ impl Histogram {
             .map(|(i, &count)| (bucket_upper(i), count))
     }
 
+    /// The samples recorded after `earlier`, an older snapshot of the same histogram
+    /// (for exporters that publish per interval). Buckets that shrank count as empty.
+    pub fn since(&self, earlier: &Histogram) -> Histogram {
+        let counts = self
+            .counts
+            .iter()
+            .enumerate()
+            .map(|(i, &c)| c.saturating_sub(earlier.counts.get(i).copied().unwrap_or(0)))
+            .collect();
+        Histogram {
+            counts,
+            sum: self.sum.saturating_sub(earlier.sum),
+        }
+    }
+
     pub(crate) fn add_zeros(&mut self, n: u64) {
         if let Some(first) = self.counts.first_mut() {
             *first += n;

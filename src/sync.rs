@@ -6,6 +6,8 @@ pub(crate) use loom::sync::Arc;
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 #[cfg(loom)]
+pub(crate) use loom::sync::atomic::{fence as light_barrier_fence, fence as heavy_barrier_fence};
+#[cfg(loom)]
 pub(crate) use loom::thread::{Thread, current};
 
 #[cfg(not(loom))]
@@ -81,5 +83,101 @@ impl<T> UnsafeCell<T> {
     #[cfg(not(loom))]
     pub(crate) fn get(&self) -> *mut T {
         self.0.get()
+    }
+}
+
+/// The fast side of an asymmetric barrier pair; see [`heavy_barrier`].
+#[inline]
+pub(crate) fn light_barrier() {
+    #[cfg(loom)]
+    light_barrier_fence(Ordering::SeqCst);
+    #[cfg(not(loom))]
+    membarrier::light();
+}
+
+/// The slow side of an asymmetric barrier pair.
+///
+/// A `light_barrier` in one thread and a `heavy_barrier` in another order memory as
+/// two `SeqCst` fences would: whichever comes second sees everything before the first.
+/// On Linux the light side is only a compiler fence and the heavy side is the
+/// `membarrier(MEMBARRIER_CMD_PRIVATE_EXPEDITED)` system call, which runs a full
+/// barrier on every CPU currently running a thread of this process (the technique of
+/// folly's asymmetric barriers and userspace RCU). That takes the store-load fence
+/// off the path that gives a connection back, at the cost of a system call (about a
+/// microsecond) for a thread that is about to park anyway. Elsewhere, and when the
+/// kernel does not offer it, both sides are `SeqCst` fences; under loom too, where
+/// the models check the protocol with plain fences.
+pub(crate) fn heavy_barrier() {
+    #[cfg(loom)]
+    heavy_barrier_fence(Ordering::SeqCst);
+    #[cfg(not(loom))]
+    membarrier::heavy();
+}
+
+/// Registers the process for expedited membarriers, once. Must run before any pair
+/// of barriers is used (the bag does it when it is created, and every thread that
+/// uses a bag synchronized with its creation, so it sees the outcome).
+pub(crate) fn init_barriers() {
+    #[cfg(not(loom))]
+    membarrier::init();
+}
+
+#[cfg(not(loom))]
+mod membarrier {
+    use std::sync::Once;
+    use std::sync::atomic::{AtomicBool, Ordering, compiler_fence, fence};
+
+    /// Set once, before any bag exists, if expedited membarriers work.
+    static EXPEDITED: AtomicBool = AtomicBool::new(false);
+
+    #[cfg(target_os = "linux")]
+    mod sys {
+        pub(super) const QUERY: libc::c_long = 0;
+        pub(super) const PRIVATE_EXPEDITED: libc::c_long = 1 << 3;
+        pub(super) const REGISTER_PRIVATE_EXPEDITED: libc::c_long = 1 << 4;
+
+        pub(super) fn membarrier(cmd: libc::c_long) -> libc::c_long {
+            // SAFETY: `membarrier(cmd, flags = 0)` takes no pointers and touches no
+            // memory of ours; an unknown command just fails with EINVAL.
+            unsafe { libc::syscall(libc::SYS_membarrier, cmd, 0 as libc::c_long) }
+        }
+    }
+
+    pub(super) fn init() {
+        static ONCE: Once = Once::new();
+        ONCE.call_once(|| {
+            #[cfg(target_os = "linux")]
+            {
+                let supported = sys::membarrier(sys::QUERY);
+                let needed = sys::PRIVATE_EXPEDITED | sys::REGISTER_PRIVATE_EXPEDITED;
+                if supported >= 0
+                    && supported & needed == needed
+                    && sys::membarrier(sys::REGISTER_PRIVATE_EXPEDITED) == 0
+                {
+                    EXPEDITED.store(true, Ordering::Relaxed);
+                }
+            }
+        });
+    }
+
+    #[inline]
+    pub(super) fn light() {
+        if EXPEDITED.load(Ordering::Relaxed) {
+            compiler_fence(Ordering::SeqCst);
+        } else {
+            fence(Ordering::SeqCst);
+        }
+    }
+
+    pub(super) fn heavy() {
+        #[cfg(target_os = "linux")]
+        if EXPEDITED.load(Ordering::Relaxed) {
+            // Registered, so the command cannot fail; if it ever did, there is no safe
+            // way on, since light barriers elsewhere rely on it.
+            let result = sys::membarrier(sys::PRIVATE_EXPEDITED);
+            assert!(result == 0, "membarrier failed after registration");
+            return;
+        }
+        fence(Ordering::SeqCst);
     }
 }

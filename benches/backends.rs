@@ -1,0 +1,218 @@
+//! The same workload through stickypool and through r2d2, per backend: borrow a
+//! connection, do one real round trip, give it back.
+//!
+//! * Redis: `PING` (stickypool's `RedisManager` / the `redis` crate's r2d2 support)
+//! * MySQL: `SELECT 1` (stickypool's `MysqlManager` / `r2d2_mysql`, and also
+//!   `r2d2_mysql`'s manager inside stickypool through `R2d2Adapter`, which compares
+//!   the pools alone: `r2d2_mysql` pings in `has_broken`, on every return)
+//! * SQLite: `SELECT 1` on a file database in a temporary directory (`SqliteManager` /
+//!   `r2d2_sqlite`)
+//!
+//! Each at 1 thread, and at 32 threads sharing 8 connections, with
+//! `test_on_check_out(false)` and no reset on return on both sides. The 32-thread
+//! figures are wall time per operation for the whole group of threads (lower is more
+//! throughput).
+//!
+//! Run it (servers from the same variables as the tests; a backend whose variable is
+//! unset is skipped with a message, SQLite needs no server):
+//!
+//! ```text
+//! source scripts/servers.sh && cargo bench --features compare --bench backends
+//! ```
+//!
+//! Pass a filter after `--` to run part of it, e.g. `-- redis`.
+
+use std::hint::black_box;
+use std::path::PathBuf;
+use std::sync::Barrier;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use mysql::prelude::Queryable;
+use stickypool::ManageConnection;
+use stickypool::backends::mysql::MysqlManager;
+use stickypool::backends::r2d2::R2d2Adapter;
+use stickypool::backends::redis::RedisManager;
+use stickypool::backends::sqlite::SqliteManager;
+
+const MAX_SIZE: u32 = 8;
+const THREADS: usize = 32;
+
+fn stickypool<M: ManageConnection>(manager: M) -> stickypool::Pool<M> {
+    stickypool::Pool::builder()
+        .max_size(MAX_SIZE)
+        .min_idle(Some(MAX_SIZE))
+        .connection_timeout(Duration::from_secs(30))
+        .test_on_check_out(false)
+        .build(manager)
+        .expect("stickypool builds")
+}
+
+fn r2d2<M: r2d2::ManageConnection>(manager: M) -> r2d2::Pool<M> {
+    r2d2::Pool::builder()
+        .max_size(MAX_SIZE)
+        .min_idle(Some(MAX_SIZE))
+        .connection_timeout(Duration::from_secs(30))
+        .test_on_check_out(false)
+        .build(manager)
+        .expect("r2d2 builds")
+}
+
+/// Runs `op` `iters` times spread over `threads` threads, and returns the wall time
+/// from the first thread starting to the last one finishing. Each thread reads the
+/// clock itself: on two cores the spawning thread may not run again until the workers
+/// are done, so its clock readings would miss most of the work.
+fn run_threads(iters: u64, threads: usize, op: &(impl Fn() + Sync)) -> Duration {
+    let barrier = Barrier::new(threads);
+    let spans: Vec<(Instant, Instant)> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..threads as u64)
+            .map(|t| {
+                let share = iters / threads as u64 + u64::from(t < iters % threads as u64);
+                let barrier = &barrier;
+                s.spawn(move || {
+                    barrier.wait();
+                    let start = Instant::now();
+                    for _ in 0..share {
+                        op();
+                    }
+                    (start, Instant::now())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("worker"))
+            .collect()
+    });
+    let first = spans.iter().map(|s| s.0).min().expect("threads > 0");
+    let last = spans.iter().map(|s| s.1).max().expect("threads > 0");
+    last - first
+}
+
+/// Benchmarks `op` at 1 thread and at `THREADS` threads under `group/name`.
+fn bench_both(c: &mut Criterion, group: &str, name: &str, op: impl Fn() + Sync) {
+    let mut g = c.benchmark_group(group);
+    g.bench_function(BenchmarkId::new(name, "1 thread"), |b| b.iter(&op));
+    g.bench_function(
+        BenchmarkId::new(name, format!("{THREADS} threads, {MAX_SIZE} connections")),
+        |b| b.iter_custom(|iters| run_threads(iters, THREADS, &op)),
+    );
+    g.finish();
+}
+
+fn env(var: &str, backend: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.trim().is_empty() => Some(v.trim().to_owned()),
+        _ => {
+            eprintln!("skipping {backend}: {var} not set (source scripts/servers.sh)");
+            None
+        }
+    }
+}
+
+fn redis_ping(conn: &mut redis::Connection) {
+    let pong: String = redis::cmd("PING").query(conn).expect("PING");
+    black_box(pong);
+}
+
+fn bench_redis(c: &mut Criterion) {
+    let Some(url) = env("STICKYPOOL_REDIS_URL", "redis") else {
+        return;
+    };
+    let ours = stickypool(RedisManager::new(url.as_str()).expect("redis URL"));
+    bench_both(c, "redis PING", "stickypool", || {
+        redis_ping(&mut ours.get().expect("borrow"));
+    });
+    drop(ours);
+    let theirs = r2d2(redis::Client::open(url.as_str()).expect("redis URL"));
+    bench_both(c, "redis PING", "r2d2", || {
+        redis_ping(&mut theirs.get().expect("borrow"));
+    });
+}
+
+fn mysql_select(conn: &mut mysql::Conn) {
+    let one: Option<u32> = conn.query_first("SELECT 1").expect("SELECT 1");
+    black_box(one);
+}
+
+fn bench_mysql(c: &mut Criterion) {
+    let Some(url) = env("STICKYPOOL_MYSQL_URL", "mysql") else {
+        return;
+    };
+    let opts = mysql::Opts::from_url(&url).expect("mysql URL");
+    let builder = || mysql::OptsBuilder::from_opts(opts.clone());
+
+    let ours = stickypool(MysqlManager::new(opts.clone()));
+    bench_both(c, "mysql SELECT 1", "stickypool", || {
+        mysql_select(&mut ours.get().expect("borrow"));
+    });
+    drop(ours);
+    let theirs = r2d2(r2d2_mysql::MySqlConnectionManager::new(builder()));
+    bench_both(c, "mysql SELECT 1", "r2d2", || {
+        mysql_select(&mut theirs.get().expect("borrow"));
+    });
+    drop(theirs);
+    let adapted = stickypool(R2d2Adapter::new(r2d2_mysql::MySqlConnectionManager::new(
+        builder(),
+    )));
+    bench_both(
+        c,
+        "mysql SELECT 1",
+        "stickypool + r2d2_mysql manager",
+        || {
+            mysql_select(&mut adapted.get().expect("borrow"));
+        },
+    );
+}
+
+fn sqlite_select(conn: &rusqlite::Connection) {
+    let one: i64 = conn
+        .prepare_cached("SELECT 1")
+        .and_then(|mut s| s.query_row([], |r| r.get(0)))
+        .expect("SELECT 1");
+    black_box(one);
+}
+
+/// A temporary directory, removed when dropped.
+struct TempDir(PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn bench_sqlite(c: &mut Criterion) {
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("stickypool-bench-{}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).expect("temporary directory");
+    let path = dir.0.join("bench.db");
+    rusqlite::Connection::open(&path)
+        .and_then(|c| c.execute_batch("CREATE TABLE IF NOT EXISTS t (x)"))
+        .expect("create the database");
+
+    let ours = stickypool(SqliteManager::file(&path));
+    bench_both(c, "sqlite SELECT 1", "stickypool", || {
+        sqlite_select(&ours.get().expect("borrow"));
+    });
+    drop(ours);
+    let theirs = r2d2(r2d2_sqlite::SqliteConnectionManager::file(&path));
+    bench_both(c, "sqlite SELECT 1", "r2d2", || {
+        sqlite_select(&theirs.get().expect("borrow"));
+    });
+}
+
+fn backends(c: &mut Criterion) {
+    bench_redis(c);
+    bench_mysql(c);
+    bench_sqlite(c);
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    targets = backends
+}
+criterion_main!(benches);

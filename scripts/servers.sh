@@ -1,0 +1,166 @@
+# shellcheck shell=bash
+# Throwaway Redis, Redis Cluster and MariaDB servers for the stickypool tests.
+#
+# Usage (by hand, from the repository root):
+#
+#     source scripts/servers.sh        # installs packages if needed, starts servers
+#     cargo test --all-features        # tests read the STICKYPOOL_* variables below
+#     exit                             # (or stickypool_servers_stop) stops everything
+#
+# This file must be *sourced* by bash, not executed: it exports variables into the
+# calling shell. scripts/test sources it before running the tests.
+#
+# What it does:
+#   * Installs redis-server, redis-tools, mariadb-server and mariadb-client with
+#     apt-get when the binaries are missing (root only; otherwise it fails with a
+#     message). Already-installed packages are left alone.
+#   * Creates a temporary directory (mktemp -d) holding all data, logs, pid files
+#     and sockets, picks free loopback ports (never fixed ones), and starts, bound
+#     to 127.0.0.1 only and without persistence:
+#       - one plain redis-server,
+#       - a Redis Cluster of three masters (no replicas), waiting for
+#         cluster_state:ok on every node,
+#       - a MariaDB server with database `stickypool` and user `stickypool`
+#         (password `stickypool-secret`, host 127.0.0.1 and localhost) that has all
+#         privileges on stickypool.* plus PROCESS; max_connections is 500,
+#         default character set utf8mb4.
+#   * Exports:
+#       STICKYPOOL_REDIS_URL           redis://127.0.0.1:<port>/
+#       STICKYPOOL_REDIS_CLUSTER_URLS  redis://127.0.0.1:<p1>/,redis://127.0.0.1:<p2>/,redis://127.0.0.1:<p3>/
+#       STICKYPOOL_MYSQL_URL           mysql://stickypool:stickypool-secret@127.0.0.1:<port>/stickypool
+#       STICKYPOOL_SERVER_CTL          <dir>/ctl, a script tests run to break servers:
+#                                        ctl kill redis|mysql   SIGKILL, wait until gone
+#                                        ctl start redis|mysql  restart on the same port
+#                                                               and data, wait until up
+#                                        ctl stop-all           stop every server
+#       STICKYPOOL_SERVERS_DIR         <dir> (logs: <dir>/redis/log, <dir>/mysql/log, ...)
+#     The cluster nodes are not covered by `ctl kill/start`.
+#   * Each shell gets its own ports and directory, so concurrent runs do not clash.
+#     Sourcing it again in the same shell stops the previous servers first.
+#   * Stops every server and removes the directory when the shell exits (EXIT trap,
+#     appended to any EXIT trap already set), or earlier by calling
+#     `stickypool_servers_stop`. If you set your own EXIT trap afterwards, call
+#     stickypool_servers_stop from it. A background watchdog also cleans up (within
+#     about a second) if the shell dies without running its traps, e.g. on SIGKILL.
+#
+# Prints one line per server; on failure prints the server's log tail and returns
+# non-zero (with `set -e` in the caller, the caller exits and the trap cleans up).
+# The servers' own logic lives in scripts/servers-ctl (copied to <dir>/ctl).
+
+_STICKYPOOL_SCRIPTS_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
+# Stop the servers started by this shell and remove their directory. Always
+# returns 0, so it is safe in an EXIT trap under `set -e`.
+stickypool_servers_stop() {
+  local dir=${_STICKYPOOL_SERVERS_OWNED_DIR:-}
+  _STICKYPOOL_SERVERS_OWNED_DIR=
+  if [[ -n $dir && -d $dir ]]; then
+    # The watchdog first, so it does not race us; it leads its own process group.
+    if [[ -f $dir/watchdog.pid ]]; then
+      kill -TERM -- "-$(cat "$dir/watchdog.pid")" 2>/dev/null || true
+    fi
+    "$dir/ctl" stop-all || true
+    rm -rf -- "$dir"
+    unset STICKYPOOL_REDIS_URL STICKYPOOL_REDIS_CLUSTER_URLS STICKYPOOL_MYSQL_URL \
+      STICKYPOOL_SERVER_CTL STICKYPOOL_SERVERS_DIR
+  fi
+  return 0
+}
+
+# Run apt-get, retrying while another apt/dpkg process holds its locks.
+_stickypool_apt_get() {
+  local out deadline=$((SECONDS + 600)) said=
+  out=$(mktemp)
+  # DPkg::Lock::Timeout makes install wait for the dpkg lock; `update` still fails
+  # at once on the lists lock, hence the retry loop.
+  until DEBIAN_FRONTEND=noninteractive apt-get -q -o DPkg::Lock::Timeout=600 "$@" >"$out" 2>&1; do
+    if ! grep -qiE 'could not get lock|unable to lock|unable to acquire' "$out" ||
+      ((SECONDS >= deadline)); then
+      echo "stickypool servers: apt-get $* failed:" >&2
+      tail -n 30 "$out" >&2
+      rm -f "$out"
+      return 1
+    fi
+    [[ -n $said ]] || echo "stickypool servers: waiting for another apt-get to finish" >&2
+    said=1
+    sleep 0.1
+  done
+  rm -f "$out"
+}
+
+_stickypool_servers_install() {
+  # Local PATH: the server binaries live in /usr/sbin, not on every user's PATH.
+  local PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" bin missing=() made_policy='' rc=0
+  for bin in redis-server redis-cli mariadbd mariadb-install-db mariadb mariadb-admin; do
+    command -v "$bin" >/dev/null || missing+=("$bin")
+  done
+  ((${#missing[@]} > 0)) || return 0
+
+  if ((EUID != 0)); then
+    echo "stickypool servers: missing ${missing[*]}; install them as root:" >&2
+    echo "  apt-get install redis-server redis-tools mariadb-server mariadb-client" >&2
+    return 1
+  fi
+  echo "stickypool servers: installing redis and mariadb (missing: ${missing[*]})" >&2
+  # Keep the packages from starting their system-wide services (ports 6379/3306):
+  # we only need the binaries. policy-rc.d is honoured by invoke-rc.d and
+  # deb-systemd-invoke; an existing one (Docker images ship one) is left as is.
+  if [[ ! -e /usr/sbin/policy-rc.d ]]; then
+    printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d &&
+      made_policy=1
+  fi
+  _stickypool_apt_get update &&
+    _stickypool_apt_get install -y --no-install-recommends \
+      redis-server redis-tools mariadb-server mariadb-client || rc=1
+  [[ -z $made_policy ]] || rm -f /usr/sbin/policy-rc.d
+  ((rc == 0)) || return 1
+
+  for bin in "${missing[@]}"; do
+    command -v "$bin" >/dev/null || {
+      echo "stickypool servers: $bin is still missing after apt-get install" >&2
+      return 1
+    }
+  done
+}
+
+# Append stickypool_servers_stop to the current EXIT trap (once). It goes last so
+# that an existing trap still sees the shell's real exit status in $?.
+_stickypool_servers_trap() {
+  local current=()
+  eval "current=($(trap -p EXIT))" # trap -p prints: trap -- 'COMMANDS' EXIT
+  local cmds=${current[2]:-}
+  [[ $cmds == *stickypool_servers_stop* ]] && return 0
+  # shellcheck disable=SC2064 # expand the previous trap's commands now
+  trap "${cmds:+$cmds
+}stickypool_servers_stop" EXIT
+}
+
+_stickypool_servers_start() {
+  local dir shell_pid=$BASHPID
+
+  # Sourced again in the same shell: replace the previous servers.
+  stickypool_servers_stop
+
+  _stickypool_servers_install || return 1
+  dir=$(mktemp -d "${TMPDIR:-/tmp}/stickypool-servers.XXXXXX") || return 1
+  _STICKYPOOL_SERVERS_OWNED_DIR=$dir
+  _stickypool_servers_trap
+  cp "$_STICKYPOOL_SCRIPTS_DIR/servers-ctl" "$dir/ctl" && chmod 755 "$dir/ctl" || return 1
+
+  # Watchdog: cleans up if this shell dies without running its EXIT trap. Started
+  # from a subshell so it is not a job of this shell (a plain `wait` in the caller
+  # must not wait for it), in its own session so terminal signals do not reach it.
+  (setsid "$dir/ctl" watch "$shell_pid" </dev/null >"$dir/watchdog.log" 2>&1 &)
+
+  "$dir/ctl" start-all || return 1
+  # shellcheck source=/dev/null
+  source "$dir/env"
+}
+
+if _stickypool_servers_start; then
+  true
+else
+  echo "stickypool servers: start failed; stopping what was started" >&2
+  stickypool_servers_stop
+  false
+fi

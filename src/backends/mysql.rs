@@ -1,0 +1,198 @@
+//! MySQL and MariaDB through the [`mysql`](https://docs.rs/mysql) crate (feature `mysql`).
+//!
+//! [`MysqlManager`] opens a [`mysql::Conn`] per pool slot. Everything about how to
+//! connect (host, port or socket, user, password, database, TLS through
+//! [`SslOpts`](mysql::SslOpts), timeouts, init statements) is set on the driver's own
+//! [`Opts`]/[`OptsBuilder`], so the driver's documentation applies unchanged.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mysql::prelude::Queryable;
+//! use stickypool::backends::mysql::MysqlManager;
+//! use stickypool::{Pool, ResetAction};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = MysqlManager::from_url("mysql://app:secret@127.0.0.1:3306/app")?;
+//! let pool = Pool::builder()
+//!     .max_size(16)
+//!     .connection_timeout(Duration::from_secs(3))
+//!     .reset_on_return(ResetAction::Rollback)
+//!     .build(manager)?;
+//!
+//! let mut conn = pool.get()?;
+//! let one: Option<u32> = conn.query_first("SELECT 1")?;
+//! assert_eq!(one, Some(1));
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! With an [`OptsBuilder`], for TLS or timeouts:
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use mysql::OptsBuilder;
+//! use stickypool::backends::mysql::MysqlManager;
+//!
+//! let opts = OptsBuilder::new()
+//!     .ip_or_hostname(Some("db.internal"))
+//!     .user(Some("app"))
+//!     .pass(Some("secret"))
+//!     .db_name(Some("app"))
+//!     // Bound how long a connect or a query may block a thread.
+//!     .tcp_connect_timeout(Some(Duration::from_secs(2)))
+//!     .read_timeout(Some(Duration::from_secs(30)))
+//!     .write_timeout(Some(Duration::from_secs(30)));
+//! let manager = MysqlManager::new(opts);
+//! ```
+//!
+//! `MysqlManager`'s `Debug` output never shows the password. The driver's own types do:
+//! `mysql::Opts` and `mysql::Conn` derive `Debug` and print the options with the
+//! password, so do not log a connection (or a pooled guard, whose `Debug` shows its
+//! connection) with `{:?}`.
+//!
+//! The driver's defaults have no connect, read or write timeout: a server that stops
+//! answering without closing its sockets blocks the calling thread until the operating
+//! system gives up. Set `tcp_connect_timeout`, `read_timeout` and `write_timeout` in
+//! production.
+//!
+//! # What the hooks do
+//!
+//! * [`is_valid`](ManageConnection::is_valid) sends `COM_PING`, one round trip.
+//! * [`has_broken`](ManageConnection::has_broken) always answers `false`. The driver
+//!   keeps no public "this connection failed" state, and the only ways to learn more
+//!   (a ping, or peeking at the socket) are I/O, which `has_broken` must not do. A dead
+//!   connection is found instead by `is_valid` (test on check-out, keepalive) or by the
+//!   reset on return, whose statement fails and makes the pool close the connection.
+//!   See [below](#after-a-server-restart) for what that means for configuration.
+//! * [`reset`](ManageConnection::reset): [`ResetAction::Commit`] sends `COMMIT`,
+//!   [`ResetAction::Rollback`] sends `ROLLBACK`, [`ResetAction::Session`] calls
+//!   [`Conn::reset`] (`COM_RESET_CONNECTION`, falling back to `COM_CHANGE_USER` on old
+//!   servers), which rolls back, drops temporary tables and user variables, releases
+//!   locks, and then re-runs the `init` statements of the options.
+//!
+//! ## Why `COMMIT`/`ROLLBACK` is always sent
+//!
+//! The server tells the client after every statement whether a transaction is open
+//! (the `SERVER_STATUS_IN_TRANS` bit of the status flags in each OK packet), and the
+//! `mysql` crate does record those flags, but in a private field of `Conn`: version 28
+//! offers no accessor for them (only `no_backslash_escape`, derived from the same
+//! field), and `Conn::session_state_changes` reports transaction state only when the
+//! server is configured with `session_track_transaction_info`. So the manager cannot
+//! tell a clean connection from one with an open transaction without asking the server,
+//! and asking costs the same round trip as just sending `ROLLBACK`, which is harmless
+//! when no transaction is open. Each return with `Commit` or `Rollback` therefore costs
+//! one round trip; use [`ResetAction::None`] where the code always closes its
+//! transactions itself (the driver's [`mysql::Transaction`] rolls back when dropped).
+
+//!
+//! # After a server restart
+//!
+//! When the server restarts, every pooled connection is dead, and since `has_broken`
+//! cannot see it, something else must notice before the pool hands the connection out
+//! again. The pool skips the check on borrow (`test_on_check_out`) for a connection
+//! used less than [`validation_bypass`](crate::Builder::validation_bypass) ago, so a
+//! connection in constant use would keep coming back dead. Use one of:
+//!
+//! * [`reset_on_return`](crate::Builder::reset_on_return) with
+//!   [`ResetAction::Rollback`] (recommended, and what the example above does): the
+//!   `ROLLBACK` on return fails on a dead connection, which is then closed. It also
+//!   guarantees that no transaction leaks to the next borrower.
+//! * [`test_on_check_in`](crate::Builder::test_on_check_in): a ping on every return.
+//! * `validation_bypass(Duration::ZERO)`: a ping on every borrow.
+//!
+//! A borrower that sees an error for which
+//! [`mysql::Error::is_connectivity_error`] is true can also close the connection
+//! itself with [`PooledConnection::discard`](crate::PooledConnection::discard).
+
+use std::fmt;
+
+use mysql::prelude::Queryable;
+use mysql::{Conn, Opts, OptsBuilder};
+
+use crate::manager::{ManageConnection, ResetAction};
+
+/// A [`ManageConnection`] for MySQL and MariaDB connections ([`mysql::Conn`]).
+///
+/// See the [module documentation](self) for an example and for what each hook does.
+#[derive(Clone)]
+pub struct MysqlManager {
+    opts: Opts,
+}
+
+impl MysqlManager {
+    /// A manager connecting with these options: an [`Opts`], or an [`OptsBuilder`]
+    /// carrying TLS ([`SslOpts`](mysql::SslOpts)), timeouts and init statements.
+    pub fn new(opts: impl Into<Opts>) -> MysqlManager {
+        MysqlManager { opts: opts.into() }
+    }
+
+    /// A manager connecting to a URL such as
+    /// `mysql://user:password@host:3306/database?tcp_connect_timeout_ms=2000`. The
+    /// query parameters the driver accepts are listed in [`Opts::from_url`].
+    ///
+    /// Nothing is opened here; an error means the URL could not be parsed.
+    pub fn from_url(url: &str) -> Result<MysqlManager, mysql::Error> {
+        Ok(MysqlManager::new(Opts::from_url(url)?))
+    }
+
+    /// The options every connection is opened with.
+    pub fn opts(&self) -> &Opts {
+        &self.opts
+    }
+}
+
+impl From<Opts> for MysqlManager {
+    fn from(opts: Opts) -> MysqlManager {
+        MysqlManager::new(opts)
+    }
+}
+
+impl From<OptsBuilder> for MysqlManager {
+    fn from(opts: OptsBuilder) -> MysqlManager {
+        MysqlManager::new(opts)
+    }
+}
+
+/// Shows where the manager connects, never the password (the driver's own `Opts`
+/// prints it, so it is not used here).
+impl fmt::Debug for MysqlManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let o = &self.opts;
+        f.debug_struct("MysqlManager")
+            .field("host", &o.get_ip_or_hostname())
+            .field("port", &o.get_tcp_port())
+            .field("socket", &o.get_socket())
+            .field("user", &o.get_user())
+            .field("password", &o.get_pass().map(|_| "<redacted>"))
+            .field("db_name", &o.get_db_name())
+            .field("tls", &o.get_ssl_opts().is_some())
+            .finish_non_exhaustive()
+    }
+}
+
+impl ManageConnection for MysqlManager {
+    type Connection = Conn;
+    type Error = mysql::Error;
+
+    fn connect(&self) -> Result<Conn, mysql::Error> {
+        Conn::new(self.opts.clone())
+    }
+
+    fn is_valid(&self, conn: &mut Conn) -> Result<(), mysql::Error> {
+        conn.ping()
+    }
+
+    fn has_broken(&self, _conn: &mut Conn) -> bool {
+        // See the module docs: the driver exposes nothing that answers this without I/O.
+        false
+    }
+
+    fn reset(&self, conn: &mut Conn, action: ResetAction) -> Result<(), mysql::Error> {
+        match action {
+            ResetAction::None => Ok(()),
+            ResetAction::Commit => conn.query_drop("COMMIT"),
+            ResetAction::Rollback => conn.query_drop("ROLLBACK"),
+            ResetAction::Session => conn.reset(),
+        }
+    }
+}

@@ -1,0 +1,421 @@
+//! Redis (and Valkey) through the [`redis`](https://docs.rs/redis) crate (feature `redis`).
+//!
+//! * [`RedisManager`]: one server, connections are [`redis::Connection`].
+//! * [`RedisClusterManager`]: a Redis Cluster, connections are
+//!   [`redis::cluster::ClusterConnection`] (each one holds a socket per node and routes
+//!   every command by its key).
+//!
+//! Addresses, database, user, password and TLS (`rediss://` URLs, with the driver's TLS
+//! features) are given exactly as the driver takes them: a URL or a
+//! [`redis::ConnectionInfo`] for one server, a [`redis::Client`], or a list of node URLs
+//! or a [`ClusterClient`] built with [`ClusterClientBuilder`](redis::cluster::ClusterClientBuilder)
+//! for a cluster.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use redis::Commands;
+//! use stickypool::backends::redis::RedisManager;
+//! use stickypool::{Pool, ResetAction};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = RedisManager::new("redis://:secret@127.0.0.1:6379/0")?
+//!     .connect_timeout(Duration::from_secs(1))
+//!     .response_timeout(Duration::from_secs(5));
+//! let pool = Pool::builder()
+//!     .max_size(16)
+//!     .reset_on_return(ResetAction::Rollback)
+//!     .build(manager)?;
+//!
+//! let mut conn = pool.get()?;
+//! let _: () = conn.set("greeting", "hello")?;
+//! let greeting: String = conn.get("greeting")?;
+//! assert_eq!(greeting, "hello");
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! A cluster, from the addresses of some of its nodes:
+//!
+//! ```no_run
+//! use redis::Commands;
+//! use stickypool::backends::redis::RedisClusterManager;
+//! use stickypool::Pool;
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let manager = RedisClusterManager::new([
+//!     "redis://10.0.0.1:6379/",
+//!     "redis://10.0.0.2:6379/",
+//!     "redis://10.0.0.3:6379/",
+//! ])?;
+//! let pool = Pool::builder().max_size(8).build(manager)?;
+//! let mut conn = pool.get()?;
+//! let _: () = conn.incr("visits", 1)?;
+//! # Ok(())
+//! # }
+//! ```
+//!
+//! # What the hooks do
+//!
+//! * [`is_valid`](ManageConnection::is_valid) sends `PING` and expects `PONG` (on a
+//!   cluster the driver sends it to every primary).
+//! * [`has_broken`](ManageConnection::has_broken) returns `!is_open()`: the driver marks a
+//!   connection closed when a read failed or the server answered garbage. It is a field
+//!   read, no I/O.
+//! * [`reset`](ManageConnection::reset) makes sure the next borrower does not inherit a
+//!   transaction (`MULTI` left open: every command it sends would answer `QUEUED`) or
+//!   watched keys (`WATCH` left behind: its own next transaction could fail for keys it
+//!   never watched).
+//!
+//! ## How the reset works, and why this way
+//!
+//! Neither `redis::Connection` nor `ClusterConnection` records whether `MULTI` or `WATCH`
+//! was sent, so the reset cannot skip the server when the connection is clean. It uses a
+//! sequence that is correct in both states and costs a single round trip on one server:
+//! the two commands `MULTI` and `DISCARD`, sent together as one pipeline.
+//!
+//! * No transaction open: `MULTI` opens one, `DISCARD` closes it and, like every
+//!   `DISCARD`, forgets all watched keys.
+//! * Transaction open: `MULTI` is refused ("calls can not be nested") and changes
+//!   nothing, `DISCARD` drops the queued commands and the watched keys.
+//!
+//! Either way `DISCARD` answers `OK`, so any other answer is a real problem and is
+//! returned as an error (the pool then closes the connection). The obvious alternative,
+//! `DISCARD` then `UNWATCH`, is also one round trip but its `DISCARD` fails with
+//! "without MULTI" on every clean connection, which makes real failures harder to tell
+//! apart. Redis 6.2's `RESET` command is not used: it also logs the connection out,
+//! switches it back to RESP2 and selects database 0, undoing what the driver set up at
+//! connect.
+//!
+//! [`ResetAction::Commit`] sends `EXEC` first (it runs the queued commands if a
+//! transaction is open and fails harmlessly otherwise; a transaction aborted by a
+//! watched key or a queuing error is logged at `warn` level, the connection is clean
+//! either way), then the same `MULTI`/`DISCARD`. [`ResetAction::Session`] does what
+//! `Rollback` does and also `SELECT`s the database of the connection info again, in
+//! case the borrower switched it (single server only: a cluster has only database 0).
+//!
+//! A user whose ACL forbids transactions gets `NOPERM` for `MULTI` and `DISCARD`; such a
+//! connection cannot have a transaction or watched keys, so that answer counts as clean.
+//!
+//! On a cluster the driver routes `MULTI` and `DISCARD` (no key) to a random node, so a
+//! transaction left open sits on any one of the node sockets. The reset therefore sends
+//! `MULTI` and then `DISCARD` to every node: `2 × nodes` round trips per return (the
+//! cluster connection does not pipeline). Where borrowers never use `MULTI`/`WATCH` on
+//! the cluster, [`ResetAction::None`] skips that cost.
+
+use std::fmt;
+use std::time::Duration;
+
+use redis::cluster::{ClusterClient, ClusterConnection};
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::{
+    Client, Connection, ConnectionAddr, ConnectionInfo, ConnectionLike, IntoConnectionInfo,
+    RedisError, RedisResult, ServerErrorKind, Value,
+};
+
+use crate::manager::{ManageConnection, ResetAction};
+
+/// A [`ManageConnection`] for one Redis server ([`redis::Connection`]).
+///
+/// See the [module documentation](self) for an example and for what each hook does.
+#[derive(Clone)]
+pub struct RedisManager {
+    client: Client,
+    connect_timeout: Option<Duration>,
+    response_timeout: Option<Duration>,
+}
+
+impl RedisManager {
+    /// A manager for the server at `info`: a URL (`redis://[user][:password@]host[:port][/db]`,
+    /// `rediss://` for TLS with the driver's TLS features, `redis+unix:///path`) or a
+    /// [`ConnectionInfo`].
+    ///
+    /// Nothing is opened here; an error means the address could not be parsed.
+    pub fn new(info: impl IntoConnectionInfo) -> RedisResult<RedisManager> {
+        Ok(RedisManager::from_client(Client::open(info)?))
+    }
+
+    /// A manager opening its connections from this client (for a client built with
+    /// the driver's TLS certificate options, for example).
+    pub fn from_client(client: Client) -> RedisManager {
+        RedisManager {
+            client,
+            connect_timeout: None,
+            response_timeout: None,
+        }
+    }
+
+    /// Bounds how long opening a connection may take. Without it the operating system's
+    /// TCP connect timeout applies, which can be minutes for a host that drops packets.
+    pub fn connect_timeout(mut self, timeout: Duration) -> RedisManager {
+        self.connect_timeout = Some(timeout);
+        self
+    }
+
+    /// Bounds how long a command may wait for its reply (and for its request to be
+    /// written), on every connection this manager opens. Without it a server that stops
+    /// answering without closing the socket blocks the caller forever.
+    ///
+    /// A zero duration is rejected by the driver when connecting.
+    pub fn response_timeout(mut self, timeout: Duration) -> RedisManager {
+        self.response_timeout = Some(timeout);
+        self
+    }
+
+    /// The client connections are opened from.
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+}
+
+impl From<Client> for RedisManager {
+    fn from(client: Client) -> RedisManager {
+        RedisManager::from_client(client)
+    }
+}
+
+/// Prints an address, never the password or TLS material.
+struct Addr<'a>(&'a ConnectionInfo);
+
+impl fmt::Debug for Addr<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let info = self.0;
+        let tls = matches!(info.addr(), ConnectionAddr::TcpTls { .. });
+        let redis = info.redis_settings();
+        let mut s = f.debug_struct("Addr");
+        s.field("addr", &format_args!("{}", info.addr()))
+            .field("tls", &tls)
+            .field("db", &redis.db())
+            .field("username", &redis.username())
+            .field("password", &redis.password().map(|_| "<redacted>"));
+        s.finish()
+    }
+}
+
+/// Shows where the manager connects, never the password.
+impl fmt::Debug for RedisManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RedisManager")
+            .field("server", &Addr(self.client.get_connection_info()))
+            .field("connect_timeout", &self.connect_timeout)
+            .field("response_timeout", &self.response_timeout)
+            .finish()
+    }
+}
+
+impl ManageConnection for RedisManager {
+    type Connection = Connection;
+    type Error = RedisError;
+
+    fn connect(&self) -> RedisResult<Connection> {
+        let conn = match self.connect_timeout {
+            Some(timeout) => self.client.get_connection_with_timeout(timeout)?,
+            None => self.client.get_connection()?,
+        };
+        if let Some(timeout) = self.response_timeout {
+            conn.set_read_timeout(Some(timeout))?;
+            conn.set_write_timeout(Some(timeout))?;
+        }
+        Ok(conn)
+    }
+
+    fn is_valid(&self, conn: &mut Connection) -> RedisResult<()> {
+        ping(conn)
+    }
+
+    fn has_broken(&self, conn: &mut Connection) -> bool {
+        !conn.is_open()
+    }
+
+    fn reset(&self, conn: &mut Connection, action: ResetAction) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        match action {
+            ResetAction::None => return Ok(()),
+            ResetAction::Commit => {
+                pipe.cmd("EXEC");
+            }
+            ResetAction::Rollback | ResetAction::Session => {}
+        }
+        pipe.cmd("MULTI").cmd("DISCARD");
+        let select = action == ResetAction::Session;
+        if select {
+            pipe.cmd("SELECT")
+                .arg(self.client.get_connection_info().redis_settings().db());
+        }
+        // Server errors come back as `Value::ServerError` items, I/O errors as `Err`.
+        let replies: Vec<Value> = pipe.ignore_errors().query(conn)?;
+        let mut replies = replies.into_iter();
+        if action == ResetAction::Commit {
+            log_exec_reply(replies.next());
+        }
+        let _multi = replies.next(); // `OK`, or "nested" when a transaction was open.
+        check_discard(replies.next())?;
+        if select {
+            match replies.next() {
+                Some(Value::ServerError(e)) if e.kind() != Some(ServerErrorKind::NoPerm) => {
+                    return Err(e.into());
+                }
+                Some(_) => {}
+                None => return Err(missing_reply("SELECT")),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A [`ManageConnection`] for a Redis Cluster ([`ClusterConnection`]).
+///
+/// Each pooled connection holds one socket per cluster node and follows the cluster's
+/// slot map by itself (it reconnects to a node and refreshes the map on `MOVED`). See the
+/// [module documentation](self) for an example and for what each hook does.
+#[derive(Clone)]
+pub struct RedisClusterManager {
+    client: ClusterClient,
+    nodes: Vec<ConnectionInfo>,
+}
+
+impl RedisClusterManager {
+    /// A manager for the cluster that these nodes belong to (some of them are enough;
+    /// the rest is discovered). Every node must use the same user and password.
+    ///
+    /// Nothing is opened here; an error means an address could not be parsed or the
+    /// nodes disagree on credentials.
+    pub fn new<T: IntoConnectionInfo>(
+        nodes: impl IntoIterator<Item = T>,
+    ) -> RedisResult<RedisClusterManager> {
+        let nodes = nodes
+            .into_iter()
+            .map(IntoConnectionInfo::into_connection_info)
+            .collect::<RedisResult<Vec<_>>>()?;
+        let client = ClusterClient::new(nodes.clone())?;
+        Ok(RedisClusterManager { client, nodes })
+    }
+
+    /// A manager opening its connections from this client, built with
+    /// [`ClusterClient::builder`] for timeouts, retries, TLS or reads from replicas.
+    pub fn from_client(client: ClusterClient) -> RedisClusterManager {
+        RedisClusterManager {
+            client,
+            nodes: Vec::new(),
+        }
+    }
+
+    /// The client connections are opened from.
+    pub fn client(&self) -> &ClusterClient {
+        &self.client
+    }
+}
+
+impl From<ClusterClient> for RedisClusterManager {
+    fn from(client: ClusterClient) -> RedisClusterManager {
+        RedisClusterManager::from_client(client)
+    }
+}
+
+/// Shows the initial nodes when the manager was made from them, never a password. (The
+/// driver's `ClusterClient` keeps its nodes private, so a manager made from a client only
+/// says so.)
+impl fmt::Debug for RedisClusterManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut s = f.debug_struct("RedisClusterManager");
+        if self.nodes.is_empty() {
+            s.field("nodes", &"<from ClusterClient>");
+        } else {
+            s.field("nodes", &self.nodes.iter().map(Addr).collect::<Vec<_>>());
+        }
+        s.finish()
+    }
+}
+
+impl ManageConnection for RedisClusterManager {
+    type Connection = ClusterConnection;
+    type Error = RedisError;
+
+    fn connect(&self) -> RedisResult<ClusterConnection> {
+        self.client.get_connection()
+    }
+
+    fn is_valid(&self, conn: &mut ClusterConnection) -> RedisResult<()> {
+        ping(conn)
+    }
+
+    fn has_broken(&self, conn: &mut ClusterConnection) -> bool {
+        !conn.is_open()
+    }
+
+    fn reset(&self, conn: &mut ClusterConnection, action: ResetAction) -> RedisResult<()> {
+        let all_nodes =
+            |policy| RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, policy));
+        match action {
+            ResetAction::None => return Ok(()),
+            ResetAction::Commit => {
+                // Fails with "EXEC without MULTI" on every node without a transaction;
+                // each node still gets the command, and a real connection problem shows
+                // up again in the `DISCARD` below.
+                if let Err(e) = conn.route_command(&redis::cmd("EXEC"), all_nodes(None)) {
+                    log::trace!("EXEC on return: {e}");
+                }
+            }
+            ResetAction::Rollback | ResetAction::Session => {}
+        }
+        // "Nested" on a node with an open transaction; ignored for the same reason.
+        let _ = conn.route_command(&redis::cmd("MULTI"), all_nodes(None));
+        match conn.route_command(
+            &redis::cmd("DISCARD"),
+            all_nodes(Some(ResponsePolicy::AllSucceeded)),
+        ) {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == redis::ErrorKind::Server(ServerErrorKind::NoPerm) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+fn ping(conn: &mut impl ConnectionLike) -> RedisResult<()> {
+    let pong: String = redis::cmd("PING").query(conn)?;
+    if pong == "PONG" {
+        Ok(())
+    } else {
+        Err(RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "PING did not answer PONG",
+            pong,
+        )))
+    }
+}
+
+fn missing_reply(command: &'static str) -> RedisError {
+    RedisError::from((
+        redis::ErrorKind::UnexpectedReturnType,
+        "no reply to a reset command",
+        command.to_string(),
+    ))
+}
+
+fn check_discard(reply: Option<Value>) -> RedisResult<()> {
+    match reply {
+        Some(Value::Okay) => Ok(()),
+        Some(Value::ServerError(e)) if e.kind() == Some(ServerErrorKind::NoPerm) => Ok(()),
+        Some(Value::ServerError(e)) => Err(e.into()),
+        Some(other) => Err(RedisError::from((
+            redis::ErrorKind::UnexpectedReturnType,
+            "DISCARD did not answer OK",
+            format!("{other:?}"),
+        ))),
+        None => Err(missing_reply("DISCARD")),
+    }
+}
+
+fn log_exec_reply(reply: Option<Value>) {
+    match reply {
+        // A transaction ran; its results belonged to nobody.
+        Some(Value::Array(_)) => {}
+        // No transaction was open.
+        Some(Value::ServerError(e)) if e.details().is_some_and(|d| d.contains("without MULTI")) => {
+        }
+        Some(Value::Nil) => {
+            log::warn!("commit on return: the open transaction was aborted by a watched key")
+        }
+        Some(Value::ServerError(e)) => log::warn!("commit on return failed: {e}"),
+        other => log::warn!("commit on return: unexpected reply to EXEC: {other:?}"),
+    }
+}

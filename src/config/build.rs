@@ -1,0 +1,212 @@
+//! Building a pool from its table: checking the backend's keys, expanding variables,
+//! making the manager and building with the settings.
+
+use super::env::{expand, redact};
+use super::{Backend, ConfigError, PoolConfig};
+
+impl PoolConfig {
+    fn invalid(alias: &str, key: &'static str, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Invalid {
+            alias: alias.to_owned(),
+            key,
+            reason: reason.into(),
+        }
+    }
+
+    /// Checks that the backend's keys are there and no other backend's are.
+    fn check_keys(&self, alias: &str) -> Result<(), ConfigError> {
+        let given: [(&'static str, bool); 7] = [
+            ("url", self.url.is_some()),
+            ("connect_timeout", self.connect_timeout.is_some()),
+            ("response_timeout", self.response_timeout.is_some()),
+            ("urls", self.urls.is_some()),
+            ("path", self.path.is_some()),
+            ("memory", self.memory.is_some()),
+            ("init", self.init.is_some()),
+        ];
+        let allowed: &[&str] = match self.backend {
+            Backend::Mysql => &["url"],
+            Backend::Redis => &["url", "connect_timeout", "response_timeout"],
+            Backend::RedisCluster => &["urls", "connect_timeout", "response_timeout"],
+            Backend::Sqlite => &["path", "memory", "init"],
+        };
+        for (key, present) in given {
+            if present && !allowed.contains(&key) {
+                return Err(Self::invalid(
+                    alias,
+                    key,
+                    format!(
+                        "is not a setting of backend \"{}\" (its keys: {})",
+                        self.backend,
+                        allowed.join(", ")
+                    ),
+                ));
+            }
+        }
+        match self.backend {
+            Backend::Mysql | Backend::Redis if self.url.is_none() => Err(Self::invalid(
+                alias,
+                "url",
+                format!("is required for backend \"{}\"", self.backend),
+            )),
+            Backend::RedisCluster if self.urls.as_ref().is_none_or(Vec::is_empty) => {
+                Err(Self::invalid(
+                    alias,
+                    "urls",
+                    "is required for backend \"redis-cluster\" and must list at least one node",
+                ))
+            }
+            Backend::Sqlite => match (&self.path, self.memory) {
+                (Some(_), Some(true)) => Err(Self::invalid(
+                    alias,
+                    "memory",
+                    "cannot be combined with `path`: give one of them",
+                )),
+                (None, None | Some(false)) => Err(Self::invalid(
+                    alias,
+                    "path",
+                    "is required for backend \"sqlite\" (or `memory = true`)",
+                )),
+                _ => Ok(()),
+            },
+            _ => Ok(()),
+        }
+    }
+
+    /// Builds the pool: expands variables, makes the manager, builds with the
+    /// settings (connecting `min_idle`).
+    pub(crate) fn build(&self, alias: &str) -> Result<crate::registry::Entry, ConfigError> {
+        self.check_keys(alias)?;
+        let mut secrets = Vec::new();
+        let result = self.build_backend(alias, &mut secrets);
+        result.map_err(|e| match e {
+            ConfigError::Build {
+                alias,
+                backend,
+                reason,
+            } => ConfigError::Build {
+                alias,
+                backend,
+                reason: redact(&reason, &secrets),
+            },
+            other => other,
+        })
+    }
+
+    // Without the backend features most of this is compiled out.
+    #[allow(unused_variables, unreachable_code, clippy::ptr_arg)]
+    fn build_backend(
+        &self,
+        alias: &str,
+        secrets: &mut Vec<String>,
+    ) -> Result<crate::registry::Entry, ConfigError> {
+        let backend = self.backend;
+        let failed = |reason: String| ConfigError::Build {
+            alias: alias.to_owned(),
+            backend,
+            reason,
+        };
+        let missing = || ConfigError::FeatureMissing {
+            alias: alias.to_owned(),
+            backend,
+        };
+        let url = |secrets: &mut Vec<String>| -> Result<String, ConfigError> {
+            expand(
+                self.url.as_deref().unwrap_or_default(),
+                alias,
+                "url",
+                secrets,
+            )
+        };
+        match backend {
+            Backend::Mysql => {
+                #[cfg(feature = "mysql")]
+                {
+                    use crate::backends::mysql::MysqlManager;
+                    let manager = MysqlManager::from_url(&url(secrets)?)
+                        .map_err(|e| failed(format!("invalid `url`: {e}")))?;
+                    let pool = self
+                        .builder(alias)
+                        .build(manager)
+                        .map_err(|e| failed(e.to_string()))?;
+                    return Ok(crate::registry::Entry::new(pool, "mysql"));
+                }
+                Err(missing())
+            }
+            Backend::Redis => {
+                #[cfg(feature = "redis")]
+                {
+                    use crate::backends::redis::RedisManager;
+                    let mut manager = RedisManager::new(url(secrets)?.as_str())
+                        .map_err(|e| failed(format!("invalid `url`: {e}")))?;
+                    if let Some(t) = self.connect_timeout {
+                        manager = manager.connect_timeout(t.0);
+                    }
+                    if let Some(t) = self.response_timeout {
+                        manager = manager.response_timeout(t.0);
+                    }
+                    let pool = self
+                        .builder(alias)
+                        .build(manager)
+                        .map_err(|e| failed(e.to_string()))?;
+                    return Ok(crate::registry::Entry::new(pool, "redis"));
+                }
+                Err(missing())
+            }
+            Backend::RedisCluster => {
+                #[cfg(feature = "redis")]
+                {
+                    use crate::backends::redis::RedisClusterManager;
+                    let urls = self
+                        .urls
+                        .iter()
+                        .flatten()
+                        .map(|u| expand(u, alias, "urls", secrets))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let manager =
+                        if self.connect_timeout.is_none() && self.response_timeout.is_none() {
+                            RedisClusterManager::new(urls.iter().map(String::as_str))
+                        } else {
+                            let mut client = ::redis::cluster::ClusterClient::builder(
+                                urls.iter().map(String::as_str),
+                            );
+                            if let Some(t) = self.connect_timeout {
+                                client = client.connection_timeout(t.0);
+                            }
+                            if let Some(t) = self.response_timeout {
+                                client = client.response_timeout(t.0);
+                            }
+                            client.build().map(RedisClusterManager::from_client)
+                        }
+                        .map_err(|e| failed(format!("invalid `urls`: {e}")))?;
+                    let pool = self
+                        .builder(alias)
+                        .build(manager)
+                        .map_err(|e| failed(e.to_string()))?;
+                    return Ok(crate::registry::Entry::new(pool, "redis-cluster"));
+                }
+                Err(missing())
+            }
+            Backend::Sqlite => {
+                #[cfg(feature = "sqlite")]
+                {
+                    use crate::backends::sqlite::SqliteManager;
+                    let mut manager = match &self.path {
+                        Some(path) => SqliteManager::file(expand(path, alias, "path", secrets)?),
+                        None => SqliteManager::memory(),
+                    };
+                    if let Some(init) = &self.init {
+                        let sql = expand(init, alias, "init", secrets)?;
+                        manager = manager.with_init(move |conn| conn.execute_batch(&sql));
+                    }
+                    let pool = self
+                        .builder(alias)
+                        .build(manager)
+                        .map_err(|e| failed(e.to_string()))?;
+                    return Ok(crate::registry::Entry::new(pool, "sqlite"));
+                }
+                Err(missing())
+            }
+        }
+    }
+}

@@ -1,0 +1,464 @@
+//! Faults with real servers: Redis and MariaDB/MySQL killed (SIGKILL) in the middle of
+//! a load run and started again; wrong passwords, closed ports and bad URLs at `build`.
+//!
+//! This is a test binary of its own because it kills servers. Inside it, every test
+//! that touches a server holds that server's lock (`support::lock`), so nothing else
+//! in the binary uses a server while it is down.
+#![cfg(any(feature = "mysql", feature = "redis"))]
+
+mod support;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::{Duration, Instant};
+
+use stickypool::{Error, ManageConnection, Pool, ResetAction};
+use support::{Server, ServerCtl};
+
+const WORKERS: usize = 16;
+const MAX_SIZE: u32 = 8;
+/// The pool's borrow timeout in the fault runs.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(1);
+/// The driver's read/write timeout in the fault runs: the longest a query may block.
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+/// Slack for a loaded two-core machine on top of the timeouts above.
+const MARGIN: Duration = Duration::from_secs(2);
+/// How long the server may take to come back and the pool to notice.
+const RECOVERY: Duration = Duration::from_secs(60);
+
+type Op<C> = Arc<dyn Fn(&mut C) -> Result<(), String> + Send + Sync>;
+
+/// What the worker threads saw, by phase: 0 before the kill, 1 while the server is
+/// down, 2 after it was started again.
+#[derive(Default)]
+struct Observed {
+    phase: AtomicUsize,
+    stop: AtomicBool,
+    ok: [AtomicUsize; 3],
+    errors: [AtomicUsize; 3],
+    max_get_ms: AtomicU64,
+    max_op_ms: AtomicU64,
+    /// A borrow failed with something other than a timeout or a connect error.
+    unexpected: Mutex<Vec<String>>,
+    /// Borrows that failed saying why no connection could be opened.
+    get_errors_with_cause: AtomicUsize,
+    messages: Mutex<BTreeSet<String>>,
+}
+
+impl Observed {
+    fn ok(&self, phase: usize) -> usize {
+        self.ok[phase].load(Ordering::SeqCst)
+    }
+    fn errors(&self, phase: usize) -> usize {
+        self.errors[phase].load(Ordering::SeqCst)
+    }
+    fn error(&self, message: String) {
+        let phase = self.phase.load(Ordering::SeqCst);
+        self.errors[phase].fetch_add(1, Ordering::SeqCst);
+        let mut messages = self.messages.lock().unwrap();
+        if messages.len() < 12 {
+            messages.insert(format!("[phase {phase}] {message}"));
+        }
+    }
+}
+
+fn worker<M: ManageConnection>(pool: Pool<M>, op: Op<M::Connection>, seen: Arc<Observed>) {
+    while !seen.stop.load(Ordering::SeqCst) {
+        let started = Instant::now();
+        let got = pool.get();
+        seen.max_get_ms
+            .fetch_max(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+        match got {
+            Ok(mut conn) => {
+                let started = Instant::now();
+                let result = op(&mut *conn);
+                seen.max_op_ms
+                    .fetch_max(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+                match result {
+                    Ok(()) => {
+                        seen.ok[seen.phase.load(Ordering::SeqCst)].fetch_add(1, Ordering::SeqCst);
+                    }
+                    Err(e) => seen.error(format!("query: {e}")),
+                }
+            }
+            Err(e) => {
+                match &e {
+                    Error::Timeout {
+                        last_error: Some(_),
+                        ..
+                    }
+                    | Error::Connect(_) => {
+                        seen.get_errors_with_cause.fetch_add(1, Ordering::SeqCst);
+                    }
+                    Error::Timeout {
+                        last_error: None, ..
+                    } => {}
+                    other => seen.unexpected.lock().unwrap().push(format!("{other:?}")),
+                }
+                seen.error(format!("get: {e}"));
+                // A failed borrow may return at once; do not spin on two cores.
+                std::thread::sleep(Duration::from_millis(2));
+            }
+        }
+    }
+}
+
+fn fault_pool<M: ManageConnection>(manager: M) -> Pool<M> {
+    fault_pool_with(manager, ResetAction::Rollback, Duration::from_millis(500))
+}
+
+fn fault_pool_with<M: ManageConnection>(
+    manager: M,
+    reset: ResetAction,
+    validation_bypass: Duration,
+) -> Pool<M> {
+    Pool::builder()
+        .max_size(MAX_SIZE)
+        .min_idle(Some(2))
+        .connection_timeout(CONNECTION_TIMEOUT)
+        .test_on_check_out(true)
+        .validation_bypass(validation_bypass)
+        .reset_on_return(reset)
+        .build(manager)
+        .expect("pool builds while the server is up")
+}
+
+/// Runs `op` on `WORKERS` threads, kills `server` in the middle, starts it again, and
+/// checks that errors were clear and bounded in time, that the pool recovered by
+/// itself, that no slot was lost and that no thread stayed blocked.
+fn kill_under_load<M: ManageConnection>(
+    name: &str,
+    ctl: &ServerCtl,
+    server: Server,
+    pool: Pool<M>,
+    op: Op<M::Connection>,
+) {
+    let seen = Arc::new(Observed::default());
+    let (done_tx, done) = mpsc::channel();
+    let handles = (0..WORKERS)
+        .map(|_| {
+            let (pool, op, seen, done_tx) =
+                (pool.clone(), op.clone(), seen.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                worker(pool, op, seen);
+                let _ = done_tx.send(());
+            })
+        })
+        .collect::<Vec<_>>();
+
+    let max_connections = AtomicU64::new(0);
+    let sample = || {
+        let state = pool.state();
+        max_connections.fetch_max(state.connections as u64, Ordering::SeqCst);
+        assert!(state.connections <= MAX_SIZE, "{name}: {state:?}");
+        assert!(state.in_use <= MAX_SIZE, "{name}: {state:?}");
+    };
+
+    support::wait_until(&format!("{name}: load is running"), RECOVERY, || {
+        sample();
+        seen.ok(0) >= 200
+    });
+
+    // The server may be gone before `kill` returns (it waits until the process is).
+    seen.phase.store(1, Ordering::SeqCst);
+    let killed_at = Instant::now();
+    let outage = ctl.kill(server);
+    support::wait_until(
+        &format!("{name}: borrowers see the outage"),
+        RECOVERY,
+        || {
+            sample();
+            seen.errors(1) >= 50
+        },
+    );
+    // Stay down long enough that borrowers run into the borrow timeout.
+    support::wait_until(&format!("{name}: outage lasts"), RECOVERY, || {
+        sample();
+        killed_at.elapsed() >= CONNECTION_TIMEOUT + Duration::from_millis(500)
+    });
+    let during_outage = (seen.ok(1), seen.errors(1));
+
+    outage.restart();
+    let restarted_at = Instant::now();
+    seen.phase.store(2, Ordering::SeqCst);
+    support::wait_until(
+        &format!("{name}: the pool recovers by itself"),
+        RECOVERY,
+        || {
+            sample();
+            seen.ok(2) >= 200
+        },
+    );
+    let recovery = restarted_at.elapsed();
+
+    seen.stop.store(true, Ordering::SeqCst);
+    support::join_all(
+        &format!("{name}: workers"),
+        handles,
+        &done,
+        CONNECTION_TIMEOUT + IO_TIMEOUT + MARGIN * 2,
+    );
+
+    let messages = seen.messages.lock().unwrap().clone();
+    eprintln!(
+        "{name}: before the kill {} ok; while down {} ok / {} errors; after the restart \
+         {} ok / {} errors, recovered in {recovery:?}; slowest borrow {} ms, slowest query \
+         {} ms; at most {} connections; errors seen: {messages:#?}",
+        seen.ok(0),
+        during_outage.0,
+        during_outage.1,
+        seen.ok(2),
+        seen.errors(2),
+        seen.max_get_ms.load(Ordering::SeqCst),
+        seen.max_op_ms.load(Ordering::SeqCst),
+        max_connections.load(Ordering::SeqCst),
+    );
+
+    let unexpected = seen.unexpected.lock().unwrap();
+    assert!(
+        unexpected.is_empty(),
+        "{name}: unexpected borrow errors: {unexpected:#?}"
+    );
+    assert!(
+        messages.iter().all(|m| m.len() > "[phase 1] get: ".len()),
+        "{name}: every error says what happened: {messages:#?}"
+    );
+    assert!(
+        seen.get_errors_with_cause.load(Ordering::SeqCst) > 0,
+        "{name}: failed borrows say why connecting failed: {messages:#?}"
+    );
+    let slowest_get = Duration::from_millis(seen.max_get_ms.load(Ordering::SeqCst));
+    assert!(
+        slowest_get <= CONNECTION_TIMEOUT + MARGIN,
+        "{name}: a borrow took {slowest_get:?} with a {CONNECTION_TIMEOUT:?} timeout"
+    );
+    let slowest_op = Duration::from_millis(seen.max_op_ms.load(Ordering::SeqCst));
+    assert!(
+        slowest_op <= IO_TIMEOUT + MARGIN,
+        "{name}: a query took {slowest_op:?} with a {IO_TIMEOUT:?} I/O timeout"
+    );
+
+    // No slot was lost: all of them can be borrowed at once, and they all work.
+    let state = pool.state();
+    assert!(state.connections <= MAX_SIZE, "{name}: {state:?}");
+    let mut all = Vec::new();
+    for i in 0..MAX_SIZE {
+        let mut conn = pool
+            .get_timeout(Duration::from_secs(10))
+            .unwrap_or_else(|e| panic!("{name}: borrow {i} of {MAX_SIZE} after recovery: {e}"));
+        op(&mut *conn).unwrap_or_else(|e| panic!("{name}: query {i} after recovery: {e}"));
+        all.push(conn);
+    }
+    assert_eq!(pool.state().in_use, MAX_SIZE);
+    assert!(pool.state().connections <= MAX_SIZE);
+    drop(all);
+}
+
+/// Asserts that building a pool fails, with a message containing `expect`, well
+/// before the 5 s borrow timeout.
+fn build_fails_fast<M: ManageConnection>(what: &str, manager: M, expect: &[&str]) {
+    let timeout = Duration::from_secs(5);
+    let started = Instant::now();
+    let result = Pool::builder()
+        .max_size(4)
+        .min_idle(Some(1))
+        .connection_timeout(timeout)
+        .build(manager);
+    let elapsed = started.elapsed();
+    let err = match result {
+        Ok(_) => panic!("{what}: build succeeded"),
+        Err(e) => e,
+    };
+    let message = err.to_string();
+    eprintln!("{what}: failed in {elapsed:?}: {message}");
+    assert!(
+        elapsed < Duration::from_secs(2),
+        "{what}: took {elapsed:?} to fail (timeout {timeout:?})"
+    );
+    assert!(
+        expect
+            .iter()
+            .any(|e| message.to_lowercase().contains(&e.to_lowercase())),
+        "{what}: the error does not say why ({expect:?}): {message}"
+    );
+}
+
+#[cfg(feature = "redis")]
+mod redis_faults {
+    use super::*;
+    use stickypool::backends::redis::{RedisClusterManager, RedisManager};
+
+    fn manager(url: &str) -> RedisManager {
+        RedisManager::new(url)
+            .unwrap()
+            .connect_timeout(CONNECTION_TIMEOUT)
+            .response_timeout(IO_TIMEOUT)
+    }
+
+    #[test]
+    fn redis_killed_under_load() {
+        let test = "redis_killed_under_load";
+        let Some(url) = support::redis_url(test) else {
+            return;
+        };
+        let Some(ctl) = ServerCtl::from_env(test) else {
+            return;
+        };
+        let _redis = support::lock(Server::Redis);
+        let key = support::unique("fault");
+        let op: Op<redis::Connection> = Arc::new(move |conn| {
+            redis::cmd("INCR")
+                .arg(&key)
+                .query::<i64>(conn)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        kill_under_load("redis", &ctl, Server::Redis, fault_pool(manager(&url)), op);
+    }
+
+    #[test]
+    fn redis_wrong_password() {
+        let Some(url) = support::redis_url("redis_wrong_password") else {
+            return;
+        };
+        let _redis = support::lock(Server::Redis);
+        let rest = url.split_once("://").unwrap().1;
+        let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+        let wrong = format!("redis://stickypool-nobody:wrong-password@{host}");
+        build_fails_fast(
+            "redis, wrong password",
+            manager(&wrong),
+            &["WRONGPASS", "invalid username-password", "auth"],
+        );
+    }
+
+    #[test]
+    fn redis_closed_port() {
+        let url = format!("redis://127.0.0.1:{}/", support::closed_port());
+        build_fails_fast("redis, closed port", manager(&url), &["refused"]);
+        let nodes = [
+            format!("redis://127.0.0.1:{}/", support::closed_port()),
+            format!("redis://127.0.0.1:{}/", support::closed_port()),
+        ];
+        build_fails_fast(
+            "redis cluster, closed ports",
+            RedisClusterManager::new(nodes.iter().map(String::as_str)).unwrap(),
+            &["refused", "failed to", "connect"],
+        );
+    }
+
+    #[test]
+    fn redis_bad_urls() {
+        for bad in [
+            "http://127.0.0.1:6379/",
+            "redis://127.0.0.1:notaport/",
+            "not a url",
+        ] {
+            let started = Instant::now();
+            let err = RedisManager::new(bad).expect_err(bad);
+            assert!(started.elapsed() < Duration::from_secs(1));
+            eprintln!("{bad:?}: {err}");
+            assert!(!err.to_string().is_empty());
+            let err = RedisClusterManager::new([bad]).expect_err(bad);
+            assert!(!err.to_string().is_empty());
+        }
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql_faults {
+    use super::*;
+    use mysql::prelude::Queryable;
+    use mysql::{Opts, OptsBuilder};
+    use stickypool::backends::mysql::MysqlManager;
+
+    fn manager(url: &str) -> MysqlManager {
+        MysqlManager::new(
+            OptsBuilder::from_opts(Opts::from_url(url).unwrap())
+                .tcp_connect_timeout(Some(CONNECTION_TIMEOUT))
+                .read_timeout(Some(IO_TIMEOUT))
+                .write_timeout(Some(IO_TIMEOUT)),
+        )
+    }
+
+    #[test]
+    fn mysql_killed_under_load() {
+        let test = "mysql_killed_under_load";
+        let Some(url) = support::mysql_url(test) else {
+            return;
+        };
+        let Some(ctl) = ServerCtl::from_env(test) else {
+            return;
+        };
+        let _mysql = support::lock(Server::Mysql);
+        let op: Op<mysql::Conn> = Arc::new(|conn| {
+            let one: Option<u32> = conn.query_first("SELECT 1").map_err(|e| e.to_string())?;
+            if one == Some(1) {
+                Ok(())
+            } else {
+                Err(format!("SELECT 1 returned {one:?}"))
+            }
+        });
+        kill_under_load("mysql", &ctl, Server::Mysql, fault_pool(manager(&url)), op);
+    }
+
+    /// Without a reset on return nothing notices a dead MySQL connection on return
+    /// (`has_broken` cannot), so the check on borrow must not be skipped.
+    #[test]
+    fn mysql_killed_under_load_without_reset() {
+        let test = "mysql_killed_under_load_without_reset";
+        let Some(url) = support::mysql_url(test) else {
+            return;
+        };
+        let Some(ctl) = ServerCtl::from_env(test) else {
+            return;
+        };
+        let _mysql = support::lock(Server::Mysql);
+        let op: Op<mysql::Conn> =
+            Arc::new(|conn| conn.query_drop("DO 1").map_err(|e| e.to_string()));
+        let pool = fault_pool_with(manager(&url), ResetAction::None, Duration::ZERO);
+        kill_under_load("mysql without reset", &ctl, Server::Mysql, pool, op);
+    }
+
+    #[test]
+    fn mysql_wrong_password() {
+        let Some(url) = support::mysql_url("mysql_wrong_password") else {
+            return;
+        };
+        let _mysql = support::lock(Server::Mysql);
+        let opts = OptsBuilder::from_opts(Opts::from_url(&url).unwrap())
+            .pass(Some("wrong-password"))
+            .tcp_connect_timeout(Some(CONNECTION_TIMEOUT));
+        build_fails_fast(
+            "mysql, wrong password",
+            MysqlManager::new(opts),
+            &["access denied"],
+        );
+    }
+
+    #[test]
+    fn mysql_closed_port() {
+        let url = format!(
+            "mysql://stickypool:secret@127.0.0.1:{}/stickypool",
+            support::closed_port()
+        );
+        build_fails_fast("mysql, closed port", manager(&url), &["refused"]);
+    }
+
+    #[test]
+    fn mysql_bad_urls() {
+        for bad in [
+            "postgres://u:p@127.0.0.1/db",
+            "mysql://u:p@127.0.0.1:notaport/db",
+            "mysql://127.0.0.1/db?no_such_option=1",
+            "not a url",
+        ] {
+            let started = Instant::now();
+            let err = MysqlManager::from_url(bad).expect_err(bad);
+            assert!(started.elapsed() < Duration::from_secs(1));
+            eprintln!("{bad:?}: {err}");
+            assert!(!err.to_string().is_empty());
+        }
+    }
+}

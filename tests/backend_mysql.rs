@@ -1,0 +1,258 @@
+//! `MysqlManager` against a real MySQL/MariaDB server (`STICKYPOOL_MYSQL_URL`).
+#![cfg(feature = "mysql")]
+
+mod support;
+
+use std::time::Duration;
+
+use mysql::prelude::Queryable;
+use stickypool::backends::mysql::MysqlManager;
+use stickypool::{ManageConnection, Pool, ResetAction};
+
+fn manager(test: &str) -> Option<MysqlManager> {
+    let url = support::mysql_url(test)?;
+    Some(MysqlManager::from_url(&url).expect("STICKYPOOL_MYSQL_URL parses"))
+}
+
+fn pool(manager: MysqlManager, max_size: u32, reset: ResetAction) -> Pool<MysqlManager> {
+    Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(5))
+        .reset_on_return(reset)
+        .build(manager)
+        .expect("pool builds")
+}
+
+/// Rows of `table`, counted on a connection of its own (sees only committed data).
+fn committed_rows(manager: &MysqlManager, table: &str) -> u64 {
+    let mut conn = manager.connect().expect("connect");
+    conn.query_first(format!("SELECT COUNT(*) FROM {table}"))
+        .expect("count")
+        .unwrap()
+}
+
+/// Whether this session is inside a transaction: MariaDB's `@@in_transaction` where the
+/// server has it, and in any case by behaviour: a row inserted now (under autocommit)
+/// must be visible to another connection at once.
+fn in_transaction(conn: &mut mysql::Conn, manager: &MysqlManager, table: &str, id: i32) -> bool {
+    if let Ok(Some(flag)) = conn.query_first::<i64, _>("SELECT @@in_transaction")
+        && flag != 0
+    {
+        return true;
+    }
+    let before = committed_rows(manager, table);
+    conn.exec_drop(format!("INSERT INTO {table} VALUES (?, ?)"), (id, "probe"))
+        .expect("probe insert");
+    committed_rows(manager, table) == before
+}
+
+struct Table<'a> {
+    manager: &'a MysqlManager,
+    name: String,
+}
+
+impl<'a> Table<'a> {
+    fn create(manager: &'a MysqlManager) -> Table<'a> {
+        let name = support::unique("t");
+        let mut conn = manager.connect().expect("connect");
+        conn.query_drop(format!(
+            "CREATE TABLE {name} (id INT PRIMARY KEY, v VARCHAR(32)) ENGINE=InnoDB"
+        ))
+        .expect("create table");
+        Table { manager, name }
+    }
+}
+
+impl Drop for Table<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut conn) = self.manager.connect() {
+            let _ = conn.query_drop(format!("DROP TABLE IF EXISTS {}", self.name));
+        }
+    }
+}
+
+#[test]
+fn connect_query_and_validity() {
+    let Some(manager) = manager("connect_query_and_validity") else {
+        return;
+    };
+    let pool = pool(manager, 4, ResetAction::None);
+    assert!(
+        pool.state().connections >= 1,
+        "min_idle connection opened by build"
+    );
+
+    let mut conn = pool.get().expect("borrow");
+    let one: Option<u32> = conn.query_first("SELECT 1").expect("SELECT 1");
+    assert_eq!(one, Some(1));
+    let version: Option<String> = conn.query_first("SELECT VERSION()").expect("version");
+    assert!(!version.unwrap().is_empty());
+
+    pool.manager()
+        .is_valid(&mut conn)
+        .expect("a fresh connection is valid");
+    assert!(!pool.manager().has_broken(&mut conn));
+}
+
+#[test]
+fn killed_connection_is_detected_and_replaced() {
+    let Some(manager) = manager("killed_connection_is_detected_and_replaced") else {
+        return;
+    };
+    let pool = Pool::builder()
+        .max_size(1)
+        .connection_timeout(Duration::from_secs(5))
+        .test_on_check_out(true)
+        .validation_bypass(Duration::ZERO)
+        .build(manager.clone())
+        .expect("pool builds");
+
+    let first_id;
+    {
+        let mut conn = pool.get().expect("borrow");
+        first_id = conn.connection_id();
+        // Kill this connection from another one, as a server restart or an admin would.
+        let mut admin = manager.connect().expect("connect");
+        admin.query_drop(format!("KILL {first_id}")).expect("KILL");
+        support::wait_until(
+            "the killed connection fails its ping",
+            Duration::from_secs(5),
+            || pool.manager().is_valid(&mut conn).is_err(),
+        );
+        // `has_broken` does no I/O, so it cannot know yet.
+        assert!(!pool.manager().has_broken(&mut conn));
+    }
+
+    // The check on borrow finds the dead connection, closes it and opens another.
+    let mut conn = pool.get().expect("borrow after the kill");
+    assert_ne!(conn.connection_id(), first_id, "a new connection");
+    let one: Option<u32> = conn.query_first("SELECT 1").expect("SELECT 1");
+    assert_eq!(one, Some(1));
+    assert!(pool.state().connections <= 1);
+}
+
+#[test]
+fn rollback_on_return_leaves_no_transaction_or_data() {
+    let Some(manager) = manager("rollback_on_return_leaves_no_transaction_or_data") else {
+        return;
+    };
+    let table = Table::create(&manager);
+    // One connection, so the next borrower gets the very same session.
+    let pool = pool(manager.clone(), 1, ResetAction::Rollback);
+
+    let id;
+    {
+        let mut conn = pool.get().expect("borrow");
+        id = conn.connection_id();
+        conn.query_drop("START TRANSACTION").unwrap();
+        conn.exec_drop(
+            format!("INSERT INTO {} VALUES (?, ?)", table.name),
+            (1, "left behind"),
+        )
+        .unwrap();
+        assert!(in_transaction(&mut conn, &manager, &table.name, 2));
+        // Dropped with the transaction open.
+    }
+
+    let mut conn = pool.get().expect("borrow again");
+    assert_eq!(conn.connection_id(), id, "the same connection came back");
+    let rows: Option<u64> = conn
+        .query_first(format!("SELECT COUNT(*) FROM {}", table.name))
+        .unwrap();
+    assert_eq!(rows, Some(0), "the insert was rolled back");
+    assert!(
+        !in_transaction(&mut conn, &manager, &table.name, 3),
+        "no transaction left open"
+    );
+}
+
+#[test]
+fn commit_on_return_commits_the_open_transaction() {
+    let Some(manager) = manager("commit_on_return_commits_the_open_transaction") else {
+        return;
+    };
+    let table = Table::create(&manager);
+    let pool = pool(manager.clone(), 1, ResetAction::Commit);
+
+    {
+        let mut conn = pool.get().expect("borrow");
+        conn.query_drop("START TRANSACTION").unwrap();
+        conn.exec_drop(
+            format!("INSERT INTO {} VALUES (?, ?)", table.name),
+            (1, "committed on return"),
+        )
+        .unwrap();
+        assert_eq!(
+            committed_rows(&manager, &table.name),
+            0,
+            "not yet committed"
+        );
+    }
+
+    assert_eq!(committed_rows(&manager, &table.name), 1);
+    let mut conn = pool.get().expect("borrow again");
+    assert!(!in_transaction(&mut conn, &manager, &table.name, 2));
+}
+
+#[test]
+fn session_reset_on_return_clears_session_state() {
+    let Some(manager) = manager("session_reset_on_return_clears_session_state") else {
+        return;
+    };
+    let table = Table::create(&manager);
+    let pool = pool(manager.clone(), 1, ResetAction::Session);
+
+    let id;
+    {
+        let mut conn = pool.get().expect("borrow");
+        id = conn.connection_id();
+        conn.query_drop("SET @leftover = 42").unwrap();
+        conn.query_drop("CREATE TEMPORARY TABLE sp_tmp (x INT)")
+            .unwrap();
+        conn.query_drop("START TRANSACTION").unwrap();
+        conn.exec_drop(
+            format!("INSERT INTO {} VALUES (?, ?)", table.name),
+            (1, "left behind"),
+        )
+        .unwrap();
+    }
+
+    let mut conn = pool.get().expect("borrow again");
+    assert_eq!(conn.connection_id(), id, "the same connection came back");
+    let leftover: Option<Option<i64>> = conn.query_first("SELECT @leftover").unwrap();
+    assert_eq!(leftover, Some(None), "user variables are cleared");
+    assert!(
+        conn.query_drop("SELECT * FROM sp_tmp").is_err(),
+        "temporary tables are dropped"
+    );
+    let rows: Option<u64> = conn
+        .query_first(format!("SELECT COUNT(*) FROM {}", table.name))
+        .unwrap();
+    assert_eq!(rows, Some(0), "the insert was rolled back");
+    assert!(!in_transaction(&mut conn, &manager, &table.name, 2));
+}
+
+#[test]
+fn detach_takes_the_connection_out_of_the_pool() {
+    let Some(manager) = manager("detach_takes_the_connection_out_of_the_pool") else {
+        return;
+    };
+    let pool = pool(manager, 2, ResetAction::Rollback);
+    let conn = pool.get().expect("borrow");
+    let id = conn.connection_id();
+    let before = pool.state().connections;
+
+    let mut raw: mysql::Conn = conn.detach();
+    assert_eq!(pool.state().connections, before - 1, "the slot is freed");
+    let one: Option<u32> = raw
+        .query_first("SELECT 1")
+        .expect("the detached connection works");
+    assert_eq!(one, Some(1));
+
+    // The pool still serves borrowers, with another connection.
+    let mut again = pool.get().expect("borrow after detach");
+    assert_ne!(again.connection_id(), id);
+    let one: Option<u32> = again.query_first("SELECT 1").unwrap();
+    assert_eq!(one, Some(1));
+}

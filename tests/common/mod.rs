@@ -1,0 +1,188 @@
+//! A scriptable fake manager: fails connect, ping and reset on command, can block in
+//! connect, and counts every open and close so tests can check nothing leaks.
+
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use stickypool::{ManageConnection, ResetAction};
+
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct FakeError(pub String);
+
+#[derive(Debug, Default)]
+pub struct Script {
+    pub fail_connect: AtomicBool,
+    pub fail_valid: AtomicBool,
+    pub fail_reset: AtomicBool,
+    /// How long each connect takes, in microseconds.
+    pub connect_delay_us: AtomicU64,
+    /// Connects block while this is set (see `release_connects`).
+    pub block_connect: Mutex<bool>,
+    unblocked: Condvar,
+    pub opened: AtomicU64,
+    pub connect_attempts: AtomicU64,
+    pub valid_calls: AtomicU64,
+    /// Times each connection id was closed (dropped).
+    pub closes: Mutex<HashMap<u64, u32>>,
+    /// Which connection ids are held by a guard right now (set by tests).
+    pub holders: Mutex<HashMap<u64, usize>>,
+    pub resets: Mutex<Vec<(u64, ResetAction)>>,
+    /// Connection ids whose next `is_valid` fails.
+    pub dead: Mutex<Vec<u64>>,
+}
+
+impl Script {
+    pub fn closed(&self) -> u64 {
+        self.closes
+            .lock()
+            .unwrap()
+            .values()
+            .map(|&n| u64::from(n))
+            .sum()
+    }
+
+    pub fn live(&self) -> u64 {
+        self.opened.load(Ordering::SeqCst) - self.closed()
+    }
+
+    pub fn block_connects(&self) {
+        *self.block_connect.lock().unwrap() = true;
+    }
+
+    pub fn release_connects(&self) {
+        *self.block_connect.lock().unwrap() = false;
+        self.unblocked.notify_all();
+    }
+
+    /// Every connection opened was closed exactly once.
+    pub fn assert_all_closed_once(&self) {
+        let closes = self.closes.lock().unwrap();
+        let opened = self.opened.load(Ordering::SeqCst);
+        assert_eq!(
+            closes.len() as u64,
+            opened,
+            "every opened connection closed"
+        );
+        for (id, &n) in closes.iter() {
+            assert_eq!(n, 1, "connection {id} closed {n} times");
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct FakeManager {
+    pub script: Arc<Script>,
+}
+
+#[derive(Debug)]
+pub struct FakeConn {
+    pub id: u64,
+    pub broken: bool,
+    pub in_transaction: bool,
+    pub data: Vec<u32>,
+    script: Arc<Script>,
+}
+
+impl Drop for FakeConn {
+    fn drop(&mut self) {
+        *self
+            .script
+            .closes
+            .lock()
+            .unwrap()
+            .entry(self.id)
+            .or_default() += 1;
+    }
+}
+
+impl FakeManager {
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl ManageConnection for FakeManager {
+    type Connection = FakeConn;
+    type Error = FakeError;
+
+    fn connect(&self) -> Result<FakeConn, FakeError> {
+        let script = &self.script;
+        script.connect_attempts.fetch_add(1, Ordering::SeqCst);
+        let mut blocked = script.block_connect.lock().unwrap();
+        while *blocked {
+            blocked = script.unblocked.wait(blocked).unwrap();
+        }
+        drop(blocked);
+        let delay = script.connect_delay_us.load(Ordering::SeqCst);
+        if delay > 0 {
+            std::thread::sleep(Duration::from_micros(delay));
+        }
+        if script.fail_connect.load(Ordering::SeqCst) {
+            return Err(FakeError("connection refused (scripted)".into()));
+        }
+        let id = script.opened.fetch_add(1, Ordering::SeqCst) + 1;
+        Ok(FakeConn {
+            id,
+            broken: false,
+            in_transaction: false,
+            data: Vec::new(),
+            script: script.clone(),
+        })
+    }
+
+    fn is_valid(&self, conn: &mut FakeConn) -> Result<(), FakeError> {
+        self.script.valid_calls.fetch_add(1, Ordering::SeqCst);
+        let mut dead = self.script.dead.lock().unwrap();
+        if let Some(pos) = dead.iter().position(|&id| id == conn.id) {
+            dead.remove(pos);
+            return Err(FakeError(format!("connection {} is dead", conn.id)));
+        }
+        if self.script.fail_valid.load(Ordering::SeqCst) {
+            return Err(FakeError("ping failed (scripted)".into()));
+        }
+        Ok(())
+    }
+
+    fn has_broken(&self, conn: &mut FakeConn) -> bool {
+        conn.broken
+    }
+
+    fn reset(&self, conn: &mut FakeConn, action: ResetAction) -> Result<(), FakeError> {
+        self.script.resets.lock().unwrap().push((conn.id, action));
+        if self.script.fail_reset.load(Ordering::SeqCst) {
+            return Err(FakeError("reset failed (scripted)".into()));
+        }
+        match action {
+            ResetAction::Rollback | ResetAction::Session => conn.data.clear(),
+            ResetAction::Commit | ResetAction::None => {}
+        }
+        conn.in_transaction = false;
+        Ok(())
+    }
+}
+
+/// Polls `condition` every millisecond until it holds or `within` passes.
+pub fn wait_until(within: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if condition() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
+/// A generous deadline for things that should happen "soon" on a loaded machine.
+pub const SOON: Duration = Duration::from_secs(10);
+
+pub fn count(n: &AtomicUsize) -> usize {
+    n.load(Ordering::SeqCst)
+}

@@ -1,0 +1,518 @@
+//! Named pools from a TOML configuration (`Pools`, feature `config`).
+#![cfg(feature = "config")]
+
+mod common;
+mod support;
+
+use common::FakeManager;
+use stickypool::config::{Backend, ConfigError, PoolsConfig};
+use stickypool::registry::LookupError;
+use stickypool::{Pool, Pools};
+
+const EVERY_SETTING: &str = r#"
+[pools.main]
+backend = "mysql"
+url = "mysql://app:secret@127.0.0.1:3306/app"
+name = "orders-db"
+max_size = 16
+min_idle = 4
+connection_timeout = "3s"
+test_on_check_out = false
+validation_bypass = "250ms"
+test_on_check_in = true
+idle_timeout = "10m"
+max_lifetime = "1h30m"
+reap_interval = "15s"
+keepalive_interval = "2m"
+reset_on_return = "rollback"
+leak_detection_threshold = "1m"
+max_waiters = 100
+"#;
+
+fn builder_debug(config: &PoolsConfig, alias: &str) -> String {
+    format!("{:?}", config.pools[alias].builder::<FakeManager>(alias))
+}
+
+#[test]
+fn every_setting_is_read() {
+    let config = PoolsConfig::from_toml_str(EVERY_SETTING).unwrap();
+    let main = &config.pools["main"];
+    assert_eq!(main.backend, Backend::Mysql);
+    assert_eq!(
+        main.url.as_deref(),
+        Some("mysql://app:secret@127.0.0.1:3306/app")
+    );
+    let debug = builder_debug(&config, "main");
+    for expected in [
+        "name: Some(\"orders-db\")",
+        "max_size: 16",
+        "min_idle: Some(4)",
+        "connection_timeout: 3s",
+        "test_on_check_out: false",
+        "validation_bypass: 250ms",
+        "test_on_check_in: true",
+        "idle_timeout: Some(600s)",
+        "max_lifetime: Some(5400s)",
+        "reap_interval: 15s",
+        "keepalive_interval: Some(120s)",
+        "reset_on_return: Rollback",
+        "leak_detection_threshold: Some(60s)",
+        "max_waiters: Some(100)",
+    ] {
+        assert!(debug.contains(expected), "{expected} missing in {debug}");
+    }
+
+    // The settings really reach the pool.
+    let pool = config.pools["main"]
+        .builder::<FakeManager>("main")
+        .min_idle(Some(0))
+        .build(FakeManager::new())
+        .unwrap();
+    assert_eq!(pool.name(), "orders-db");
+    assert_eq!(pool.max_size(), 16);
+}
+
+#[test]
+fn name_defaults_to_the_alias_and_missing_keys_keep_the_defaults() {
+    let config = PoolsConfig::from_toml_str(
+        "[pools.cache]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1/\"\n",
+    )
+    .unwrap();
+    let debug = builder_debug(&config, "cache");
+    let defaults = format!("{:?}", Pool::<FakeManager>::builder().name("cache"));
+    assert_eq!(debug, defaults);
+}
+
+#[test]
+fn optional_settings_turn_off() {
+    let config = PoolsConfig::from_toml_str(
+        r#"
+[pools.a]
+backend = "sqlite"
+memory = true
+idle_timeout = "off"
+max_lifetime = false
+keepalive_interval = "OFF"
+leak_detection_threshold = false
+max_waiters = "off"
+"#,
+    )
+    .unwrap();
+    let debug = builder_debug(&config, "a");
+    for expected in [
+        "idle_timeout: None",
+        "max_lifetime: None",
+        "keepalive_interval: None",
+        "leak_detection_threshold: None",
+        "max_waiters: None",
+    ] {
+        assert!(debug.contains(expected), "{expected} missing in {debug}");
+    }
+}
+
+fn parse_error(toml: &str) -> String {
+    match PoolsConfig::from_toml_str(toml) {
+        Ok(config) => panic!("should be rejected: {config:?}"),
+        Err(e @ ConfigError::Parse { .. }) => e.to_string(),
+        Err(e) => panic!("expected a parse error, got {e}"),
+    }
+}
+
+#[test]
+fn unknown_key_is_an_error_with_its_line() {
+    let message = parse_error(
+        r#"[pools.main]
+backend = "mysql"
+url = "mysql://127.0.0.1/app"
+max_sise = 16
+"#,
+    );
+    assert!(message.contains("line 4"), "{message}");
+    assert!(message.contains("unknown field `max_sise`"), "{message}");
+    assert!(
+        message.contains("max_size"),
+        "lists the valid keys: {message}"
+    );
+
+    let message = parse_error("[database]\nurl = \"x\"\n");
+    assert!(message.contains("unknown field `database`"), "{message}");
+}
+
+#[test]
+fn bad_values_are_errors_with_their_line() {
+    let cases = [
+        ("reset_on_return = \"rolback\"", "unknown variant `rolback`"),
+        ("backend = \"postgres\"", "unknown variant `postgres`"),
+        ("max_size = \"many\"", "invalid type"),
+        ("max_size = -1", "max_size"),
+        (
+            "connection_timeout = \"3parsecs\"",
+            "unknown unit \"parsecs\"",
+        ),
+        ("connection_timeout = \"3 s\"", "missing unit after 3"),
+        ("connection_timeout = 3", "needs a unit"),
+        ("connection_timeout = \"off\"", "expected a number"),
+        ("idle_timeout = true", "`true` is not a value"),
+        ("max_waiters = \"lots\"", "or \"off\""),
+        ("test_on_check_in = \"yes\"", "invalid type"),
+    ];
+    for (line, expected) in cases {
+        let toml = if line.starts_with("backend") {
+            format!("[pools.p]\nurl = \"redis://h/\"\n{line}\n")
+        } else {
+            format!("[pools.p]\nbackend = \"redis\"\n{line}\n")
+        };
+        let message = parse_error(&toml);
+        assert!(message.contains("line 3"), "{line}: {message}");
+        assert!(message.contains(expected), "{line}: {message}");
+    }
+}
+
+#[test]
+fn keys_of_another_backend_are_errors() {
+    let err = Pools::from_toml_str(
+        "[pools.cache]\nbackend = \"redis\"\nurl = \"redis://h/\"\npath = \"x.db\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(err.alias(), Some("cache"));
+    let message = err.to_string();
+    assert!(
+        message.contains("`path` is not a setting of backend \"redis\""),
+        "{message}"
+    );
+
+    let err = Pools::from_toml_str(
+        "[pools.main]\nbackend = \"mysql\"\nurl = \"mysql://h/db\"\nresponse_timeout = \"1s\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`response_timeout` is not a setting of backend \"mysql\" (its keys: url)"),
+        "{err}"
+    );
+
+    let err = Pools::from_toml_str("[pools.main]\nbackend = \"mysql\"\n").unwrap_err();
+    assert!(err.to_string().contains("`url` is required"), "{err}");
+
+    let err = Pools::from_toml_str("[pools.l]\nbackend = \"sqlite\"\n").unwrap_err();
+    assert!(err.to_string().contains("`path` is required"), "{err}");
+
+    let err =
+        Pools::from_toml_str("[pools.c]\nbackend = \"redis-cluster\"\nurls = []\n").unwrap_err();
+    assert!(err.to_string().contains("at least one node"), "{err}");
+}
+
+#[test]
+fn an_empty_file_has_no_pools() {
+    let pools = Pools::from_toml_str("").unwrap();
+    assert!(pools.is_empty());
+    let err = pools.get::<FakeManager>("main").unwrap_err();
+    assert!(err.to_string().contains("no pools are configured"), "{err}");
+}
+
+fn fake_pool(name: &str) -> Pool<FakeManager> {
+    Pool::builder()
+        .name(name)
+        .max_size(2)
+        .min_idle(Some(0))
+        .build(FakeManager::new())
+        .unwrap()
+}
+
+#[derive(Debug)]
+struct OtherManager;
+
+impl stickypool::ManageConnection for OtherManager {
+    type Connection = ();
+    type Error = std::io::Error;
+    fn connect(&self) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+    fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+    fn has_broken(&self, _: &mut ()) -> bool {
+        false
+    }
+}
+
+#[test]
+fn registered_pools_by_alias_and_type() {
+    let mut pools = Pools::new();
+    pools.register("jobs", fake_pool("jobs")).unwrap();
+    pools.register("audit", fake_pool("audit")).unwrap();
+    assert_eq!(pools.aliases().collect::<Vec<_>>(), ["audit", "jobs"]);
+
+    let jobs = pools.get::<FakeManager>("jobs").unwrap();
+    assert_eq!(jobs.name(), "jobs");
+    drop(jobs.get().unwrap());
+
+    let err = pools.get::<FakeManager>("job").unwrap_err();
+    assert!(matches!(err, LookupError::UnknownAlias { .. }));
+    assert_eq!(
+        err.to_string(),
+        "no pool `job`; pools: audit (FakeManager), jobs (FakeManager)"
+    );
+
+    let err = pools.get::<OtherManager>("jobs").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pool `jobs` is a FakeManager pool, not OtherManager; \
+         pools: audit (FakeManager), jobs (FakeManager)"
+    );
+
+    let err = pools.register("jobs", fake_pool("again")).unwrap_err();
+    assert!(matches!(err, LookupError::Duplicate { .. }), "{err}");
+
+    let removed = pools.remove::<FakeManager>("audit").unwrap();
+    assert_eq!(removed.name(), "audit");
+    assert_eq!(pools.len(), 1);
+    pools.close_all();
+    assert!(pools.get::<FakeManager>("jobs").unwrap().is_closed());
+}
+
+#[cfg(not(feature = "mysql"))]
+#[test]
+fn a_backend_without_its_feature_says_which_feature() {
+    let err = Pools::from_toml_str("[pools.main]\nbackend = \"mysql\"\nurl = \"mysql://h/db\"\n")
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "pool `main`: backend \"mysql\" needs stickypool's `mysql` cargo feature"
+    );
+}
+
+#[cfg(feature = "sqlite")]
+mod with_sqlite {
+    use super::*;
+    use stickypool::backends::sqlite::SqliteManager;
+
+    #[test]
+    fn pools_are_built_from_a_file() {
+        let dir = support::TempDir::new("config");
+        let db = dir.path().join("app.db");
+        let file = dir.path().join("pools.toml");
+        // SAFETY: this variable is used by this test only.
+        unsafe { std::env::set_var("STICKYPOOL_TEST_DATA_DIR", dir.path()) };
+        std::fs::write(
+            &file,
+            r#"
+[pools.local]
+backend = "sqlite"
+path = "${STICKYPOOL_TEST_DATA_DIR}/app.db"
+init = "PRAGMA journal_mode = WAL; CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY KEY, v TEXT);"
+max_size = 3
+min_idle = 2
+reset_on_return = "rollback"
+
+[pools.scratch]
+backend = "sqlite"
+memory = true
+min_idle = 0
+"#,
+        )
+        .unwrap();
+        let pools = Pools::from_toml_file(&file).unwrap();
+        let local = pools.sqlite("local").unwrap();
+        assert_eq!(local.name(), "local");
+        assert_eq!(local.state().connections, 2, "min_idle opened at build");
+        assert_eq!(local.manager().path(), Some(db.as_path()));
+        let conn = local.get().unwrap();
+        let mode: String = conn
+            .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(mode, "wal", "init ran");
+        conn.execute("INSERT INTO kv VALUES ('a', 'b')", [])
+            .unwrap();
+        drop(conn);
+
+        let scratch: &Pool<SqliteManager> = pools.get("scratch").unwrap();
+        assert_eq!(scratch.manager().path(), None);
+        assert_eq!(scratch.state().connections, 0);
+
+        let err = pools.get::<FakeManager>("local").unwrap_err();
+        assert!(
+            err.to_string()
+                .starts_with("pool `local` is a sqlite pool, not FakeManager; pools: local (sqlite), scratch (sqlite)"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_variable_is_named() {
+        let err = Pools::from_toml_str(
+            "[pools.local]\nbackend = \"sqlite\"\npath = \"${STICKYPOOL_TEST_SURELY_UNSET}/x.db\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "pool `local`: `path` uses ${STICKYPOOL_TEST_SURELY_UNSET}, but the environment \
+             variable STICKYPOOL_TEST_SURELY_UNSET is not set"
+        );
+    }
+
+    #[test]
+    fn a_failing_init_fails_the_start_with_the_alias() {
+        let err = Pools::from_toml_str(
+            "[pools.local]\nbackend = \"sqlite\"\nmemory = true\nmin_idle = 1\n\
+             connection_timeout = \"2s\"\ninit = \"PRAGMA nonsense syntax error\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(err.alias(), Some("local"));
+        let message = err.to_string();
+        assert!(
+            message.starts_with("pool `local` (sqlite) could not be started:"),
+            "{message}"
+        );
+        assert!(message.contains("syntax error"), "{message}");
+    }
+
+    #[test]
+    fn a_missing_file_is_named() {
+        let err = Pools::from_toml_file("/nonexistent/stickypool/pools.toml").unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "cannot read the pool configuration /nonexistent/stickypool/pools.toml"
+            ),
+            "{err}"
+        );
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod with_mysql {
+    use super::*;
+    use std::time::Duration;
+    use std::time::Instant;
+
+    #[test]
+    fn an_unreachable_server_fails_the_start_fast_with_the_alias_and_no_password() {
+        let port = support::closed_port();
+        // SAFETY: this variable is used by this test only.
+        unsafe { std::env::set_var("STICKYPOOL_TEST_DB_PASSWORD", "hunter2-very-secret") };
+        let toml = format!(
+            "[pools.main]\nbackend = \"mysql\"\n\
+             url = \"mysql://app:${{STICKYPOOL_TEST_DB_PASSWORD}}@127.0.0.1:{port}/app\"\n\
+             min_idle = 1\nconnection_timeout = \"5s\"\n"
+        );
+        let started = Instant::now();
+        let err = Pools::from_toml_str(&toml).unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(4),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(err.alias(), Some("main"));
+        let message = err.to_string();
+        assert!(
+            message.starts_with("pool `main` (mysql) could not be started:"),
+            "{message}"
+        );
+        assert!(!message.contains("hunter2"), "{message}");
+        assert!(!format!("{err:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn a_bad_url_is_reported_without_the_password() {
+        // SAFETY: this variable is used by this test only.
+        unsafe { std::env::set_var("STICKYPOOL_TEST_DB_PASSWORD2", "hunter3-very-secret") };
+        let err = Pools::from_toml_str(
+            "[pools.main]\nbackend = \"mysql\"\n\
+             url = \"postgres://app:${STICKYPOOL_TEST_DB_PASSWORD2}@127.0.0.1/app\"\n",
+        )
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(message.contains("invalid `url`"), "{message}");
+        assert!(!message.contains("hunter3"), "{message}");
+    }
+
+    #[test]
+    fn a_real_server() {
+        let Some(url) = support::mysql_url("config::with_mysql::a_real_server") else {
+            return;
+        };
+        let _lock = support::lock(support::Server::Mysql);
+        // SAFETY: this variable is used by this test only.
+        unsafe { std::env::set_var("STICKYPOOL_TEST_MYSQL_URL_FROM_ENV", &url) };
+        let pools = Pools::from_toml_str(
+            "[pools.main]\nbackend = \"mysql\"\nurl = \"${STICKYPOOL_TEST_MYSQL_URL_FROM_ENV}\"\n\
+             max_size = 4\nmin_idle = 2\nconnection_timeout = \"5s\"\nreset_on_return = \"rollback\"\n",
+        )
+        .unwrap();
+        let main = pools.mysql("main").unwrap();
+        assert_eq!(main.state().connections, 2);
+        use mysql::prelude::Queryable;
+        let one: Option<u32> = main.get().unwrap().query_first("SELECT 1").unwrap();
+        assert_eq!(one, Some(1));
+
+        // A wrong password fails the start, naming the alias and not the password.
+        let password = support::url_password(&url).expect("the test URL has a password");
+        let wrong = url.replacen(&format!(":{password}@"), ":${STICKYPOOL_TEST_WRONG_PW}@", 1);
+        // SAFETY: this variable is used by this test only.
+        unsafe { std::env::set_var("STICKYPOOL_TEST_WRONG_PW", "wrong-pw-4711") };
+        let err = Pools::from_toml_str(&format!(
+            "[pools.reporting]\nbackend = \"mysql\"\nurl = \"{wrong}\"\nmin_idle = 1\n\
+             connection_timeout = \"5s\"\n"
+        ))
+        .unwrap_err();
+        let message = err.to_string();
+        eprintln!("{message}");
+        assert!(
+            message.starts_with("pool `reporting` (mysql) could not be started:"),
+            "{message}"
+        );
+        assert!(message.contains("Access denied"), "{message}");
+        assert!(!message.contains("wrong-pw-4711"), "{message}");
+    }
+}
+
+#[cfg(feature = "redis")]
+mod with_redis {
+    use super::*;
+
+    #[test]
+    fn a_real_server() {
+        let Some(url) = support::redis_url("config::with_redis::a_real_server") else {
+            return;
+        };
+        let _lock = support::lock(support::Server::Redis);
+        let pools = Pools::from_toml_str(&format!(
+            "[pools.cache]\nbackend = \"redis\"\nurl = \"{url}\"\nmax_size = 3\nmin_idle = 1\n\
+             connect_timeout = \"2s\"\nresponse_timeout = \"5s\"\n\
+             connection_timeout = \"5s\"\n"
+        ))
+        .unwrap();
+        let cache = pools.redis("cache").unwrap();
+        assert_eq!(cache.state().connections, 1);
+        let pong: String = redis::cmd("PING")
+            .query(&mut *cache.get().unwrap())
+            .unwrap();
+        assert_eq!(pong, "PONG");
+    }
+
+    #[test]
+    fn a_real_cluster() {
+        let Some(urls) = support::redis_cluster_urls("config::with_redis::a_real_cluster") else {
+            return;
+        };
+        let list = urls
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let pools = Pools::from_toml_str(&format!(
+            "[pools.sessions]\nbackend = \"redis-cluster\"\nurls = [{list}]\nmax_size = 2\n\
+             connect_timeout = \"2s\"\nresponse_timeout = \"5s\"\n\
+             min_idle = 1\nconnection_timeout = \"5s\"\n"
+        ))
+        .unwrap();
+        let sessions = pools.redis_cluster("sessions").unwrap();
+        let mut conn = sessions.get().unwrap();
+        let _: () = redis::cmd("SET")
+            .arg("stickypool-config-test")
+            .arg(1)
+            .query(&mut *conn)
+            .unwrap();
+        assert!(pools.redis("sessions").is_err(), "not a single-server pool");
+    }
+}

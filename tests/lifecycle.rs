@@ -1,0 +1,521 @@
+//! The lifecycle settings: housekeeper, health checks, fake close, leak detection,
+//! max_waiters, stats and events. Short durations, and every wait has a deadline.
+
+mod common;
+
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread;
+use std::time::Duration;
+
+use common::{FakeConn, FakeError, FakeManager, SOON, wait_until};
+use scheduled_thread_pool::ScheduledThreadPool;
+use stickypool::{
+    AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, CustomizeConnection, Error,
+    HandleEvent, Pool, ReleaseEvent, ResetAction, TimeoutEvent,
+};
+
+/// Log records of every test, tagged with their text; tests filter on their pool name.
+fn logs() -> &'static Mutex<Vec<(log::Level, String)>> {
+    static LOGS: OnceLock<Mutex<Vec<(log::Level, String)>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        struct Capture;
+        impl log::Log for Capture {
+            fn enabled(&self, _: &log::Metadata) -> bool {
+                true
+            }
+            fn log(&self, record: &log::Record) {
+                logs()
+                    .lock()
+                    .unwrap()
+                    .push((record.level(), record.args().to_string()));
+            }
+            fn flush(&self) {}
+        }
+        static CAPTURE: Capture = Capture;
+        log::set_logger(&CAPTURE).unwrap();
+        log::set_max_level(log::LevelFilter::Debug);
+        Mutex::new(Vec::new())
+    })
+}
+
+fn logged(level: log::Level, pool: &str, needle: &str) -> bool {
+    logs()
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|(l, m)| *l == level && m.contains(&format!("'{pool}'")) && m.contains(needle))
+}
+
+fn builder(name: &str) -> stickypool::Builder<FakeManager> {
+    logs();
+    Pool::builder()
+        .name(name)
+        .connection_timeout(SOON)
+        .test_on_check_out(false)
+}
+
+fn closed(pool: &Pool<FakeManager>, reason: CloseReason) -> u64 {
+    pool.stats().closed.get(reason)
+}
+
+#[test]
+fn idle_connections_are_reaped_down_to_min_idle_and_not_below() {
+    let pool = builder("reap")
+        .max_size(4)
+        .min_idle(Some(1))
+        .idle_timeout(Some(Duration::from_millis(30)))
+        .reap_interval(Duration::from_millis(10))
+        .build(FakeManager::new())
+        .unwrap();
+    let guards: Vec<_> = (0..4).map(|_| pool.get().unwrap()).collect();
+    assert_eq!(pool.state().connections, 4);
+    drop(guards);
+    assert!(wait_until(SOON, || pool.state().connections == 1));
+    // Several more reaps: the last one stays.
+    let reaps_later = pool.stats();
+    thread::sleep(Duration::from_millis(80));
+    assert_eq!(pool.state().connections, 1);
+    assert_eq!(closed(&pool, CloseReason::Idle), 3);
+    assert_eq!(pool.stats().closed, reaps_later.closed);
+}
+
+#[test]
+fn connections_are_retired_after_their_lifetime() {
+    let events = Arc::new(Recorder::default());
+    let pool = builder("lifetime")
+        .max_size(2)
+        .min_idle(Some(2))
+        .max_lifetime(Some(Duration::from_millis(60)))
+        .reap_interval(Duration::from_millis(10))
+        .event_handler(Box::new(events.clone()))
+        .build(FakeManager::new())
+        .unwrap();
+    assert!(wait_until(SOON, || closed(&pool, CloseReason::Lifetime) >= 2));
+    // min_idle is refilled with new connections.
+    assert!(wait_until(SOON, || pool.state().connections == 2));
+    for (age, reason) in events.releases() {
+        if reason == CloseReason::Lifetime {
+            // 60 ms less at most 2.5% jitter (1 ms), at millisecond resolution.
+            assert!(age >= Duration::from_millis(58), "retired at {age:?}");
+        }
+    }
+}
+
+#[test]
+fn a_connection_in_use_past_its_lifetime_is_closed_on_return() {
+    let manager = FakeManager::new();
+    let pool = builder("lifetime-in-use")
+        .max_size(1)
+        .max_lifetime(Some(Duration::from_millis(40)))
+        .reap_interval(Duration::from_secs(3600))
+        .build(manager.clone())
+        .unwrap();
+    let conn = pool.get().unwrap();
+    let id = conn.id;
+    thread::sleep(Duration::from_millis(60));
+    drop(conn);
+    assert_eq!(manager.script.closes.lock().unwrap().get(&id), Some(&1));
+    assert_eq!(closed(&pool, CloseReason::Lifetime), 1);
+    assert_ne!(pool.get().unwrap().id, id);
+}
+
+#[test]
+fn keepalive_replaces_a_dead_idle_connection() {
+    let manager = FakeManager::new();
+    let pool = builder("keepalive")
+        .max_size(1)
+        .keepalive_interval(Some(Duration::from_millis(15)))
+        .reap_interval(Duration::from_millis(10))
+        .build(manager.clone())
+        .unwrap();
+    let id = pool.get().unwrap().id;
+    manager.script.dead.lock().unwrap().push(id);
+    assert!(wait_until(SOON, || closed(
+        &pool,
+        CloseReason::KeepaliveFailed
+    ) == 1));
+    assert!(logged(log::Level::Warn, "keepalive", "keepalive"));
+    // The housekeeper opens a replacement without anyone asking.
+    assert!(wait_until(SOON, || pool.state().idle_connections == 1));
+    assert_ne!(pool.get().unwrap().id, id);
+}
+
+#[test]
+fn the_borrow_check_is_skipped_within_the_bypass_window() {
+    let manager = FakeManager::new();
+    let pool = builder("bypass")
+        .max_size(1)
+        .test_on_check_out(true)
+        .validation_bypass(Duration::from_secs(3600))
+        .build(manager.clone())
+        .unwrap();
+    for _ in 0..10 {
+        drop(pool.get().unwrap());
+    }
+    assert_eq!(manager.script.valid_calls.load(Ordering::SeqCst), 0);
+
+    let manager = FakeManager::new();
+    let pool = builder("no-bypass")
+        .max_size(1)
+        .test_on_check_out(true)
+        .validation_bypass(Duration::from_millis(20))
+        .build(manager.clone())
+        .unwrap();
+    drop(pool.get().unwrap());
+    assert_eq!(manager.script.valid_calls.load(Ordering::SeqCst), 0);
+    thread::sleep(Duration::from_millis(40));
+    drop(pool.get().unwrap());
+    assert_eq!(manager.script.valid_calls.load(Ordering::SeqCst), 1);
+    // Just checked: the next borrow skips the check again.
+    drop(pool.get().unwrap());
+    assert_eq!(manager.script.valid_calls.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn test_on_check_in_closes_a_connection_that_fails() {
+    let manager = FakeManager::new();
+    let pool = builder("check-in")
+        .max_size(1)
+        .test_on_check_in(true)
+        .build(manager.clone())
+        .unwrap();
+    let conn = pool.get().unwrap();
+    let id = conn.id;
+    manager.script.dead.lock().unwrap().push(id);
+    drop(conn);
+    assert_eq!(closed(&pool, CloseReason::Broken), 1);
+    assert_eq!(pool.stats().validation_failures, 1);
+}
+
+#[test]
+fn reset_on_return_rolls_back_or_commits() {
+    for action in [ResetAction::Rollback, ResetAction::Commit] {
+        let manager = FakeManager::new();
+        let pool = builder("reset")
+            .max_size(1)
+            .reset_on_return(action)
+            .build(manager.clone())
+            .unwrap();
+        let mut conn = pool.get().unwrap();
+        let id = conn.id;
+        conn.in_transaction = true;
+        conn.data.push(1);
+        drop(conn);
+        let conn = pool.get().unwrap();
+        assert_eq!(conn.id, id, "the connection was reused, not closed");
+        assert!(!conn.in_transaction);
+        let expected: Vec<u32> = if action == ResetAction::Rollback {
+            vec![]
+        } else {
+            vec![1]
+        };
+        assert_eq!(conn.data, expected);
+        assert_eq!(*manager.script.resets.lock().unwrap(), vec![(id, action)]);
+    }
+}
+
+#[test]
+fn no_reset_by_default() {
+    let manager = FakeManager::new();
+    let pool = builder("no-reset")
+        .max_size(1)
+        .build(manager.clone())
+        .unwrap();
+    drop(pool.get().unwrap());
+    assert!(manager.script.resets.lock().unwrap().is_empty());
+}
+
+#[test]
+fn a_failed_reset_closes_the_connection() {
+    let manager = FakeManager::new();
+    let pool = builder("reset-fails")
+        .max_size(1)
+        .reset_on_return(ResetAction::Rollback)
+        .build(manager.clone())
+        .unwrap();
+    manager.script.fail_reset.store(true, Ordering::SeqCst);
+    let conn = pool.get().unwrap();
+    let id = conn.id;
+    drop(conn);
+    assert_eq!(manager.script.closes.lock().unwrap().get(&id), Some(&1));
+    assert_eq!(closed(&pool, CloseReason::ResetFailed), 1);
+    assert!(logged(
+        log::Level::Warn,
+        "reset-fails",
+        "rollback on return failed"
+    ));
+    manager.script.fail_reset.store(false, Ordering::SeqCst);
+    assert_ne!(pool.get().unwrap().id, id);
+}
+
+#[derive(Debug, Default)]
+struct Customizer {
+    acquired: Mutex<Vec<u64>>,
+    released: Mutex<Vec<u64>>,
+    fail_acquire_once: std::sync::atomic::AtomicBool,
+    fail_check_in: std::sync::atomic::AtomicBool,
+}
+
+impl CustomizeConnection<FakeConn, FakeError> for Customizer {
+    fn on_acquire(&self, conn: &mut FakeConn) -> Result<(), FakeError> {
+        if self.fail_acquire_once.swap(false, Ordering::SeqCst) {
+            return Err(FakeError("set-up failed".into()));
+        }
+        conn.data.push(42);
+        self.acquired.lock().unwrap().push(conn.id);
+        Ok(())
+    }
+
+    fn on_check_in(&self, conn: &mut FakeConn) -> Result<(), FakeError> {
+        if self.fail_check_in.load(Ordering::SeqCst) {
+            return Err(FakeError("custom reset failed".into()));
+        }
+        conn.data.truncate(1);
+        Ok(())
+    }
+
+    fn on_release(&self, conn: FakeConn) {
+        self.released.lock().unwrap().push(conn.id);
+    }
+}
+
+#[test]
+fn the_customizer_runs_on_acquire_check_in_and_release() {
+    let customizer = Arc::new(Customizer::default());
+    customizer.fail_acquire_once.store(true, Ordering::SeqCst);
+    let manager = FakeManager::new();
+    let pool = builder("customizer")
+        .max_size(1)
+        .min_idle(Some(0))
+        .connection_customizer(Box::new(customizer.clone()))
+        .build(manager.clone())
+        .unwrap();
+    // The first connection fails its set-up: it is discarded and another is opened.
+    let mut conn = pool.get().unwrap();
+    assert_eq!(conn.data, vec![42]);
+    assert_eq!(manager.script.opened.load(Ordering::SeqCst), 2);
+    assert_eq!(manager.script.closed(), 1);
+    conn.data.push(7);
+    drop(conn);
+    assert_eq!(pool.get().unwrap().data, vec![42], "on_check_in reset it");
+
+    customizer.fail_check_in.store(true, Ordering::SeqCst);
+    let id = pool.get().unwrap().id;
+    assert_eq!(closed(&pool, CloseReason::ResetFailed), 1);
+    assert_eq!(*customizer.released.lock().unwrap(), vec![id]);
+}
+
+#[test]
+fn a_leak_is_reported_once_with_where_it_was_borrowed_and_again_when_returned() {
+    let pool = builder("leaky")
+        .max_size(1)
+        .leak_detection_threshold(Some(Duration::from_millis(20)))
+        .build(FakeManager::new())
+        .unwrap();
+    let conn = thread::Builder::new()
+        .name("leaker".into())
+        .spawn({
+            let pool = pool.clone();
+            move || pool.get_owned().unwrap()
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    assert!(wait_until(SOON, || logged(
+        log::Level::Warn,
+        "leaky",
+        "possible leak"
+    )));
+    assert_eq!(pool.stats().leaks_reported, 1);
+    let warned = logs()
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(l, m)| *l == log::Level::Warn && m.contains("'leaky'"))
+        .map(|(_, m)| m.clone())
+        .collect::<Vec<_>>();
+    assert_eq!(warned.len(), 1, "{warned:?}");
+    assert!(warned[0].contains("thread 'leaker'"), "{}", warned[0]);
+    assert!(warned[0].contains("lifecycle"), "backtrace: {}", warned[0]);
+    // Reported once, however long it stays out.
+    thread::sleep(Duration::from_millis(50));
+    assert_eq!(pool.stats().leaks_reported, 1);
+    drop(conn);
+    assert!(logged(log::Level::Info, "leaky", "was returned after"));
+}
+
+#[test]
+fn max_waiters_sheds_load() {
+    let pool = builder("shed")
+        .max_size(1)
+        .max_waiters(Some(1))
+        .build(FakeManager::new())
+        .unwrap();
+    let held = pool.get().unwrap();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| pool.get().map(|c| c.id));
+        assert!(wait_until(SOON, || pool.state().waiters == 1));
+        let started = std::time::Instant::now();
+        match pool.get() {
+            Err(Error::TooManyWaiters { limit: 1 }) => {}
+            other => panic!("expected TooManyWaiters, got {other:?}"),
+        }
+        assert!(started.elapsed() < Duration::from_secs(1));
+        drop(held);
+        assert!(waiter.join().unwrap().is_ok());
+    });
+    assert_eq!(pool.stats().rejected, 1);
+}
+
+#[derive(Debug, Default)]
+struct Recorder {
+    events: Mutex<Vec<String>>,
+    ages: Mutex<Vec<(Duration, CloseReason)>>,
+}
+
+impl Recorder {
+    fn events(&self) -> Vec<String> {
+        self.events.lock().unwrap().clone()
+    }
+
+    fn releases(&self) -> Vec<(Duration, CloseReason)> {
+        self.ages.lock().unwrap().clone()
+    }
+}
+
+impl HandleEvent for Recorder {
+    fn handle_acquire(&self, e: AcquireEvent) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("acquire {}", e.id));
+    }
+    fn handle_release(&self, e: ReleaseEvent) {
+        self.ages.lock().unwrap().push((e.age, e.reason));
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("release {} {}", e.id, e.reason));
+    }
+    fn handle_checkout(&self, e: CheckoutEvent) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("checkout {}", e.id));
+    }
+    fn handle_checkin(&self, e: CheckinEvent) {
+        self.events
+            .lock()
+            .unwrap()
+            .push(format!("checkin {}", e.id));
+    }
+    fn handle_timeout(&self, e: TimeoutEvent) {
+        assert!(e.timeout >= Duration::from_millis(10));
+        self.events.lock().unwrap().push("timeout".into());
+    }
+}
+
+#[test]
+fn events_arrive_in_order() {
+    let recorder = Arc::new(Recorder::default());
+    let pool = builder("events")
+        .max_size(1)
+        .event_handler(Box::new(recorder.clone()))
+        .build(FakeManager::new())
+        .unwrap();
+    let conn = pool.get().unwrap();
+    assert!(pool.get_timeout(Duration::from_millis(10)).is_err());
+    drop(conn);
+    pool.close();
+    assert_eq!(
+        recorder.events(),
+        vec![
+            "acquire 1",
+            "checkout 1",
+            "timeout",
+            "checkin 1",
+            "release 1 pool_closed"
+        ]
+    );
+}
+
+#[test]
+fn stats_count_everything() {
+    let manager = FakeManager::new();
+    let pool = builder("stats")
+        .max_size(2)
+        .min_idle(Some(0))
+        .build(manager.clone())
+        .unwrap();
+    // Two borrows that wait for a connect, then two fast ones.
+    let a = pool.get().unwrap();
+    let b = pool.get().unwrap();
+    assert!(pool.get_timeout(Duration::from_millis(5)).is_err());
+    drop(a);
+    drop(b);
+    drop(pool.get().unwrap());
+    let mut broken = pool.get().unwrap();
+    broken.broken = true;
+    drop(broken);
+    pool.get().unwrap().discard();
+    drop(pool.get().unwrap().detach());
+    manager.script.fail_connect.store(true, Ordering::SeqCst);
+    let _ = pool.get_timeout(Duration::from_millis(30));
+    manager.script.fail_connect.store(false, Ordering::SeqCst);
+
+    let stats = pool.stats();
+    assert_eq!(stats.borrows, 6);
+    assert!(stats.waits >= 2, "{stats:?}");
+    assert_eq!(stats.timeouts, 2);
+    assert!(stats.connect_failures >= 1);
+    assert_eq!(
+        stats.connections_created,
+        manager.script.opened.load(Ordering::SeqCst)
+    );
+    assert_eq!(stats.closed.get(CloseReason::Broken), 1);
+    assert_eq!(stats.closed.get(CloseReason::Discarded), 1);
+    assert_eq!(stats.closed.get(CloseReason::Detached), 1);
+    assert_eq!(stats.wait_time.count(), stats.borrows);
+    assert!(stats.connect_time.count() >= 2);
+    assert!(stats.wait_time.quantile(1.0) > Duration::ZERO);
+    let text = stats.to_string();
+    assert!(text.contains("borrows 6"), "{text}");
+}
+
+#[test]
+fn dropping_the_pool_ends_its_jobs_at_once() {
+    let manager = FakeManager::new();
+    let scheduler = Arc::new(ScheduledThreadPool::new(1));
+    let pool = builder("shutdown")
+        .max_size(2)
+        .reap_interval(Duration::from_secs(3600))
+        .keepalive_interval(Some(Duration::from_secs(3600)))
+        .leak_detection_threshold(Some(Duration::from_secs(3600)))
+        .thread_pool(scheduler)
+        .build(manager.clone())
+        .unwrap();
+    drop(pool);
+    // Nothing holds the pool any more: its manager (and the script's count) is gone.
+    assert!(wait_until(SOON, || Arc::strong_count(&manager.script) == 1));
+    manager.script.assert_all_closed_once();
+}
+
+#[test]
+fn a_late_housekeeper_says_so() {
+    let scheduler = Arc::new(ScheduledThreadPool::new(1));
+    let pool = builder("late")
+        .max_size(1)
+        .reap_interval(Duration::from_millis(10))
+        .thread_pool(scheduler.clone())
+        .build(FakeManager::new())
+        .unwrap();
+    // Starve the scheduler's only thread, as a suspended machine would.
+    scheduler.execute(|| thread::sleep(Duration::from_millis(700)));
+    assert!(wait_until(SOON, || logged(
+        log::Level::Warn,
+        "late",
+        "late"
+    )));
+    drop(pool);
+}
