@@ -46,7 +46,13 @@ pub(crate) fn hint(pool: u32) -> usize {
 /// Remembers that this thread used `slot` of pool `pool`.
 #[inline]
 pub(crate) fn remember(pool: u32, slot: usize) {
-    HINTS.with(|hints| hints[pool as usize % WAYS].set(u64::from(pool) << 32 | slot as u64));
+    HINTS.with(|hints| {
+        let entry = &hints[pool as usize % WAYS];
+        let value = u64::from(pool) << 32 | slot as u64;
+        if entry.get() != value {
+            entry.set(value);
+        }
+    });
 }
 
 /// This thread's scan start (assigned on first use).

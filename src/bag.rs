@@ -27,11 +27,19 @@
 //!   the read on both sides. It is Dekker's pattern: either the waiter's re-scan sees
 //!   the `IDLE` slot, or the giver's re-read sees the waiter, takes the slot back with
 //!   a CAS and hands it over (if the CAS fails, some thread took the slot and will give
-//!   it back later, so the waiter is not stranded). The barriers are an asymmetric
-//!   pair (`sync::light_barrier` / `heavy_barrier`): the giver, on the fast path, pays
-//!   a compiler fence; the waiter, about to park anyway, pays a `membarrier` system
-//!   call. Loom checks the protocol with the pair as two `SeqCst` fences, which is the
-//!   guarantee the asymmetric pair gives.
+//!   it back later, so the waiter is not stranded).
+//!
+//!   The barriers adapt to contention. While nobody waits they are an asymmetric pair
+//!   (`sync::light_barrier` / `heavy_barrier`): the giver, on the fast path, pays a
+//!   compiler fence; the first waiter, about to park anyway, pays a `membarrier`
+//!   system call and sets `FENCED` in `signal`. While `FENCED` is set (until the queue
+//!   empties) givers use a real `SeqCst` fence and further waiters a plain fence too,
+//!   so a contended pool does not make a system call per wait. A giver that published
+//!   with a compiler fence and then sees `FENCED` fences and re-reads before it trusts
+//!   what it read; a giver that did not see `FENCED` at all read `signal` before the
+//!   first waiter's `membarrier` reached its CPU, so its publish is visible to that
+//!   waiter's re-scan, which then takes the slot. Loom checks the protocol with every
+//!   barrier as a `SeqCst` fence, which is the guarantee each pairing gives.
 //! * non-zero: pop the oldest waiter. If it has waited at least `fair_after`, hand the
 //!   ticket to it directly: the slot stays owned, the waiter is unparked and finds its
 //!   slot index in its own cell. Otherwise publish the slot `IDLE` and unpark the
@@ -60,7 +68,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    Arc, AtomicBool, AtomicU32, AtomicUsize, Mutex, Ordering, Thread, UnsafeCell, current,
+    Arc, AtomicBool, AtomicU32, AtomicUsize, Mutex, Ordering, Thread, UnsafeCell, current, fence,
     heavy_barrier, init_barriers, light_barrier, park_timeout,
 };
 
@@ -77,6 +85,11 @@ pub(crate) const RESERVED: u32 = 4;
 
 /// Set in `signal` once the bag is closed.
 const CLOSED: usize = 1 << (usize::BITS - 1);
+/// Set in `signal` while waiters queue, after the first paid the heavy barrier: givers
+/// fence for real and later waiters skip the system call (module docs).
+const FENCED: usize = 1 << (usize::BITS - 2);
+/// The waiter count in `signal`.
+const COUNT: usize = !(CLOSED | FENCED);
 
 /// A waiter's cell before anything happens to it.
 const WAITING: usize = usize::MAX;
@@ -195,7 +208,7 @@ impl<T, X> Bag<T, X> {
 
     /// The number of threads waiting.
     pub fn waiters(&self) -> usize {
-        self.signal.load(Ordering::Relaxed) & !CLOSED
+        self.signal.load(Ordering::Relaxed) & COUNT
     }
 
     /// Whether [`close`](Bag::close) was called.
@@ -249,10 +262,15 @@ impl<T, X> Bag<T, X> {
         None
     }
 
-    /// Whether any slot looks idle: the waiter's re-check, after the fence that pairs
-    /// with `give_back` (module docs).
-    fn any_idle(&self) -> bool {
-        heavy_barrier();
+    /// Whether any slot looks idle: the waiter's re-check, after the barrier that pairs
+    /// with `publish` (module docs): a plain fence if `FENCED` was already set when
+    /// this waiter registered, else the heavy one.
+    fn any_idle(&self, fenced: bool) -> bool {
+        if fenced {
+            fence(Ordering::SeqCst);
+        } else {
+            heavy_barrier();
+        }
         self.slots
             .iter()
             .any(|slot| slot.state.load(Ordering::Relaxed) == IDLE)
@@ -279,21 +297,40 @@ impl<T, X> Bag<T, X> {
     /// `Err`, and the caller must close the payload and [`free`](Bag::free) the slot.
     #[inline]
     pub fn give_back(&self, ticket: Ticket) -> Result<(), Ticket> {
-        // The common case, inline: nobody waits, publish and re-check once.
+        // The common case, inline: nobody waits, so publish and re-check once. If a
+        // waiter came while we published, take the slot back for it (slow path),
+        // unless another thread took it first: that thread gives it back later.
         let slot = &self.slots[ticket.0];
-        if self.signal.load(Ordering::Relaxed) == 0 {
-            slot.state.store(IDLE, Ordering::Release);
-            light_barrier();
-            if self.signal.load(Ordering::Relaxed) == 0
+        let before = self.signal.load(Ordering::Relaxed);
+        if before & !FENCED == 0
+            && (self.publish(slot, before) & !FENCED == 0
                 || slot
                     .state
                     .compare_exchange(IDLE, IN_USE, Ordering::Acquire, Ordering::Relaxed)
-                    .is_err()
-            {
-                return Ok(());
-            }
+                    .is_err())
+        {
+            return Ok(());
         }
         self.give_back_slow(ticket)
+    }
+
+    /// Publishes an owned slot `IDLE` and returns `signal` as read after the barrier
+    /// that pairs with the waiters' re-check; `before` is `signal` as read before.
+    #[inline]
+    fn publish(&self, slot: &Slot<T, X>, before: usize) -> usize {
+        slot.state.store(IDLE, Ordering::Release);
+        if before & FENCED != 0 {
+            fence(Ordering::SeqCst);
+            return self.signal.load(Ordering::Relaxed);
+        }
+        light_barrier();
+        let after = self.signal.load(Ordering::Relaxed);
+        if after & FENCED == 0 {
+            return after;
+        }
+        // A waiter switched to plain fences while we published: pair with them.
+        fence(Ordering::SeqCst);
+        self.signal.load(Ordering::Relaxed)
     }
 
     /// `give_back` when there are waiters or the bag is closed.
@@ -306,15 +343,13 @@ impl<T, X> Bag<T, X> {
             if signal & CLOSED != 0 {
                 return Err(ticket);
             }
-            if signal != 0 {
+            if signal & COUNT != 0 {
                 match self.hand_off(ticket) {
                     Ok(()) => return Ok(()),
                     Err(back) => ticket = back,
                 }
             }
-            slot.state.store(IDLE, Ordering::Release);
-            light_barrier();
-            if self.signal.load(Ordering::Relaxed) == 0 {
+            if self.publish(slot, signal) & !FENCED == 0 {
                 return Ok(());
             }
             // A waiter registered (or the bag closed) while we published; it may have
@@ -338,7 +373,7 @@ impl<T, X> Bag<T, X> {
         let Some(waiter) = queue.pop_front() else {
             return Err(ticket);
         };
-        self.signal.fetch_sub(1, Ordering::Relaxed);
+        self.leave();
         let slot = &self.slots[ticket.0];
         // Cells are stored under the lock, so a waiter that fails to cancel itself (it
         // was popped) always finds its cell set.
@@ -386,22 +421,24 @@ impl<T, X> Bag<T, X> {
             thread: current(),
             since,
         });
-        {
+        let fenced = {
             let mut queue = self.queue.lock();
             let signal = self.signal.load(Ordering::Relaxed);
             if signal & CLOSED != 0 {
                 return Wait::Closed;
             }
-            if max_waiters.is_some_and(|max| signal >= max) {
+            if max_waiters.is_some_and(|max| signal & COUNT >= max) {
                 return Wait::TooManyWaiters;
             }
             // Behind everyone who has waited longer: at the back for a new waiter,
             // back in its place for one that lost a competition.
             let place = queue.partition_point(|w| w.since <= since);
             queue.insert(place, waiter.clone());
-            self.signal.fetch_add(1, Ordering::Relaxed);
-        }
-        if self.any_idle() {
+            // Changed only under the lock, so a plain store will do.
+            self.signal.store((signal + 1) | FENCED, Ordering::Relaxed);
+            signal & FENCED != 0
+        };
+        if self.any_idle(fenced) {
             if self.cancel(&waiter) {
                 return Wait::Retry;
             }
@@ -434,11 +471,20 @@ impl<T, X> Bag<T, X> {
         match queue.iter().position(|w| Arc::ptr_eq(w, waiter)) {
             Some(position) => {
                 queue.remove(position);
-                self.signal.fetch_sub(1, Ordering::Relaxed);
+                self.leave();
                 true
             }
             None => false,
         }
+    }
+
+    /// Counts a waiter out (under the queue lock); the last one out clears `FENCED`.
+    fn leave(&self) {
+        let mut signal = self.signal.load(Ordering::Relaxed) - 1;
+        if signal & COUNT == 0 {
+            signal &= !FENCED;
+        }
+        self.signal.store(signal, Ordering::Relaxed);
     }
 
     /// Closes the bag: every waiter wakes with [`Wait::Closed`], later waits fail at

@@ -81,6 +81,7 @@ pub(crate) struct BorrowSite {
     pub(crate) backtrace: std::backtrace::Backtrace,
 }
 
+#[inline]
 fn bump(counter: &AtomicU64, by: u64) {
     // Only the slot's owner writes, so a load and a store (no locked RMW) are enough.
     counter.store(
@@ -336,12 +337,11 @@ impl<M: ManageConnection> Shared<M> {
         self.checkout_slow(timeout)
     }
 
+    /// No check of `closed` here: closing sweeps every idle slot, so on a closed pool
+    /// this finds nothing and `get` goes on to the slow path, which reports it.
     #[inline]
     pub(crate) fn try_checkout(&self) -> Option<Checkout<M::Connection>> {
         loop {
-            if self.bag.is_closed() {
-                return None;
-            }
             let ticket = self
                 .bag
                 .try_take(affinity::hint(self.id), affinity::scan_start)?;
@@ -431,7 +431,11 @@ impl<M: ManageConnection> Shared<M> {
         if self.config.observed || waited.is_some() {
             self.note_checkout(meta, entry.id, waited);
         }
-        meta.borrowed_at_ms.store(now, Ordering::Relaxed);
+        // Stores are what the next CAS waits for (it drains the store buffer), so
+        // skip those that would not change anything: the clock moves once a ms.
+        if meta.borrowed_at_ms.load(Ordering::Relaxed) != now {
+            meta.borrowed_at_ms.store(now, Ordering::Relaxed);
+        }
         bump(&meta.borrows, 1);
         Some(Checkout {
             ticket,
@@ -481,7 +485,9 @@ impl<M: ManageConnection> Shared<M> {
         let now = clock::now_ms();
         let meta = self.bag.meta(ticket.index());
         let held_ms = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
-        bump(&meta.hold_ms, held_ms);
+        if held_ms != 0 {
+            bump(&meta.hold_ms, held_ms);
+        }
         if self.config.observed {
             self.note_checkin(meta, entry.id, held_ms);
         }
@@ -500,7 +506,9 @@ impl<M: ManageConnection> Shared<M> {
             self.close_slot(ticket, reason);
             return;
         }
-        entry.last_used_ms = now;
+        if entry.last_used_ms != now {
+            entry.last_used_ms = now;
+        }
         affinity::remember(self.id, ticket.index());
         self.give_back(ticket);
     }
