@@ -6,6 +6,9 @@
 //! `../examples/<name>`). A test whose example was not built (a narrower
 //! `cargo test --test examples`) fails with a message saying how to build it.
 
+// Every test needs an example's features; without them only the helpers remain.
+#![cfg_attr(not(any(feature = "compare", feature = "sqlite")), allow(dead_code))]
+
 mod support;
 
 use std::path::PathBuf;
