@@ -14,16 +14,6 @@ fn manager(test: &str) -> Option<MysqlManager> {
     Some(MysqlManager::from_url(&url).expect("STICKYPOOL_MYSQL_URL parses"))
 }
 
-fn pool(manager: MysqlManager, max_size: u32, reset: ResetAction) -> Pool<MysqlManager> {
-    Pool::builder()
-        .max_size(max_size)
-        .min_idle(Some(1))
-        .connection_timeout(Duration::from_secs(5))
-        .reset_on_return(reset)
-        .build(manager)
-        .expect("pool builds")
-}
-
 /// Rows of `table`, counted on a connection of its own (sees only committed data).
 fn committed_rows(manager: &MysqlManager, table: &str) -> u64 {
     let mut conn = manager.connect().expect("connect");
@@ -77,7 +67,7 @@ fn connect_query_and_validity() {
     let Some(manager) = manager("connect_query_and_validity") else {
         return;
     };
-    let pool = pool(manager, 4, ResetAction::None);
+    let pool = support::pool(manager, 4, ResetAction::None);
     assert!(
         pool.state().connections >= 1,
         "min_idle connection opened by build"
@@ -139,7 +129,7 @@ fn rollback_on_return_leaves_no_transaction_or_data() {
     };
     let table = Table::create(&manager);
     // One connection, so the next borrower gets the very same session.
-    let pool = pool(manager.clone(), 1, ResetAction::Rollback);
+    let pool = support::pool(manager.clone(), 1, ResetAction::Rollback);
 
     let id;
     {
@@ -173,7 +163,7 @@ fn commit_on_return_commits_the_open_transaction() {
         return;
     };
     let table = Table::create(&manager);
-    let pool = pool(manager.clone(), 1, ResetAction::Commit);
+    let pool = support::pool(manager.clone(), 1, ResetAction::Commit);
 
     {
         let mut conn = pool.get().expect("borrow");
@@ -201,7 +191,7 @@ fn session_reset_on_return_clears_session_state() {
         return;
     };
     let table = Table::create(&manager);
-    let pool = pool(manager.clone(), 1, ResetAction::Session);
+    let pool = support::pool(manager.clone(), 1, ResetAction::Session);
 
     let id;
     {
@@ -238,7 +228,7 @@ fn detach_takes_the_connection_out_of_the_pool() {
     let Some(manager) = manager("detach_takes_the_connection_out_of_the_pool") else {
         return;
     };
-    let pool = pool(manager, 2, ResetAction::Rollback);
+    let pool = support::pool(manager, 2, ResetAction::Rollback);
     let conn = pool.get().expect("borrow");
     let id = conn.connection_id();
     let before = pool.state().connections;

@@ -21,16 +21,6 @@ fn manager(test: &str) -> Option<RedisManager> {
     )
 }
 
-fn pool<M: ManageConnection>(manager: M, max_size: u32, reset: ResetAction) -> Pool<M> {
-    Pool::builder()
-        .max_size(max_size)
-        .min_idle(Some(1))
-        .connection_timeout(Duration::from_secs(5))
-        .reset_on_return(reset)
-        .build(manager)
-        .expect("pool builds")
-}
-
 fn client_id(conn: &mut impl redis::ConnectionLike) -> i64 {
     redis::cmd("CLIENT")
         .arg("ID")
@@ -57,7 +47,7 @@ fn connect_query_and_validity() {
     let Some(manager) = manager("connect_query_and_validity") else {
         return;
     };
-    let pool = pool(manager, 4, ResetAction::None);
+    let pool = support::pool(manager, 4, ResetAction::None);
     let key = support::unique("k");
 
     let mut conn = pool.get().expect("borrow");
@@ -73,7 +63,7 @@ fn killed_connection_is_broken_and_replaced() {
         return;
     };
     let admin_manager = manager.clone();
-    let pool = pool(manager, 1, ResetAction::None);
+    let pool = support::pool(manager, 1, ResetAction::None);
 
     let first_id;
     {
@@ -109,7 +99,7 @@ fn multi_left_open_is_discarded_on_return() {
         return;
     };
     let mut observer = manager.connect().expect("connect");
-    let pool = pool(manager, 1, ResetAction::Rollback);
+    let pool = support::pool(manager, 1, ResetAction::Rollback);
     let key = support::unique("multi");
 
     let id;
@@ -142,7 +132,7 @@ fn watch_left_behind_is_cleared_on_return() {
         return;
     };
     let mut other = manager.connect().expect("connect");
-    let pool = pool(manager, 1, ResetAction::Rollback);
+    let pool = support::pool(manager, 1, ResetAction::Rollback);
     let key = support::unique("watched");
     let mine = support::unique("mine");
 
@@ -176,7 +166,7 @@ fn commit_on_return_executes_the_open_transaction() {
         return;
     };
     let mut observer = manager.connect().expect("connect");
-    let pool = pool(manager, 1, ResetAction::Commit);
+    let pool = support::pool(manager, 1, ResetAction::Commit);
     let key = support::unique("commit");
 
     {
@@ -203,7 +193,7 @@ fn session_reset_selects_the_configured_database_again() {
     };
     let db = manager.client().get_connection_info().redis_settings().db();
     let other_db = if db == 3 { 4 } else { 3 };
-    let pool = pool(manager, 1, ResetAction::Session);
+    let pool = support::pool(manager, 1, ResetAction::Session);
     let key = support::unique("db");
 
     {
@@ -259,7 +249,7 @@ fn reset_works_for_a_user_without_transaction_rights() {
         .set_username(&user)
         .set_password("notx-secret");
     info = info.set_redis_settings(settings);
-    let pool = pool(RedisManager::new(info).unwrap(), 1, ResetAction::Rollback);
+    let pool = support::pool(RedisManager::new(info).unwrap(), 1, ResetAction::Rollback);
 
     let id;
     {
@@ -291,7 +281,7 @@ fn detach_takes_the_connection_out_of_the_pool() {
     let Some(manager) = manager("detach_takes_the_connection_out_of_the_pool") else {
         return;
     };
-    let pool = pool(manager, 2, ResetAction::Rollback);
+    let pool = support::pool(manager, 2, ResetAction::Rollback);
     let conn = pool.get().expect("borrow");
     let before = pool.state().connections;
 
@@ -349,7 +339,7 @@ fn cluster_connect_query_and_validity() {
         return;
     };
     let _serial = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let pool = pool(manager, 2, ResetAction::None);
+    let pool = support::pool(manager, 2, ResetAction::None);
     let mut conn = pool.get().expect("borrow");
     for key in keys_on_every_node(30) {
         set(&mut *conn, &key, "v");
@@ -369,7 +359,7 @@ fn cluster_multi_and_watch_left_open_are_cleared_on_return() {
     };
     let _serial = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let mut other = manager.connect().expect("connect");
-    let pool = pool(manager, 1, ResetAction::Rollback);
+    let pool = support::pool(manager, 1, ResetAction::Rollback);
     let watched = support::unique("watched");
     let keys = keys_on_every_node(30);
 
@@ -470,7 +460,7 @@ fn cluster_detach() {
         return;
     };
     let _serial = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let pool = pool(manager, 2, ResetAction::Rollback);
+    let pool = support::pool(manager, 2, ResetAction::Rollback);
     let conn = pool.get().expect("borrow");
     let before = pool.state().connections;
     let mut raw: redis::cluster::ClusterConnection = conn.detach();

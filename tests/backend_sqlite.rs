@@ -9,16 +9,6 @@ use rusqlite::{Connection, OpenFlags};
 use stickypool::backends::sqlite::SqliteManager;
 use stickypool::{Error, ManageConnection, Pool, ResetAction};
 
-fn pool(manager: SqliteManager, max_size: u32, reset: ResetAction) -> Pool<SqliteManager> {
-    Pool::builder()
-        .max_size(max_size)
-        .min_idle(Some(1))
-        .connection_timeout(Duration::from_secs(5))
-        .reset_on_return(reset)
-        .build(manager)
-        .expect("pool builds")
-}
-
 fn count(conn: &Connection, table: &str) -> i64 {
     conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
         .expect("count")
@@ -26,7 +16,7 @@ fn count(conn: &Connection, table: &str) -> i64 {
 
 #[test]
 fn memory_database_is_shared_by_the_pool_connections() {
-    let pool = pool(SqliteManager::memory(), 2, ResetAction::None);
+    let pool = support::pool(SqliteManager::memory(), 2, ResetAction::None);
     let a = pool.get().expect("first connection");
     let b = pool.get().expect("second connection");
     assert_ne!(a.id(), b.id(), "two different pooled connections");
@@ -44,8 +34,8 @@ fn memory_database_is_shared_by_the_pool_connections() {
 
 #[test]
 fn memory_databases_of_two_managers_are_separate() {
-    let one = pool(SqliteManager::memory(), 1, ResetAction::None);
-    let two = pool(SqliteManager::memory(), 1, ResetAction::None);
+    let one = support::pool(SqliteManager::memory(), 1, ResetAction::None);
+    let two = support::pool(SqliteManager::memory(), 1, ResetAction::None);
     one.get()
         .unwrap()
         .execute_batch("CREATE TABLE only_in_one (x)")
@@ -82,7 +72,7 @@ fn memory_database_outlives_the_pool_connections() {
 
 #[test]
 fn concurrent_writers_on_a_memory_database_wait_instead_of_failing() {
-    let pool = pool(SqliteManager::memory(), 4, ResetAction::Rollback);
+    let pool = support::pool(SqliteManager::memory(), 4, ResetAction::Rollback);
     pool.get()
         .unwrap()
         .execute_batch("CREATE TABLE w (t INTEGER, i INTEGER)")
@@ -114,7 +104,7 @@ fn file_database_with_a_wal_init_hook() {
         conn.pragma_update(None, "synchronous", "NORMAL")
     });
     assert_eq!(manager.path(), Some(path.as_path()));
-    let pool = pool(manager, 2, ResetAction::Rollback);
+    let pool = support::pool(manager, 2, ResetAction::Rollback);
 
     let writer = pool.get().unwrap();
     let mode: String = writer
@@ -189,7 +179,7 @@ fn open_flags_are_honoured() {
         .execute_batch("CREATE TABLE r (x); INSERT INTO r VALUES (1);")
         .unwrap();
     let manager = SqliteManager::file(&path).with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY);
-    let pool = pool(manager, 1, ResetAction::None);
+    let pool = support::pool(manager, 1, ResetAction::None);
     let conn = pool.get().unwrap();
     assert_eq!(count(&conn, "r"), 1);
     assert!(
@@ -200,7 +190,7 @@ fn open_flags_are_honoured() {
 
 #[test]
 fn rollback_on_return_leaves_no_transaction_or_data() {
-    let pool = pool(SqliteManager::memory(), 1, ResetAction::Rollback);
+    let pool = support::pool(SqliteManager::memory(), 1, ResetAction::Rollback);
     pool.get()
         .unwrap()
         .execute_batch("CREATE TABLE t (x)")
@@ -221,7 +211,7 @@ fn rollback_on_return_leaves_no_transaction_or_data() {
 
 #[test]
 fn commit_on_return_commits_the_open_transaction() {
-    let pool = pool(SqliteManager::memory(), 2, ResetAction::Commit);
+    let pool = support::pool(SqliteManager::memory(), 2, ResetAction::Commit);
     let observer = pool.get().unwrap();
     observer.execute_batch("CREATE TABLE t (x)").unwrap();
     {
@@ -254,7 +244,7 @@ fn reset_without_a_transaction_does_nothing() {
 
 #[test]
 fn validity_broken_and_detach() {
-    let pool = pool(SqliteManager::memory(), 2, ResetAction::Rollback);
+    let pool = support::pool(SqliteManager::memory(), 2, ResetAction::Rollback);
     let mut conn = pool.get().unwrap();
     pool.manager().is_valid(&mut conn).expect("SELECT 1");
     assert!(!pool.manager().has_broken(&mut conn));

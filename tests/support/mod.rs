@@ -258,3 +258,19 @@ pub fn unique(tag: &str) -> String {
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
 }
+
+/// A pool for backend tests: `max_size`, one idle connection, a 5 s borrow timeout and
+/// the given reset on return.
+pub fn pool<M: stickypool::ManageConnection>(
+    manager: M,
+    max_size: u32,
+    reset: stickypool::ResetAction,
+) -> stickypool::Pool<M> {
+    stickypool::Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(1))
+        .connection_timeout(Duration::from_secs(5))
+        .reset_on_return(reset)
+        .build(manager)
+        .expect("pool builds")
+}
