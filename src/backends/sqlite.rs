@@ -92,6 +92,8 @@ pub struct SqliteManager {
     source: Source,
     flags: OpenFlags,
     init: Option<Arc<InitFn>>,
+    /// Runs the init hook of one connection at a time (see `connect`).
+    init_serial: Mutex<()>,
 }
 
 impl SqliteManager {
@@ -103,6 +105,7 @@ impl SqliteManager {
             source: Source::File(path.as_ref().to_path_buf()),
             flags: OpenFlags::default(),
             init: None,
+            init_serial: Mutex::new(()),
         }
     }
 
@@ -123,6 +126,7 @@ impl SqliteManager {
             },
             flags: OpenFlags::default(),
             init: None,
+            init_serial: Mutex::new(()),
         }
     }
 
@@ -136,7 +140,10 @@ impl SqliteManager {
 
     /// Runs `init` on every new connection before the pool hands it out: pragmas
     /// (`journal_mode = WAL`, `foreign_keys`, `busy_timeout`), functions, attached
-    /// databases. Its error fails the connect and is returned as is.
+    /// databases. Its error fails the connect and is returned as is. The pool opens
+    /// connections concurrently, but one manager runs its hook for one connection at a
+    /// time: switching to WAL or creating a table takes a lock that a second
+    /// connection doing the same at that moment may fail on ("database is locked").
     pub fn with_init<F>(mut self, init: F) -> SqliteManager
     where
         F: Fn(&mut Connection) -> rusqlite::Result<()> + Send + Sync + 'static,
@@ -193,6 +200,7 @@ impl ManageConnection for SqliteManager {
     fn connect(&self) -> rusqlite::Result<Connection> {
         let mut conn = self.open()?;
         if let Some(init) = &self.init {
+            let _one_at_a_time = self.init_serial.lock();
             init(&mut conn)?;
         }
         Ok(conn)
