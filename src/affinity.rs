@@ -6,51 +6,57 @@
 //! const-initialized and have no destructor, so reading them is a plain TLS load.
 
 use std::cell::Cell;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
-const WAYS: usize = 4;
+/// Entries in the hint table, indexed by pool id: a thread that uses this many pools
+/// or fewer (with consecutive ids) keeps a hint for each.
+const HINT_ENTRIES: usize = 4;
+
+/// A hint: the pool it is for (0 matches no pool) and the slot.
+#[derive(Clone, Copy)]
+struct Hint {
+    pool: u64,
+    slot: usize,
+}
 
 thread_local! {
-    /// `pool id << 32 | slot index`; pool ids start at 1, so 0 matches nothing.
-    static HINTS: [Cell<u64>; WAYS] = const { [const { Cell::new(0) }; WAYS] };
+    static HINTS: [Cell<Hint>; HINT_ENTRIES] =
+        const { [const { Cell::new(Hint { pool: 0, slot: 0 }) }; HINT_ENTRIES] };
     /// Where this thread starts scanning when its hint misses; spreads threads out.
     static SCAN_START: Cell<usize> = const { Cell::new(usize::MAX) };
 }
 
-static NEXT_POOL_ID: AtomicU32 = AtomicU32::new(1);
+/// 64-bit, so ids never repeat within a process: a hint or a bound connection of a
+/// dropped pool can never be mistaken for another pool's.
+static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 static NEXT_SCAN_START: AtomicUsize = AtomicUsize::new(0);
 
-/// A new pool id (never 0).
-pub(crate) fn new_pool_id() -> u32 {
-    loop {
-        let id = NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed);
-        if id != 0 {
-            return id;
-        }
-    }
+/// A new pool id, unique in the process (never 0).
+pub(crate) fn new_pool_id() -> u64 {
+    NEXT_POOL_ID.fetch_add(1, Ordering::Relaxed)
 }
 
-/// The slot this thread last used in pool `pool`, or `usize::MAX`.
+/// The slot this thread last used in pool `pool`, or `bag::NO_HINT`.
 #[inline]
-pub(crate) fn hint(pool: u32) -> usize {
+pub(crate) fn hint(pool: u64) -> usize {
     HINTS.with(|hints| {
-        let entry = hints[pool as usize % WAYS].get();
-        if (entry >> 32) as u32 == pool {
-            entry as u32 as usize
+        let hint = hints[pool as usize % HINT_ENTRIES].get();
+        if hint.pool == pool {
+            hint.slot
         } else {
-            usize::MAX
+            crate::bag::NO_HINT
         }
     })
 }
 
 /// Remembers that this thread used `slot` of pool `pool`.
 #[inline]
-pub(crate) fn remember(pool: u32, slot: usize) {
+pub(crate) fn remember(pool: u64, slot: usize) {
     HINTS.with(|hints| {
-        let entry = &hints[pool as usize % WAYS];
-        let value = u64::from(pool) << 32 | slot as u64;
-        if entry.get() != value {
-            entry.set(value);
+        let entry = &hints[pool as usize % HINT_ENTRIES];
+        let hint = entry.get();
+        if hint.pool != pool || hint.slot != slot {
+            entry.set(Hint { pool, slot });
         }
     });
 }

@@ -19,48 +19,83 @@
 //!
 //! # Waiting and giving back, without lost wake-ups
 //!
-//! When nothing is idle the thread pushes a waiter onto the queue (under a mutex: this
-//! is the slow path) and raises `signal`, the waiter count. Giving back reads `signal`:
+//! The invariant: **no waiter stays parked while a slot is `IDLE`**, beyond the moment
+//! it takes to wake one. Three mechanisms keep it.
 //!
-//! * zero: publish `IDLE` and re-read `signal`. The re-read pairs with the waiter, which
-//!   raises `signal` *then* re-scans the slots, with a barrier between the write and
-//!   the read on both sides. It is Dekker's pattern: either the waiter's re-scan sees
-//!   the `IDLE` slot, or the giver's re-read sees the waiter, takes the slot back with
-//!   a CAS and hands it over (if the CAS fails, some thread took the slot and will give
-//!   it back later, so the waiter is not stranded).
+//! **Register, then re-check (Dekker).** When nothing is idle a thread pushes a waiter
+//! onto the queue (under a mutex: this is the slow path), raises the waiter count in
+//! `signal`, then re-scans the slots. A giver publishes `IDLE`, then re-reads `signal`.
+//! With a barrier between the write and the read on both sides, either the waiter's
+//! re-scan sees the `IDLE` slot (it leaves the queue and takes it), or the giver's
+//! re-read sees the waiter: it takes the slot back with a CAS and hands it over. If that
+//! CAS fails, another thread took the slot: a borrower that will give it back (and see
+//! the waiter then), or a waiter, which passes the baton (below).
 //!
-//!   The barriers adapt to contention. While nobody waits they are an asymmetric pair
-//!   (`sync::light_barrier` / `heavy_barrier`): the giver, on the fast path, pays a
-//!   compiler fence; the first waiter, about to park anyway, pays a `membarrier`
-//!   system call and sets `FENCED` in `signal`. While `FENCED` is set (until the queue
-//!   empties) givers use a real `SeqCst` fence and further waiters a plain fence too,
-//!   so a contended pool does not make a system call per wait. A giver that published
-//!   with a compiler fence and then sees `FENCED` fences and re-reads before it trusts
-//!   what it read; a giver that did not see `FENCED` at all read `signal` before the
-//!   first waiter's `membarrier` reached its CPU, so its publish is visible to that
-//!   waiter's re-scan, which then takes the slot. Loom checks the protocol with every
-//!   barrier as a `SeqCst` fence, which is the guarantee each pairing gives.
-//! * non-zero: pop the oldest waiter. If it has waited at least `fair_after`, hand the
-//!   ticket to it directly: the slot stays owned, the waiter is unparked and finds its
-//!   slot index in its own cell. Otherwise publish the slot `IDLE` and unpark the
-//!   waiter to compete for it: whoever gets there first takes it, quite likely the
-//!   returning thread itself (which still has the connection in cache). A waiter that
-//!   loses goes back into the queue in its old place (ordered by when it started to
-//!   wait), with the same register-then-re-check as before.
+//! **Hand-off, eventually fair.** A giver that sees waiters pops the oldest. If it has
+//! waited at least `fair_after`, the ticket goes to it directly: the slot stays owned,
+//! the waiter is unparked and finds the slot index in its cell. Otherwise the slot is
+//! published `IDLE` *first*, then the waiter's cell is set to "compete" and it is
+//! unparked: whoever gets there first takes the slot, quite likely the returning thread
+//! itself, with the connection still in its cache. This is parking_lot's *eventual
+//! fairness*: pure barging (r2d2) lets the returning thread win every time, so some
+//! waiters wait for ever; pure first-in, first-out hand-off costs a context switch per
+//! return. Barging while the oldest waiter is young and handing off once it is old gives
+//! the throughput of the first and a bounded tail.
 //!
-//! This is parking_lot's *eventual fairness*. Pure barging (r2d2) is fast but lets the
-//! returning thread win every time, so some waiters wait for ever; pure first-in,
-//! first-out hand-off costs a context switch per return. Barging while the oldest
-//! waiter is young and handing off once it is old gives the throughput of the first
-//! and a bounded tail. When nobody waits, nothing of this runs: the fast path is a CAS
-//! to take and a store, a fence and a load to give back.
+//! **Passing the baton.** A woken competitor takes whichever slot it finds first, which
+//! need not be the one published for it: two givers returning at once can each see the
+//! other's slot taken and leave the rest to the woken waiter. So a waiter that takes a
+//! slot, while others still wait and a slot is still idle, wakes the next waiter to
+//! compete. The woken waiter read its cell after the slot was published for it, so it
+//! sees that slot idle (or taken since); waiters queued after that publish see it in
+//! their own re-check. A competitor that finds nothing goes back into the queue in its
+//! old place (ordered by when it started to wait), with the same register-then-re-check.
+//!
+//! **A bounded park, as a backstop.** A waiter never parks for more than [`RESCAN`]: it
+//! wakes, looks at the slots (loads only) and parks again. Any wake-up that a future
+//! change loses costs milliseconds, never the whole timeout.
+//!
+//! # The barriers
+//!
+//! The barriers of the Dekker pairing adapt to contention. While nobody waits they are
+//! an asymmetric pair (`sync::light_barrier` / `heavy_barrier`): the giver, on the fast
+//! path, pays a compiler fence; a waiter, about to park anyway, pays a `membarrier`
+//! system call, which acts as a full fence on every thread of the process that is
+//! running, at some point during the call. While threads queue, a waiter that finds
+//! `FENCED` in `signal` pays a plain `SeqCst` fence instead, and a giver that sees
+//! `FENCED` fences for real and re-reads `signal` before it trusts what it read. Why
+//! that is enough:
+//!
+//! * light giver, heavy waiter: the waiter's `membarrier` M comes after its count store
+//!   S. If M's fence on the giver's CPU falls before the giver's re-read, the re-read
+//!   sees S; otherwise the giver's `IDLE` store precedes M, and the waiter's re-scan
+//!   after M sees it.
+//! * `FENCED` giver, plain waiter: two `SeqCst` fences, the textbook case.
+//! * light giver, plain waiter: the waiter registered while `FENCED` was set. `FENCED`
+//!   is set only by a waiter *after* its `membarrier` returned, and only while that
+//!   waiter is still queued, so the count has not been zero since that waiter's S; it
+//!   is cleared when the count drops to zero. A light giver whose re-read found no
+//!   waiter read `signal` before that S (or else it would have seen a count), so by the
+//!   first case its `IDLE` store precedes M, which precedes the `FENCED` store, which
+//!   precedes (through the queue lock) this waiter's registration and re-scan.
+//!
+//! Setting `FENCED` at registration, before the system call returns, would break the
+//! third case: a second waiter could rely on a barrier that has not happened yet. The
+//! loom models check the protocol with every barrier as a `SeqCst` fence, which is what
+//! the first two cases give; loom cannot model `membarrier` itself (a fence injected
+//! into other threads), so for the third case the models check its premise instead: a
+//! waiter that skips the system call asserts that a heavy barrier has completed since
+//! the current busy period began.
+//!
+//! When nobody waits, none of this runs: the fast path is a CAS to take and a store, a
+//! compiler fence and a load to give back.
 //!
 //! # Closing
 //!
-//! `close` sets the `CLOSED` bit in `signal` and wakes every waiter with "closed". A
-//! giver that sees the bit gets its ticket back and must close the connection itself;
-//! idle slots are swept by the pool with [`Bag::try_reserve`]. The same Dekker pairing
-//! makes sure an `IDLE` publish racing with the close is seen by one side.
+//! `close` sets `CLOSED` in `signal` and wakes every waiter with "closed". A giver that
+//! sees it gets its ticket back and must close the connection itself; idle slots are
+//! swept by the pool with [`Bag::try_reserve`]. The same Dekker pairing makes sure an
+//! `IDLE` publish racing with the close is seen by one side.
 
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
@@ -68,7 +103,7 @@ use std::time::{Duration, Instant};
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    Arc, AtomicBool, AtomicU32, AtomicUsize, Mutex, Ordering, Thread, UnsafeCell, current, fence,
+    Arc, AtomicU32, AtomicUsize, Mutex, Ordering, Thread, UnsafeCell, current, fence,
     heavy_barrier, init_barriers, light_barrier, park_timeout,
 };
 
@@ -83,13 +118,56 @@ pub(crate) const IN_USE: u32 = 3;
 /// The housekeeper holds an idle connection to check or close it.
 pub(crate) const RESERVED: u32 = 4;
 
-/// Set in `signal` once the bag is closed.
-const CLOSED: usize = 1 << (usize::BITS - 1);
-/// Set in `signal` while waiters queue, after the first paid the heavy barrier: givers
-/// fence for real and later waiters skip the system call (module docs).
-const FENCED: usize = 1 << (usize::BITS - 2);
-/// The waiter count in `signal`.
-const COUNT: usize = !(CLOSED | FENCED);
+/// The `hint` for [`Bag::try_take`] that names no slot.
+pub const NO_HINT: usize = usize::MAX;
+
+/// The longest a waiter parks before it looks at the slots again (module docs). Waits
+/// this long mean every connection is busy, and one wake-up per waiter per interval
+/// costs a few microseconds of CPU.
+pub const RESCAN: Duration = Duration::from_millis(10);
+
+/// The `signal` word, written only under the queue lock, read by every giver.
+///
+/// | bits | meaning | set by | cleared by |
+/// |---|---|---|---|
+/// | `COUNT` | queued waiters | a waiter registering | a waiter leaving (popped or cancelled) |
+/// | `FENCED` | a waiter of this busy period completed a heavy barrier; later waiters use plain fences | that waiter, while still queued | the last waiter leaving, `close` |
+/// | `CLOSED` | the bag is closed (for good) | `close` | never |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Signal(usize);
+
+impl Signal {
+    const CLOSED: usize = 1 << (usize::BITS - 1);
+    const FENCED: usize = 1 << (usize::BITS - 2);
+    const COUNT: usize = !(Self::CLOSED | Self::FENCED);
+
+    fn waiters(self) -> usize {
+        self.0 & Self::COUNT
+    }
+
+    fn is_closed(self) -> bool {
+        self.0 & Self::CLOSED != 0
+    }
+
+    fn is_fenced(self) -> bool {
+        self.0 & Self::FENCED != 0
+    }
+
+    /// Nobody waits and the bag is open: a giver may just publish.
+    fn is_quiet(self) -> bool {
+        self.0 & !Self::FENCED == 0
+    }
+
+    fn with_waiters(self, waiters: usize) -> Signal {
+        debug_assert!(waiters <= Self::COUNT);
+        let fenced = if waiters == 0 { 0 } else { self.0 & Self::FENCED };
+        Signal((self.0 & Self::CLOSED) | fenced | waiters)
+    }
+
+    fn fenced(self) -> Signal {
+        Signal(self.0 | Self::FENCED)
+    }
+}
 
 /// A waiter's cell before anything happens to it.
 const WAITING: usize = usize::MAX;
@@ -119,15 +197,26 @@ pub struct Slot<T, X> {
     value: UnsafeCell<Option<T>>,
 }
 
+impl<T, X> Slot<T, X> {
+    /// `IDLE` to `IN_USE`: the one transition that borrows.
+    #[inline]
+    fn try_borrow(&self) -> bool {
+        self.state
+            .compare_exchange(IDLE, IN_USE, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == IDLE
+    }
+}
+
 /// How a wait ended.
 #[derive(Debug)]
 pub enum Wait {
-    /// A slot was handed over.
+    /// A slot is this thread's: handed over, or taken after a wake-up.
     Got(Ticket),
-    /// A slot turned idle (just as the thread registered, or it was woken to compete
-    /// for one): try the fast path, then wait again with the same `since`.
-    Retry,
-    /// The timeout passed.
+    /// The timer expired.
     TimedOut,
     /// The bag was closed.
     Closed,
@@ -135,28 +224,103 @@ pub enum Wait {
     TooManyWaiters,
 }
 
+/// A borrower's place in line, kept across the waits of one borrow: when it started to
+/// wait (its place in the queue), and whether it was admitted past `max_waiters` (an
+/// admitted borrower is never turned away later in the same borrow).
+#[derive(Debug, Clone, Copy)]
+pub struct Turn {
+    since: Instant,
+    admitted: bool,
+}
+
+impl Turn {
+    /// A borrow that started at `since`.
+    pub fn new(since: Instant) -> Turn {
+        Turn {
+            since,
+            admitted: false,
+        }
+    }
+
+    /// Whether this borrow has queued up at least once.
+    pub fn has_waited(&self) -> bool {
+        self.admitted
+    }
+}
+
+/// When a wait gives up, and how the waiting thread sleeps meanwhile.
+pub trait Timer {
+    /// Whether the wait is over.
+    fn expired(&self) -> bool;
+    /// Parks until unparked, or for a while (the bag re-checks after any return).
+    fn park(&self);
+}
+
+/// A [`Timer`] with a deadline (`None`: wait for ever) that parks at most [`RESCAN`].
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// `timeout` from now; one too large for the clock means for ever.
+    pub fn after(timeout: Duration) -> Deadline {
+        Deadline(Instant::now().checked_add(timeout))
+    }
+}
+
+impl Timer for Deadline {
+    fn expired(&self) -> bool {
+        self.0.is_some_and(|at| Instant::now() >= at)
+    }
+
+    fn park(&self) {
+        let left = match self.0 {
+            Some(at) => at.saturating_duration_since(Instant::now()),
+            None => RESCAN,
+        };
+        park_timeout(left.min(RESCAN));
+    }
+}
+
 #[derive(Debug)]
 struct Waiter {
     /// `WAITING`, `WOKEN_CLOSED`, `WOKEN_COMPETE` or the index of the slot handed over.
+    /// Set only under the queue lock, when the waiter is popped.
     cell: AtomicUsize,
     thread: Thread,
     /// When the thread started waiting (its place in the queue).
     since: Instant,
 }
 
+impl Waiter {
+    fn wake(&self, cell: usize) {
+        self.cell.store(cell, Ordering::Release);
+    }
+}
+
+/// The waiter queue, behind the bag's mutex.
+#[derive(Debug, Default)]
+struct Queue {
+    waiters: VecDeque<Arc<Waiter>>,
+    /// Loom only: heavy barriers completed when the current busy period began.
+    #[cfg(loom)]
+    heavies_at_period_start: usize,
+}
+
 /// The slot array and the waiter queue.
 #[derive(Debug)]
 pub struct Bag<T, X = ()> {
     slots: Box<[CachePadded<Slot<T, X>>]>,
-    /// Number of queued waiters, plus `CLOSED`. Changed only under `queue`'s lock.
+    /// See [`Signal`].
     signal: CachePadded<AtomicUsize>,
-    /// Read by every borrow; written once. Kept apart from `signal`, which changes as
-    /// waiters come and go.
-    closed: CachePadded<AtomicBool>,
-    queue: Mutex<VecDeque<Arc<Waiter>>>,
+    queue: Mutex<Queue>,
     /// How long the oldest waiter may wait before returns are handed to it rather
     /// than competed for.
     fair_after: Duration,
+    /// Loom only: heavy barriers completed (a ghost, read by the assertion that checks
+    /// when `FENCED` may be trusted). A loom atomic, so that loom orders it against the
+    /// registrations that read it.
+    #[cfg(loom)]
+    heavies: AtomicUsize,
 }
 
 // SAFETY: the payloads are only reached through a `Ticket`, and a ticket exists for at
@@ -183,14 +347,76 @@ impl<T, X: Default> Bag<T, X> {
         Bag {
             slots,
             signal: CachePadded::new(AtomicUsize::new(0)),
-            closed: CachePadded::new(AtomicBool::new(false)),
-            queue: Mutex::new(VecDeque::new()),
+            queue: Mutex::new(Queue::default()),
             fair_after,
+            #[cfg(loom)]
+            heavies: AtomicUsize::new(0),
         }
     }
 }
 
 impl<T, X> Bag<T, X> {
+    // The hot path, in the order it runs: take, give back, publish.
+
+    /// Takes an idle slot without waiting: first `hint` (or [`NO_HINT`]), then the
+    /// others from `start()` (only called on a miss).
+    #[inline]
+    pub fn try_take(&self, hint: usize, start: impl FnOnce() -> usize) -> Option<Ticket> {
+        if let Some(slot) = self.slots.get(hint)
+            && slot.try_borrow()
+        {
+            return Some(Ticket(hint));
+        }
+        self.scan(start(), IDLE, IN_USE)
+    }
+
+    /// Gives an owned slot (with its payload in place) back: hands it to the oldest
+    /// waiter or publishes it `IDLE`. If the bag is closed the ticket comes back in
+    /// `Err`, and the caller must close the payload and [`free`](Bag::free) the slot.
+    #[inline]
+    pub fn give_back(&self, ticket: Ticket) -> Result<(), Ticket> {
+        let slot = &self.slots[ticket.0];
+        let before = self.signal();
+        if before.is_quiet() {
+            if self.publish(slot, before).is_quiet() {
+                return Ok(());
+            }
+            // A waiter registered (or the bag closed) while we published; it may have
+            // re-scanned before our store. Take the slot back for it, unless another
+            // thread took it first (module docs: then that thread sees to the waiter).
+            if !slot.try_borrow() {
+                return Ok(());
+            }
+        }
+        self.give_back_slow(ticket)
+    }
+
+    /// Publishes an owned slot `IDLE` and returns `signal` as read after the barrier
+    /// that pairs with the waiters' re-check; `before` is `signal` as read before.
+    #[inline]
+    fn publish(&self, slot: &Slot<T, X>, before: Signal) -> Signal {
+        slot.state.store(IDLE, Ordering::Release);
+        if before.is_fenced() {
+            fence(Ordering::SeqCst);
+            return self.signal();
+        }
+        light_barrier();
+        let after = self.signal();
+        if !after.is_fenced() {
+            return after;
+        }
+        // Waiters switched to plain fences while we published: pair with them.
+        fence(Ordering::SeqCst);
+        self.signal()
+    }
+
+    #[inline]
+    fn signal(&self) -> Signal {
+        Signal(self.signal.load(Ordering::Relaxed))
+    }
+
+    // Everything below is off the uncontended path.
+
     /// The number of slots.
     pub fn len(&self) -> usize {
         self.slots.len()
@@ -208,32 +434,18 @@ impl<T, X> Bag<T, X> {
 
     /// The number of threads waiting.
     pub fn waiters(&self) -> usize {
-        self.signal.load(Ordering::Relaxed) & COUNT
+        self.signal().waiters()
     }
 
     /// Whether [`close`](Bag::close) was called.
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::Relaxed)
+        self.signal().is_closed()
     }
 
-    /// Takes an idle slot without waiting: first `hint`, then the others from
-    /// `start()` (only called on a miss).
-    #[inline]
-    pub fn try_take(&self, hint: usize, start: impl FnOnce() -> usize) -> Option<Ticket> {
-        if let Some(slot) = self.slots.get(hint)
-            && slot
-                .state
-                .compare_exchange(IDLE, IN_USE, Ordering::Acquire, Ordering::Relaxed)
-                .is_ok()
-        {
-            return Some(Ticket(hint));
-        }
-        self.scan(start(), IDLE, IN_USE)
-    }
-
-    /// Claims an empty slot for a creator (`EMPTY` to `CONNECTING`).
-    pub fn reserve_empty(&self) -> Option<Ticket> {
-        self.scan(0, EMPTY, CONNECTING)
+    /// Claims an empty slot for a creator (`EMPTY` to `CONNECTING`), scanning from
+    /// `start`.
+    pub fn reserve_empty(&self, start: usize) -> Option<Ticket> {
+        self.scan(start, EMPTY, CONNECTING)
     }
 
     /// Claims idle slot `index` for the housekeeper (`IDLE` to `RESERVED`).
@@ -247,8 +459,11 @@ impl<T, X> Bag<T, X> {
 
     fn scan(&self, start: usize, from: u32, to: u32) -> Option<Ticket> {
         let len = self.slots.len();
-        for offset in 0..len {
-            let index = (start + offset) % len;
+        if len == 0 {
+            return None;
+        }
+        let start = start % len;
+        for index in (start..len).chain(0..start) {
             let state = &self.slots[index].state;
             // Load first: a failed CAS would still pull the line in exclusive mode.
             if state.load(Ordering::Relaxed) == from
@@ -262,18 +477,8 @@ impl<T, X> Bag<T, X> {
         None
     }
 
-    /// Whether any slot looks idle: the waiter's re-check, after the barrier that pairs
-    /// with `publish` (module docs): a plain fence if `FENCED` was already set when
-    /// this waiter registered, else the heavy one.
-    fn any_idle(&self, fenced: bool) -> bool {
-        if fenced {
-            fence(Ordering::SeqCst);
-        } else {
-            heavy_barrier();
-        }
-        self.slots
-            .iter()
-            .any(|slot| slot.state.load(Ordering::Relaxed) == IDLE)
+    fn any_idle(&self) -> bool {
+        self.slots.iter().any(|slot| slot.is_idle())
     }
 
     /// Runs `f` on the payload of the slot `ticket` owns.
@@ -292,74 +497,28 @@ impl<T, X> Bag<T, X> {
         self.slots[ticket.0].value.get()
     }
 
-    /// Gives an owned slot (with its payload in place) back: hands it to the oldest
-    /// waiter or publishes it `IDLE`. If the bag is closed the ticket comes back in
-    /// `Err`, and the caller must close the payload and [`free`](Bag::free) the slot.
-    #[inline]
-    pub fn give_back(&self, ticket: Ticket) -> Result<(), Ticket> {
-        // The common case, inline: nobody waits, so publish and re-check once. If a
-        // waiter came while we published, take the slot back for it (slow path),
-        // unless another thread took it first: that thread gives it back later.
-        let slot = &self.slots[ticket.0];
-        let before = self.signal.load(Ordering::Relaxed);
-        if before & !FENCED == 0
-            && (self.publish(slot, before) & !FENCED == 0
-                || slot
-                    .state
-                    .compare_exchange(IDLE, IN_USE, Ordering::Acquire, Ordering::Relaxed)
-                    .is_err())
-        {
-            return Ok(());
-        }
-        self.give_back_slow(ticket)
-    }
-
-    /// Publishes an owned slot `IDLE` and returns `signal` as read after the barrier
-    /// that pairs with the waiters' re-check; `before` is `signal` as read before.
-    #[inline]
-    fn publish(&self, slot: &Slot<T, X>, before: usize) -> usize {
-        slot.state.store(IDLE, Ordering::Release);
-        if before & FENCED != 0 {
-            fence(Ordering::SeqCst);
-            return self.signal.load(Ordering::Relaxed);
-        }
-        light_barrier();
-        let after = self.signal.load(Ordering::Relaxed);
-        if after & FENCED == 0 {
-            return after;
-        }
-        // A waiter switched to plain fences while we published: pair with them.
-        fence(Ordering::SeqCst);
-        self.signal.load(Ordering::Relaxed)
-    }
-
     /// `give_back` when there are waiters or the bag is closed.
     #[cold]
     #[inline(never)]
     fn give_back_slow(&self, mut ticket: Ticket) -> Result<(), Ticket> {
         let slot = &self.slots[ticket.0];
         loop {
-            let signal = self.signal.load(Ordering::Relaxed);
-            if signal & CLOSED != 0 {
+            let signal = self.signal();
+            if signal.is_closed() {
                 return Err(ticket);
             }
-            if signal & COUNT != 0 {
+            if signal.waiters() != 0 {
                 match self.hand_off(ticket) {
                     Ok(()) => return Ok(()),
                     Err(back) => ticket = back,
                 }
             }
-            if self.publish(slot, signal) & !FENCED == 0 {
+            if self.publish(slot, signal).is_quiet() {
                 return Ok(());
             }
-            // A waiter registered (or the bag closed) while we published; it may have
-            // re-scanned before our store. Take the slot back and go round, unless
-            // another thread took it first: then that thread gives it back later.
-            if slot
-                .state
-                .compare_exchange(IDLE, IN_USE, Ordering::Acquire, Ordering::Relaxed)
-                .is_err()
-            {
+            // As in `give_back`: take it back for the waiter, or leave it to the thread
+            // that took it.
+            if !slot.try_borrow() {
                 return Ok(());
             }
         }
@@ -370,28 +529,31 @@ impl<T, X> Bag<T, X> {
     /// the ticket if nobody waits.
     fn hand_off(&self, ticket: Ticket) -> Result<(), Ticket> {
         let mut queue = self.queue.lock();
-        let Some(waiter) = queue.pop_front() else {
+        let Some(waiter) = self.pop(&mut queue) else {
             return Err(ticket);
         };
-        self.leave();
         let slot = &self.slots[ticket.0];
-        // Cells are stored under the lock, so a waiter that fails to cancel itself (it
-        // was popped) always finds its cell set.
         if waiter.since.elapsed() >= self.fair_after {
-            slot.state.store(IN_USE, Ordering::Relaxed);
-            waiter.cell.store(ticket.0, Ordering::Release);
-            drop(queue);
+            // The slot stays `IN_USE`: ownership moves with the index in the cell.
+            waiter.wake(ticket.0);
         } else {
-            waiter.cell.store(WOKEN_COMPETE, Ordering::Release);
-            // No re-check after this publish: the woken waiter is awake and takes the
-            // slot, or finds it taken and queues up again with its own re-check. Under
-            // the lock, so a `close` either saw this slot idle in its sweep or happened
-            // before this hand-off looked at the queue.
+            // Published before the cell is set, so the woken waiter sees it idle (or
+            // taken since); no re-check is needed for it, and waiters that queue later
+            // see it in their own re-check. Under the lock, so a `close` either saw it
+            // idle in its sweep or happened before this hand-off looked at the queue.
             slot.state.store(IDLE, Ordering::Release);
-            drop(queue);
+            waiter.wake(WOKEN_COMPETE);
         }
+        drop(queue);
         waiter.thread.unpark();
         Ok(())
+    }
+
+    /// Pops the oldest waiter and counts it out (under the queue lock).
+    fn pop(&self, queue: &mut Queue) -> Option<Arc<Waiter>> {
+        let waiter = queue.waiters.pop_front()?;
+        self.leave();
+        Some(waiter)
     }
 
     /// Frees an owned slot whose payload has been taken out (`EMPTY`).
@@ -404,73 +566,131 @@ impl<T, X> Bag<T, X> {
         slot.state.store(EMPTY, Ordering::Release);
     }
 
-    /// Waits until a slot is handed over, the timeout passes or the bag closes.
-    /// `since` is when the thread started waiting: it keeps its place in the queue
-    /// across [`Wait::Retry`]. `registered` runs once the thread is queued and has
-    /// re-checked the slots: the pool uses it to ask for a new connection.
+    /// Waits until this thread owns a slot, the timer expires or the bag closes. `turn`
+    /// keeps the borrow's place in the queue across calls. `registered` runs each time
+    /// the thread has queued up and re-checked the slots: the pool uses it to ask for a
+    /// new connection.
     pub fn wait(
         &self,
-        since: Instant,
-        timeout: Duration,
+        turn: &mut Turn,
+        timer: &impl Timer,
         max_waiters: Option<usize>,
-        registered: impl FnOnce(),
+        mut registered: impl FnMut(),
     ) -> Wait {
-        let deadline = Instant::now() + timeout;
-        let waiter = Arc::new(Waiter {
-            cell: AtomicUsize::new(WAITING),
-            thread: current(),
-            since,
-        });
-        let fenced = {
-            let mut queue = self.queue.lock();
-            let signal = self.signal.load(Ordering::Relaxed);
-            if signal & CLOSED != 0 {
-                return Wait::Closed;
-            }
-            if max_waiters.is_some_and(|max| signal & COUNT >= max) {
-                return Wait::TooManyWaiters;
-            }
-            // Behind everyone who has waited longer: at the back for a new waiter,
-            // back in its place for one that lost a competition.
-            let place = queue.partition_point(|w| w.since <= since);
-            queue.insert(place, waiter.clone());
-            // Changed only under the lock, so a plain store will do.
-            self.signal.store((signal + 1) | FENCED, Ordering::Relaxed);
-            signal & FENCED != 0
-        };
-        if self.any_idle(fenced) {
-            if self.cancel(&waiter) {
-                return Wait::Retry;
-            }
-        } else {
-            registered();
-        }
-        loop {
-            match waiter.cell.load(Ordering::Acquire) {
-                WAITING => {}
-                WOKEN_CLOSED => return Wait::Closed,
-                WOKEN_COMPETE => return Wait::Retry,
-                index => return Wait::Got(Ticket(index)),
-            }
-            let now = Instant::now();
-            if now >= deadline {
+        'queue: loop {
+            let waiter = match self.register(turn, max_waiters) {
+                Ok(waiter) => waiter,
+                Err(outcome) => return outcome,
+            };
+            if self.any_idle() {
                 if self.cancel(&waiter) {
-                    return Wait::TimedOut;
+                    match self.take_as_waiter() {
+                        Some(ticket) => return Wait::Got(ticket),
+                        None => continue 'queue,
+                    }
                 }
-                // Popped under the lock just before: the cell is set, read it again.
-                continue;
+                // Popped meanwhile: the cell says what for.
+            } else {
+                registered();
             }
-            park_timeout(deadline - now);
+            loop {
+                match waiter.cell.load(Ordering::Acquire) {
+                    WAITING => {}
+                    WOKEN_CLOSED => return Wait::Closed,
+                    WOKEN_COMPETE => match self.take_as_waiter() {
+                        Some(ticket) => return Wait::Got(ticket),
+                        None => continue 'queue,
+                    },
+                    index => return Wait::Got(Ticket(index)),
+                }
+                if timer.expired() {
+                    if self.cancel(&waiter) {
+                        return Wait::TimedOut;
+                    }
+                    continue; // popped just before: the cell is set
+                }
+                timer.park();
+                // The backstop (module docs): after any wake-up without news, look.
+                if waiter.cell.load(Ordering::Relaxed) == WAITING {
+                    fence(Ordering::SeqCst);
+                    if self.any_idle() && self.cancel(&waiter) {
+                        match self.take_as_waiter() {
+                            Some(ticket) => return Wait::Got(ticket),
+                            None => continue 'queue,
+                        }
+                    }
+                }
+            }
         }
     }
 
-    /// Removes `waiter` from the queue; false if it was already popped (handed a slot
-    /// or woken by close).
+    /// Queues a waiter for `turn` and runs the barrier that pairs with `publish`; the
+    /// caller then re-checks the slots.
+    fn register(&self, turn: &mut Turn, max_waiters: Option<usize>) -> Result<Arc<Waiter>, Wait> {
+        let waiter = Arc::new(Waiter {
+            cell: AtomicUsize::new(WAITING),
+            thread: current(),
+            since: turn.since,
+        });
+        let fenced = {
+            let mut queue = self.queue.lock();
+            let signal = self.signal();
+            if signal.is_closed() {
+                return Err(Wait::Closed);
+            }
+            if !turn.admitted && max_waiters.is_some_and(|max| signal.waiters() >= max) {
+                return Err(Wait::TooManyWaiters);
+            }
+            turn.admitted = true;
+            #[cfg(loom)]
+            self.check_fenced_premise(&mut queue, signal);
+            // Behind everyone who has waited longer: at the back for a new waiter,
+            // back in its place for one that lost a competition.
+            let place = queue.waiters.partition_point(|w| w.since <= turn.since);
+            queue.waiters.insert(place, waiter.clone());
+            // Changed only under the lock, so a plain store will do.
+            let registered = signal.with_waiters(signal.waiters() + 1);
+            self.signal.store(registered.0, Ordering::Relaxed);
+            signal.is_fenced()
+        };
+        if fenced {
+            fence(Ordering::SeqCst);
+        } else {
+            self.heavy();
+            // Only now may later waiters rely on this barrier (module docs), and only
+            // while this waiter is still queued: then the busy period it paid for goes
+            // on. Its cell is `WAITING` exactly as long as it is queued.
+            let _queue = self.queue.lock();
+            let signal = self.signal();
+            if !signal.is_closed() && waiter.cell.load(Ordering::Relaxed) == WAITING {
+                self.signal.store(signal.fenced().0, Ordering::Relaxed);
+            }
+        }
+        Ok(waiter)
+    }
+
+    /// Takes a slot for a thread that was queued, and if others still wait while a
+    /// slot is idle, wakes the next one to compete (the baton, module docs).
+    fn take_as_waiter(&self) -> Option<Ticket> {
+        let ticket = self.scan(0, IDLE, IN_USE)?;
+        if self.waiters() != 0 && self.any_idle() {
+            let mut queue = self.queue.lock();
+            if let Some(next) = self.pop(&mut queue) {
+                next.wake(WOKEN_COMPETE);
+                drop(queue);
+                next.thread.unpark();
+            }
+        }
+        Some(ticket)
+    }
+
+    /// Removes `waiter` from the queue; false if it was already popped (its cell is
+    /// set).
     fn cancel(&self, waiter: &Arc<Waiter>) -> bool {
         let mut queue = self.queue.lock();
-        match queue.iter().position(|w| Arc::ptr_eq(w, waiter)) {
+        match queue.waiters.iter().position(|w| Arc::ptr_eq(w, waiter)) {
             Some(position) => {
-                queue.remove(position);
+                queue.waiters.remove(position);
                 self.leave();
                 true
             }
@@ -480,11 +700,32 @@ impl<T, X> Bag<T, X> {
 
     /// Counts a waiter out (under the queue lock); the last one out clears `FENCED`.
     fn leave(&self) {
-        let mut signal = self.signal.load(Ordering::Relaxed) - 1;
-        if signal & COUNT == 0 {
-            signal &= !FENCED;
+        let signal = self.signal();
+        let left = signal.with_waiters(signal.waiters() - 1);
+        self.signal.store(left.0, Ordering::Relaxed);
+    }
+
+    fn heavy(&self) {
+        heavy_barrier();
+        #[cfg(loom)]
+        self.heavies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Loom only: a waiter about to skip the heavy barrier (it sees `FENCED`) checks
+    /// the premise of the light/plain case in the module docs: some heavy barrier has
+    /// completed since this busy period began. Setting `FENCED` before the barrier ran
+    /// fails this as soon as two waiters register at once.
+    #[cfg(loom)]
+    fn check_fenced_premise(&self, queue: &mut Queue, signal: Signal) {
+        let heavies = self.heavies.load(Ordering::Relaxed);
+        if signal.waiters() == 0 {
+            queue.heavies_at_period_start = heavies;
+        } else if signal.is_fenced() {
+            assert!(
+                heavies > queue.heavies_at_period_start,
+                "FENCED trusted before any heavy barrier of this busy period completed"
+            );
         }
-        self.signal.store(signal, Ordering::Relaxed);
     }
 
     /// Closes the bag: every waiter wakes with [`Wait::Closed`], later waits fail at
@@ -492,19 +733,241 @@ impl<T, X> Bag<T, X> {
     pub fn close(&self) {
         let woken: Vec<_> = {
             let mut queue = self.queue.lock();
-            self.closed.store(true, Ordering::Relaxed);
-            self.signal.store(CLOSED, Ordering::Relaxed);
+            self.signal
+                .store(Signal(Signal::CLOSED).0, Ordering::Relaxed);
             // Cells are set under the lock, as in `hand_off`.
-            for waiter in queue.iter() {
-                waiter.cell.store(WOKEN_CLOSED, Ordering::Release);
+            for waiter in &queue.waiters {
+                waiter.wake(WOKEN_CLOSED);
             }
-            queue.drain(..).collect()
+            queue.waiters.drain(..).collect()
         };
         for waiter in woken {
             waiter.thread.unpark();
         }
         // Pairs with `give_back` as the waiter's barrier does: the caller's sweep of
         // idle slots either sees a racing `IDLE` publish, or that giver sees `CLOSED`.
-        heavy_barrier();
+        self.heavy();
+    }
+}
+
+/// The bag's contract, deterministically: each test drives the threads through one
+/// interleaving with `wait_for` (polling with a deadline, no fixed sleeps).
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::thread;
+
+    const SOON: Duration = Duration::from_secs(10);
+
+    fn idle_bag(size: usize, fair_after: Duration) -> Arc<Bag<u32>> {
+        let bag = Arc::new(Bag::<u32>::new(size, fair_after));
+        for i in 0..size {
+            let ticket = bag.reserve_empty(i).unwrap();
+            bag.with_value(&ticket, |v| *v = Some(i as u32));
+            bag.give_back(ticket).unwrap();
+        }
+        bag
+    }
+
+    fn wait_for(mut condition: impl FnMut() -> bool) {
+        let deadline = Instant::now() + SOON;
+        while !condition() {
+            assert!(Instant::now() < deadline, "condition not met within {SOON:?}");
+            thread::yield_now();
+        }
+    }
+
+    /// A thread that borrows with `since` and sends back what it got.
+    fn waiter(bag: &Arc<Bag<u32>>, since: Instant, max: Option<usize>) -> thread::JoinHandle<Wait> {
+        let bag = bag.clone();
+        thread::spawn(move || {
+            let mut turn = Turn::new(since);
+            bag.wait(&mut turn, &Deadline::after(SOON), max, || {})
+        })
+    }
+
+    fn got(outcome: Wait) -> Ticket {
+        match outcome {
+            Wait::Got(ticket) => ticket,
+            other => panic!("expected a slot, got {other:?}"),
+        }
+    }
+
+    fn queued_since(bag: &Bag<u32>) -> Vec<Instant> {
+        bag.queue.lock().waiters.iter().map(|w| w.since).collect()
+    }
+
+    #[test]
+    fn an_old_waiter_is_handed_the_slot_directly() {
+        let bag = idle_bag(1, Duration::ZERO);
+        let held = bag.try_take(0, || 0).unwrap();
+        let w = waiter(&bag, Instant::now(), None);
+        wait_for(|| bag.waiters() == 1);
+        bag.give_back(held).unwrap();
+        // Handed over: still owned, so nobody can barge in.
+        assert_eq!(bag.state(0), IN_USE);
+        assert!(bag.try_take(0, || 0).is_none());
+        let ticket = got(w.join().unwrap());
+        assert_eq!(ticket.index(), 0);
+        bag.give_back(ticket).unwrap();
+    }
+
+    #[test]
+    fn a_young_waiter_competes_and_a_loser_keeps_its_place() {
+        let bag = idle_bag(1, Duration::from_secs(3600));
+        let held = bag.try_take(0, || 0).unwrap();
+        let first = Instant::now();
+        let w0 = waiter(&bag, first, None);
+        wait_for(|| bag.waiters() == 1);
+        let w1 = waiter(&bag, Instant::now(), None);
+        wait_for(|| bag.waiters() == 2);
+        // Published and competed for: the giver barges straight back in.
+        bag.give_back(held).unwrap();
+        let barged = bag.try_take(0, || 0);
+        if let Some(ticket) = barged {
+            // The woken waiter lost; it queues up again ahead of the younger one.
+            wait_for(|| bag.waiters() == 2);
+            assert_eq!(queued_since(&bag)[0], first, "the loser kept its place");
+            bag.give_back(ticket).unwrap();
+        }
+        // Either way both are served in the end.
+        let t0 = got(w0.join().unwrap());
+        bag.give_back(t0).unwrap();
+        let t1 = got(w1.join().unwrap());
+        bag.give_back(t1).unwrap();
+        assert_eq!(bag.waiters(), 0);
+    }
+
+    #[test]
+    fn waiters_beyond_max_waiters_are_refused_at_once() {
+        let bag = idle_bag(1, Duration::ZERO);
+        let held = bag.try_take(0, || 0).unwrap();
+        let w = waiter(&bag, Instant::now(), Some(1));
+        wait_for(|| bag.waiters() == 1);
+        let mut turn = Turn::new(Instant::now());
+        assert!(matches!(
+            bag.wait(&mut turn, &Deadline::after(SOON), Some(1), || {}),
+            Wait::TooManyWaiters
+        ));
+        assert!(!turn.has_waited());
+        bag.give_back(held).unwrap();
+        bag.give_back(got(w.join().unwrap())).unwrap();
+    }
+
+    #[test]
+    fn an_admitted_turn_is_not_refused_again() {
+        let bag = idle_bag(1, Duration::ZERO);
+        let held = bag.try_take(0, || 0).unwrap();
+        let w = waiter(&bag, Instant::now(), Some(1));
+        wait_for(|| bag.waiters() == 1);
+        // A turn admitted earlier (it lost a competition) re-queues past the limit.
+        let mut turn = Turn::new(Instant::now());
+        turn.admitted = true;
+        let outcome = bag.wait(&mut turn, &Deadline::after(Duration::from_millis(1)), Some(1), || {});
+        assert!(matches!(outcome, Wait::TimedOut), "{outcome:?}");
+        bag.give_back(held).unwrap();
+        bag.give_back(got(w.join().unwrap())).unwrap();
+    }
+
+    #[test]
+    fn a_timed_out_waiter_leaves_the_queue() {
+        let bag = idle_bag(1, Duration::ZERO);
+        let held = bag.try_take(0, || 0).unwrap();
+        let mut turn = Turn::new(Instant::now());
+        let outcome = bag.wait(&mut turn, &Deadline::after(Duration::from_millis(2)), None, || {});
+        assert!(matches!(outcome, Wait::TimedOut));
+        assert_eq!(bag.waiters(), 0);
+        // The return is not handed to the thread that left.
+        bag.give_back(held).unwrap();
+        assert_eq!(bag.state(0), IDLE);
+    }
+
+    #[test]
+    fn a_huge_timeout_waits_for_ever() {
+        let deadline = Deadline::after(Duration::MAX);
+        assert!(!deadline.expired());
+        let bag = idle_bag(1, Duration::ZERO);
+        let held = bag.try_take(0, || 0).unwrap();
+        let bag2 = bag.clone();
+        let w = thread::spawn(move || {
+            let mut turn = Turn::new(Instant::now());
+            bag2.wait(&mut turn, &Deadline::after(Duration::MAX), None, || {})
+        });
+        wait_for(|| bag.waiters() == 1);
+        bag.give_back(held).unwrap();
+        bag.give_back(got(w.join().unwrap())).unwrap();
+    }
+
+    #[test]
+    fn close_wakes_waiters_and_returns_tickets() {
+        let bag = idle_bag(1, Duration::ZERO);
+        let held = bag.try_take(0, || 0).unwrap();
+        let w = waiter(&bag, Instant::now(), None);
+        wait_for(|| bag.waiters() == 1);
+        bag.close();
+        assert!(matches!(w.join().unwrap(), Wait::Closed));
+        assert!(bag.is_closed());
+        let ticket = bag.give_back(held).expect_err("closed: the ticket comes back");
+        bag.with_value(&ticket, |v| *v = None);
+        bag.free(ticket);
+        let mut turn = Turn::new(Instant::now());
+        assert!(matches!(
+            bag.wait(&mut turn, &Deadline::after(SOON), None, || {}),
+            Wait::Closed
+        ));
+    }
+
+    #[test]
+    fn the_bounded_park_recovers_a_lost_wake_up() {
+        let bag = idle_bag(1, Duration::ZERO);
+        let held = bag.try_take(0, || 0).unwrap();
+        let w = waiter(&bag, Instant::now(), None);
+        wait_for(|| bag.waiters() == 1);
+        // Publish behind the protocol's back, as a buggy giver would: nobody is woken.
+        std::mem::forget(held);
+        bag.slots[0].state.store(IDLE, Ordering::Release);
+        let started = Instant::now();
+        let ticket = got(w.join().unwrap());
+        assert_eq!(ticket.index(), 0);
+        // Within a few rescans, not the 10 s timeout.
+        assert!(started.elapsed() < SOON / 2, "{:?}", started.elapsed());
+        bag.give_back(ticket).unwrap();
+    }
+
+    #[test]
+    fn a_woken_waiter_passes_the_baton() {
+        // Two slots handed out, two waiters, both slots back at once in compete mode:
+        // whichever slot the first woken waiter takes, the second waiter is served.
+        for _ in 0..200 {
+            let bag = idle_bag(2, Duration::from_secs(3600));
+            let a = bag.try_take(0, || 0).unwrap();
+            let b = bag.try_take(1, || 1).unwrap();
+            let w0 = waiter(&bag, Instant::now(), None);
+            let w1 = waiter(&bag, Instant::now(), None);
+            wait_for(|| bag.waiters() == 2);
+            let giver = {
+                let bag = bag.clone();
+                thread::spawn(move || bag.give_back(b).unwrap())
+            };
+            bag.give_back(a).unwrap();
+            giver.join().unwrap();
+            let t0 = got(w0.join().unwrap());
+            let t1 = got(w1.join().unwrap());
+            assert_ne!(t0.index(), t1.index());
+            std::mem::forget((t0, t1));
+        }
+    }
+
+    #[test]
+    fn a_failing_membarrier_falls_back_to_fences_without_panicking() {
+        crate::sync::fail_membarrier();
+        let bag = idle_bag(1, Duration::ZERO);
+        let held = bag.try_take(0, || 0).unwrap();
+        let w = waiter(&bag, Instant::now(), None);
+        wait_for(|| bag.waiters() == 1);
+        bag.give_back(held).unwrap();
+        bag.give_back(got(w.join().unwrap())).unwrap();
+        // After the first failed call, every barrier is a real fence.
+        assert!(!crate::sync::barriers_are_asymmetric());
     }
 }

@@ -85,7 +85,7 @@ type Bound = (u64, Rc<dyn Any>);
 thread_local! {
     /// The thread's bound connections (each an `Rc<RefCell<OwnedConnection<M>>>`).
     /// Pool id to the id of the connection and the connection itself.
-    static BOUND: RefCell<HashMap<u32, Bound>> = RefCell::new(HashMap::new());
+    static BOUND: RefCell<HashMap<u64, Bound>> = RefCell::new(HashMap::new());
 }
 
 /// What the thread-local map and the guards share.
@@ -101,7 +101,7 @@ struct Cell<M: ManageConnection> {
 /// [`borrow`](BoundConnection::borrow) and [`borrow_mut`](BoundConnection::borrow_mut).
 /// Not `Send`: the connection stays on its thread.
 pub struct BoundConnection<M: ManageConnection> {
-    pool_id: u32,
+    pool_id: u64,
     conn_id: u64,
     name: String,
     conn: Option<Rc<Cell<M>>>,

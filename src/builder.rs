@@ -13,6 +13,14 @@ use crate::pool::Pool;
 /// The largest `max_size` accepted.
 pub const MAX_POOL_SIZE: u32 = 1 << 16;
 
+/// The shortest `reap_interval` and `keepalive_interval` accepted: shorter ones would
+/// keep a scheduler thread busy doing nothing useful.
+pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
+
+/// Periods longer than this (100 years) are treated as this, so that the scheduler's
+/// deadline arithmetic cannot overflow: in effect, never.
+pub(crate) const LONGEST_PERIOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
 /// The pool's settings, after validation.
 pub(crate) struct Config<M: ManageConnection> {
     pub(crate) name: String,
@@ -153,7 +161,8 @@ impl<M: ManageConnection> Builder<M> {
     }
 
     /// How long `get` waits for a connection before failing with
-    /// [`Error::Timeout`]. Default: 30 s.
+    /// [`Error::Timeout`]. Default: 30 s. A duration too long for the clock (such as
+    /// `Duration::MAX`) waits for ever.
     pub fn connection_timeout(mut self, timeout: Duration) -> Self {
         self.connection_timeout = timeout;
         self
@@ -202,14 +211,14 @@ impl<M: ManageConnection> Builder<M> {
     }
 
     /// How often the housekeeper closes idle and expired connections and refills
-    /// `min_idle`. Default: 30 s.
+    /// `min_idle`. Default: 30 s. At least 10 ms; beyond 100 years it means never.
     pub fn reap_interval(mut self, interval: Duration) -> Self {
         self.reap_interval = interval;
         self
     }
 
     /// Idle connections are pinged (`is_valid`) at this interval; those that fail are
-    /// closed and replaced. Default: off.
+    /// closed and replaced. Default: off. At least 10 ms.
     pub fn keepalive_interval(mut self, interval: Option<Duration>) -> Self {
         self.keepalive_interval = interval;
         self
@@ -233,7 +242,10 @@ impl<M: ManageConnection> Builder<M> {
     }
 
     /// When this many threads already wait, `get` fails at once with
-    /// [`Error::TooManyWaiters`] (load shedding). Default: unbounded.
+    /// [`Error::TooManyWaiters`] (load shedding). A borrow that was admitted keeps its
+    /// place until it is served or times out. Default: unbounded. `Some(0)` is an
+    /// error: connections are opened for waiting threads, so a pool that admits no
+    /// waiter could never open one.
     pub fn max_waiters(mut self, max: Option<usize>) -> Self {
         self.max_waiters = max;
         self
@@ -310,6 +322,15 @@ impl<M: ManageConnection> Builder<M> {
         positive("max_lifetime", self.max_lifetime)?;
         positive("keepalive_interval", self.keepalive_interval)?;
         positive("leak_detection_threshold", self.leak_detection_threshold)?;
+        at_least_min_interval("reap_interval", Some(self.reap_interval))?;
+        at_least_min_interval("keepalive_interval", self.keepalive_interval)?;
+        if self.max_waiters == Some(0) {
+            return Err(Error::config(
+                "max_waiters",
+                "must be at least 1 (None means unbounded): a pool that admits no waiter \
+                 never opens a connection",
+            ));
+        }
         let id_name = self.name.filter(|n| !n.is_empty());
         let observed = self.leak_detection_threshold.is_some() || self.event_handler.is_some();
         let resets = self.reset_on_return != ResetAction::None
@@ -327,8 +348,8 @@ impl<M: ManageConnection> Builder<M> {
             test_on_check_in: self.test_on_check_in,
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
-            reap_interval: self.reap_interval,
-            keepalive_interval: self.keepalive_interval,
+            reap_interval: self.reap_interval.min(LONGEST_PERIOD),
+            keepalive_interval: self.keepalive_interval.map(|i| i.min(LONGEST_PERIOD)),
             reset_on_return: self.reset_on_return,
             leak_detection_threshold: self.leak_detection_threshold,
             max_waiters: self.max_waiters,
@@ -338,6 +359,16 @@ impl<M: ManageConnection> Builder<M> {
                 .thread_pool
                 .unwrap_or_else(crate::housekeeper::shared_scheduler),
         })
+    }
+}
+
+fn at_least_min_interval(field: &'static str, value: Option<Duration>) -> Result<(), Error> {
+    match value {
+        Some(d) if d < MIN_INTERVAL => Err(Error::config(
+            field,
+            format!("must be at least {MIN_INTERVAL:?}, got {d:?}"),
+        )),
+        _ => Ok(()),
     }
 }
 

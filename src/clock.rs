@@ -15,10 +15,22 @@ use std::time::{Duration, Instant};
 
 static START: OnceLock<Instant> = OnceLock::new();
 static NOW_MS: AtomicU64 = AtomicU64::new(0);
-static RUNNING: Mutex<usize> = Mutex::new(0);
+static RUNNING: Mutex<ClockState> = Mutex::new(ClockState {
+    pools: 0,
+    spawned: false,
+});
 static WAKE: Condvar = Condvar::new();
 
 const PERIOD: Duration = Duration::from_millis(1);
+
+/// Who needs the clock thread, and whether it exists.
+struct ClockState {
+    /// Live pools (their [`Running`] tokens).
+    pools: usize,
+    /// Whether the thread was spawned. Raised only once a spawn succeeded, so after a
+    /// failed spawn the next pool tries again.
+    spawned: bool,
+}
 
 /// Milliseconds since the clock started, as of the last tick.
 #[inline]
@@ -44,40 +56,83 @@ pub(crate) fn millis(duration: Duration) -> u64 {
 pub(crate) struct Running(());
 
 impl Running {
+    /// Counts a pool in and makes sure the thread runs. If the thread cannot be
+    /// spawned (the process is out of threads), the pool still works: its slow paths
+    /// and housekeeper advance the clock, so time-based checks are coarser until a
+    /// later pool's start manages to spawn it.
     pub(crate) fn start() -> Running {
+        Self::start_with(spawn_thread)
+    }
+
+    fn start_with(spawn: impl FnOnce() -> std::io::Result<()>) -> Running {
         tick();
-        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        *running += 1;
-        if *running == 1 {
-            static THREAD: OnceLock<()> = OnceLock::new();
-            THREAD.get_or_init(|| {
-                std::thread::Builder::new()
-                    .name("stickypool-clock".into())
-                    .spawn(run)
-                    .expect("cannot spawn the stickypool clock thread");
-            });
-            WAKE.notify_all();
+        let mut state = lock();
+        state.pools += 1;
+        if !state.spawned {
+            match spawn() {
+                Ok(()) => state.spawned = true,
+                Err(e) => log::warn!(
+                    "stickypool: cannot spawn the clock thread ({e}); time-based checks \
+                     advance only on slow paths until a later pool can start it"
+                ),
+            }
         }
+        WAKE.notify_all();
         Running(())
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
-        let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-        *running -= 1;
+        lock().pools -= 1;
     }
+}
+
+fn spawn_thread() -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("stickypool-clock".into())
+        .spawn(run)
+        .map(drop)
+}
+
+fn lock() -> std::sync::MutexGuard<'static, ClockState> {
+    RUNNING.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn run() {
     loop {
         {
-            let mut running = RUNNING.lock().unwrap_or_else(|e| e.into_inner());
-            while *running == 0 {
-                running = WAKE.wait(running).unwrap_or_else(|e| e.into_inner());
+            let mut state = lock();
+            while state.pools == 0 {
+                state = WAKE.wait(state).unwrap_or_else(|e| e.into_inner());
             }
         }
         tick();
         std::thread::sleep(PERIOD);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_spawn_is_retried_by_the_next_pool() {
+        // Whatever the real thread's state, a failed spawn must leave `spawned` as it
+        // was and the count right, and must not stop a later start from spawning.
+        let before = lock().spawned;
+        let failed = Running::start_with(|| Err(std::io::Error::other("no threads")));
+        assert_eq!(lock().spawned, before);
+        let mut called = false;
+        let next = Running::start_with(|| {
+            called = true;
+            spawn_thread()
+        });
+        assert_eq!(called, !before, "the next start spawns unless a thread exists");
+        assert!(lock().spawned);
+        let pools = lock().pools;
+        drop(failed);
+        drop(next);
+        assert_eq!(lock().pools, pools - 2);
     }
 }

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::bag;
+use crate::builder::LONGEST_PERIOD;
 use crate::clock;
 use crate::manager::{CloseReason, ManageConnection};
 use crate::pool::Shared;
@@ -73,14 +74,17 @@ pub(crate) fn start<M: ManageConnection>(shared: &Arc<Shared<M>>) {
     }
 
     if let Some(threshold) = config.leak_detection_threshold {
-        let period = (threshold / 4).max(Duration::from_millis(1));
+        let period = (threshold / 4).clamp(Duration::from_millis(1), LONGEST_PERIOD);
         jobs.push(every(shared, period, move |pool| {
             pool.scan_leaks(threshold)
         }));
     }
 }
 
-/// Runs `job` on the pool every `period` until the pool is gone.
+/// Runs `job` on the pool every `period` until the pool is gone. User code inside a job
+/// is caught where it is called; this catch is the last line, so that even a bug in the
+/// pool's own job code cannot stop a periodic job (the scheduler does not reschedule a
+/// job that panicked).
 fn every<M: ManageConnection>(
     shared: &Arc<Shared<M>>,
     period: Duration,
@@ -95,7 +99,7 @@ fn every<M: ManageConnection>(
                 && !pool.bag.is_closed()
             {
                 clock::tick();
-                job(&pool);
+                pool.hook("the housekeeper", || job(&pool));
             }
         })
 }
@@ -154,12 +158,18 @@ impl<M: ManageConnection> Shared<M> {
                 if now.saturating_sub(entry.last_checked_ms.max(entry.last_used_ms)) < interval {
                     return None;
                 }
-                match self.manager.is_valid(&mut entry.conn) {
-                    Ok(()) => {
+                let checked = self.hook("ManageConnection::is_valid", || {
+                    self.manager
+                        .is_valid(&mut entry.conn)
+                        .map_err(|e| e.to_string())
+                });
+                match checked {
+                    Some(Ok(())) => {
                         entry.last_checked_ms = now;
                         None
                     }
-                    Err(e) => Some((entry.id, e.to_string())),
+                    Some(Err(e)) => Some((entry.id, e)),
+                    None => Some((entry.id, "is_valid panicked".to_owned())),
                 }
             });
             match failed {

@@ -66,6 +66,8 @@ mod error;
 #[cfg(not(loom))]
 mod guard;
 #[cfg(not(loom))]
+mod hook;
+#[cfg(not(loom))]
 mod housekeeper;
 #[cfg(not(loom))]
 mod manager;
@@ -94,6 +96,8 @@ pub use builder::{Builder, MAX_POOL_SIZE};
 pub use error::{Error, SharedError};
 #[cfg(not(loom))]
 pub use guard::{OwnedConnection, PooledConnection};
+#[cfg(not(loom))]
+pub use hook::HookPanic;
 #[cfg(not(loom))]
 pub use manager::{
     AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, CustomizeConnection, HandleEvent,

@@ -95,7 +95,7 @@ use crate::stats::{Histogram, Stats};
 const QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")];
 
 /// The histograms at the previous publish, by pool id, for the per-interval quantiles.
-static PREVIOUS: Mutex<Option<HashMap<u32, (Histogram, Histogram)>>> = Mutex::new(None);
+static PREVIOUS: Mutex<Option<HashMap<u64, (Histogram, Histogram)>>> = Mutex::new(None);
 
 /// Publishes `pool`'s current state and counters to the installed recorder.
 pub fn publish<M: ManageConnection>(pool: &Pool<M>) {
@@ -119,7 +119,7 @@ fn publish_shared<M: ManageConnection>(shared: &Shared<M>) {
     );
 }
 
-pub(crate) fn publish_parts(id: u32, name: &str, state: State, stats: Stats, closed: bool) {
+pub(crate) fn publish_parts(id: u64, name: &str, state: State, stats: Stats, closed: bool) {
     describe();
     let label = || [("pool", name.to_owned())];
     let g = |key: &'static str, value: u32| gauge!(key, &label()).set(f64::from(value));

@@ -20,11 +20,12 @@ use parking_lot::{Condvar, Mutex};
 use scheduled_thread_pool::JobHandle;
 
 use crate::affinity;
-use crate::bag::{self, Bag, Ticket, Wait};
+use crate::bag::{self, Bag, Deadline, NO_HINT, Ticket, Turn, Wait};
 use crate::builder::{Builder, Config};
 use crate::clock;
 use crate::error::{Error, SharedError};
 use crate::guard::{OwnedConnection, PooledConnection};
+use crate::hook::{self, HookPanic};
 use crate::manager::{
     AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, ManageConnection, ReleaseEvent,
     ResetAction, TimeoutEvent,
@@ -98,7 +99,7 @@ pub(crate) struct Checkout<C> {
 
 /// What every handle, guard and background job shares.
 pub(crate) struct Shared<M: ManageConnection> {
-    pub(crate) id: u32,
+    pub(crate) id: u64,
     pub(crate) bag: Bag<Entry<M::Connection>, SlotMeta>,
     pub(crate) manager: M,
     pub(crate) config: Config<M>,
@@ -107,6 +108,9 @@ pub(crate) struct Shared<M: ManageConnection> {
     handles: AtomicUsize,
     /// Connections being opened (slots in `CONNECTING`).
     pending: AtomicUsize,
+    /// Held while `fill_min_idle` counts and claims slots, so two fills do not both
+    /// open the same shortfall.
+    filling: Mutex<()>,
     last_error: Mutex<Option<SharedError>>,
     /// Bumped after every connect attempt; `build` waits on it.
     progress: Mutex<u64>,
@@ -216,6 +220,7 @@ impl<M: ManageConnection> Pool<M> {
             counters: Counters::default(),
             handles: AtomicUsize::new(1),
             pending: AtomicUsize::new(0),
+            filling: Mutex::new(()),
             last_error: Mutex::new(None),
             progress: Mutex::new(0),
             progress_cond: Condvar::new(),
@@ -234,10 +239,13 @@ impl<M: ManageConnection> Pool<M> {
         let shared = &self.shared;
         let want = shared.config.min_idle;
         let started = Instant::now();
-        let deadline = started + shared.config.connection_timeout;
+        // A timeout too large for the clock waits for ever.
+        let deadline = started.checked_add(shared.config.connection_timeout);
         let mut progress = shared.progress.lock();
         loop {
-            if shared.state().connections >= want {
+            // The counters first (constant time), the slots only to confirm, so
+            // waiting for a large pool stays linear in its size.
+            if shared.connections_estimate() >= want && shared.state().connections >= want {
                 return Ok(());
             }
             if let Some(e) = shared.last_error.lock().clone() {
@@ -246,12 +254,17 @@ impl<M: ManageConnection> Pool<M> {
             if shared.bag.is_closed() {
                 return Err(Error::Closed);
             }
-            if shared
-                .progress_cond
-                .wait_until(&mut progress, deadline)
-                .timed_out()
-                && shared.state().connections < want
-            {
+            let timed_out = match deadline {
+                Some(deadline) => shared
+                    .progress_cond
+                    .wait_until(&mut progress, deadline)
+                    .timed_out(),
+                None => {
+                    shared.progress_cond.wait(&mut progress);
+                    false
+                }
+            };
+            if timed_out && shared.state().connections < want {
                 return Err(Error::Timeout {
                     waited: started.elapsed(),
                     last_error: shared.last_error.lock().clone(),
@@ -356,54 +369,54 @@ impl<M: ManageConnection> Shared<M> {
     fn checkout_slow(&self, timeout: Duration) -> Result<Checkout<M::Connection>, Error> {
         let started = Instant::now();
         clock::tick();
-        // Whether this borrow has queued up yet: then it counts as a wait even if it
-        // ends up taking a slot on the fast path (after being woken to compete).
-        let mut waited = false;
+        let deadline = Deadline::after(timeout);
+        let mut turn = Turn::new(started);
         loop {
             if self.bag.is_closed() {
                 return Err(Error::Closed);
             }
-            if let Some(ticket) = self.bag.try_take(usize::MAX, affinity::scan_start) {
-                let waited = waited.then(|| started.elapsed());
-                match self.accept(ticket, waited) {
-                    Some(checkout) => return Ok(checkout),
-                    None => continue,
-                }
-            }
-            waited = true;
-            let remaining = timeout.saturating_sub(started.elapsed());
-            let outcome = self
-                .bag
-                .wait(started, remaining, self.config.max_waiters, || {
-                    self.spawn_creators()
-                });
-            clock::tick();
-            match outcome {
-                Wait::Got(ticket) => {
-                    if let Some(checkout) = self.accept(ticket, Some(started.elapsed())) {
-                        return Ok(checkout);
+            let ticket = match self.bag.try_take(NO_HINT, affinity::scan_start) {
+                Some(ticket) => ticket,
+                None => {
+                    let outcome =
+                        self.bag
+                            .wait(&mut turn, &deadline, self.config.max_waiters, || {
+                                self.spawn_creators()
+                            });
+                    clock::tick();
+                    match outcome {
+                        Wait::Got(ticket) => ticket,
+                        Wait::TimedOut => return Err(self.timed_out(started)),
+                        Wait::Closed => return Err(Error::Closed),
+                        Wait::TooManyWaiters => {
+                            Counters::bump(&self.counters.rejected);
+                            return Err(Error::TooManyWaiters {
+                                limit: self.config.max_waiters.unwrap_or(0),
+                            });
+                        }
                     }
                 }
-                Wait::Retry => {}
-                Wait::TimedOut => {
-                    let waited = started.elapsed();
-                    Counters::bump(&self.counters.timeouts);
-                    if let Some(handler) = &self.config.event_handler {
-                        handler.handle_timeout(TimeoutEvent { timeout: waited });
-                    }
-                    return Err(Error::Timeout {
-                        waited,
-                        last_error: self.last_error.lock().clone(),
-                    });
-                }
-                Wait::Closed => return Err(Error::Closed),
-                Wait::TooManyWaiters => {
-                    Counters::bump(&self.counters.rejected);
-                    return Err(Error::TooManyWaiters {
-                        limit: self.config.max_waiters.unwrap_or(0),
-                    });
-                }
+            };
+            // Once queued, the borrow counts as a wait however it ends.
+            let waited = turn.has_waited().then(|| started.elapsed());
+            if let Some(checkout) = self.accept(ticket, waited) {
+                return Ok(checkout);
             }
+        }
+    }
+
+    #[cold]
+    fn timed_out(&self, started: Instant) -> Error {
+        let waited = started.elapsed();
+        Counters::bump(&self.counters.timeouts);
+        if let Some(handler) = &self.config.event_handler {
+            self.hook("HandleEvent::handle_timeout", || {
+                handler.handle_timeout(TimeoutEvent { timeout: waited })
+            });
+        }
+        Error::Timeout {
+            waited,
+            last_error: self.last_error.lock().clone(),
         }
     }
 
@@ -420,7 +433,10 @@ impl<M: ManageConnection> Shared<M> {
         if self.config.test_on_check_out
             && now.saturating_sub(entry.last_checked_ms) >= self.config.validation_bypass_ms
         {
-            if self.manager.is_valid(&mut entry.conn).is_err() {
+            let valid = self.hook("ManageConnection::is_valid", || {
+                self.manager.is_valid(&mut entry.conn).is_ok()
+            });
+            if valid != Some(true) {
                 Counters::bump(&self.counters.validation_failures);
                 self.close_slot(ticket, CloseReason::Broken);
                 return None;
@@ -456,9 +472,11 @@ impl<M: ManageConnection> Shared<M> {
             self.record_borrow_site(meta);
         }
         if let Some(handler) = &self.config.event_handler {
-            handler.handle_checkout(CheckoutEvent {
-                id,
-                duration: waited.unwrap_or_default(),
+            self.hook("HandleEvent::handle_checkout", || {
+                handler.handle_checkout(CheckoutEvent {
+                    id,
+                    duration: waited.unwrap_or_default(),
+                })
             });
         }
     }
@@ -493,7 +511,12 @@ impl<M: ManageConnection> Shared<M> {
         }
         let close = if discard || std::thread::panicking() {
             Some(CloseReason::Discarded)
-        } else if self.manager.has_broken(&mut entry.conn) {
+        } else if self
+            .hook("ManageConnection::has_broken", || {
+                self.manager.has_broken(&mut entry.conn)
+            })
+            .unwrap_or(true)
+        {
             Some(CloseReason::Broken)
         } else if now >= entry.expires_ms {
             Some(CloseReason::Lifetime)
@@ -517,28 +540,43 @@ impl<M: ManageConnection> Shared<M> {
     /// must be closed.
     fn reset(&self, entry: &mut Entry<M::Connection>) -> Option<CloseReason> {
         let action = self.config.reset_on_return;
-        if action != ResetAction::None
-            && let Err(e) = self.manager.reset(&mut entry.conn, action)
-        {
-            log::warn!(
-                "pool '{}': {action} on return failed, closing connection {}: {e}",
-                self.config.name,
-                entry.id
-            );
-            return Some(CloseReason::ResetFailed);
+        if action != ResetAction::None {
+            match self.hook("ManageConnection::reset", || {
+                self.manager.reset(&mut entry.conn, action)
+            }) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    log::warn!(
+                        "pool '{}': {action} on return failed, closing connection {}: {e}",
+                        self.config.name,
+                        entry.id
+                    );
+                    return Some(CloseReason::ResetFailed);
+                }
+                None => return Some(CloseReason::ResetFailed),
+            }
         }
-        if let Some(customizer) = &self.config.customizer
-            && let Err(e) = customizer.on_check_in(&mut entry.conn)
-        {
-            log::warn!(
-                "pool '{}': on_check_in failed, closing connection {}: {e}",
-                self.config.name,
-                entry.id
-            );
-            return Some(CloseReason::ResetFailed);
+        if let Some(customizer) = &self.config.customizer {
+            match self.hook("CustomizeConnection::on_check_in", || {
+                customizer.on_check_in(&mut entry.conn)
+            }) {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    log::warn!(
+                        "pool '{}': on_check_in failed, closing connection {}: {e}",
+                        self.config.name,
+                        entry.id
+                    );
+                    return Some(CloseReason::ResetFailed);
+                }
+                None => return Some(CloseReason::ResetFailed),
+            }
         }
         if self.config.test_on_check_in {
-            if self.manager.is_valid(&mut entry.conn).is_err() {
+            let valid = self.hook("ManageConnection::is_valid", || {
+                self.manager.is_valid(&mut entry.conn).is_ok()
+            });
+            if valid != Some(true) {
                 Counters::bump(&self.counters.validation_failures);
                 return Some(CloseReason::Broken);
             }
@@ -561,9 +599,11 @@ impl<M: ManageConnection> Shared<M> {
             }
         }
         if let Some(handler) = &self.config.event_handler {
-            handler.handle_checkin(CheckinEvent {
-                id,
-                duration: Duration::from_millis(held_ms),
+            self.hook("HandleEvent::handle_checkin", || {
+                handler.handle_checkin(CheckinEvent {
+                    id,
+                    duration: Duration::from_millis(held_ms),
+                })
             });
         }
     }
@@ -614,19 +654,57 @@ impl<M: ManageConnection> Shared<M> {
             entry.id
         );
         if let Some(handler) = &self.config.event_handler {
-            handler.handle_release(ReleaseEvent {
-                id: entry.id,
-                age: Duration::from_millis(clock::now_ms().saturating_sub(entry.created_ms)),
-                reason,
+            self.hook("HandleEvent::handle_release", || {
+                handler.handle_release(ReleaseEvent {
+                    id: entry.id,
+                    age: Duration::from_millis(clock::now_ms().saturating_sub(entry.created_ms)),
+                    reason,
+                })
             });
         }
         if reason == CloseReason::Detached {
             return Some(entry.conn);
         }
-        if let Some(customizer) = &self.config.customizer {
-            customizer.on_release(entry.conn);
-        }
+        self.close_connection(entry.conn);
         None
+    }
+
+    /// Closes a connection: through `on_release` if there is a customizer, else by
+    /// dropping it. A panic in either is caught like any hook's.
+    fn close_connection(&self, conn: M::Connection) {
+        match &self.config.customizer {
+            Some(customizer) => {
+                self.hook("CustomizeConnection::on_release", || {
+                    customizer.on_release(conn)
+                });
+            }
+            None => {
+                self.hook("Connection::drop", || drop(conn));
+            }
+        }
+    }
+
+    /// Runs user code `f` (named `hook` in the log); `None` if it panicked. The panic
+    /// is counted in `stats().hook_panics` and logged, and the caller treats the call
+    /// as failed (see `hook`).
+    #[inline]
+    pub(crate) fn hook<R>(&self, hook: &'static str, f: impl FnOnce() -> R) -> Option<R> {
+        match hook::catch(hook, f) {
+            Ok(value) => Some(value),
+            Err(panic) => {
+                self.note_panic(&panic);
+                None
+            }
+        }
+    }
+
+    #[cold]
+    fn note_panic(&self, panic: &HookPanic) {
+        Counters::bump(&self.counters.hook_panics);
+        log::error!(
+            "pool '{}': {panic}; the call counts as failed and the pool carries on",
+            self.config.name
+        );
     }
 
     /// Opens connections for waiting threads: one more whenever more threads wait
@@ -644,18 +722,24 @@ impl<M: ManageConnection> Shared<M> {
         }
     }
 
-    /// Opens connections until `min_idle` are open or being opened.
+    /// Opens connections until `min_idle` are open or being opened. Linear in the
+    /// pool's size: one count, then one pass claiming empty slots.
     pub(crate) fn fill_min_idle(&self) {
-        while !self.bag.is_closed() {
-            let open = (0..self.bag.len())
-                .filter(|&i| self.bag.state(i) != bag::EMPTY)
-                .count();
-            if open >= self.config.min_idle as usize {
+        let _filling = self.filling.lock();
+        let open = (0..self.bag.len())
+            .filter(|&i| self.bag.state(i) != bag::EMPTY)
+            .count();
+        let mut missing = (self.config.min_idle as usize).saturating_sub(open);
+        let mut from = 0;
+        while missing > 0 && !self.bag.is_closed() {
+            self.pending.fetch_add(1, Ordering::AcqRel);
+            let Some(ticket) = self.bag.reserve_empty(from) else {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
                 return;
-            }
-            if !self.start_connect(self.pending.load(Ordering::Acquire)) {
-                return;
-            }
+            };
+            from = ticket.index() + 1;
+            self.schedule_connect(ticket, 0);
+            missing -= 1;
         }
     }
 
@@ -669,7 +753,7 @@ impl<M: ManageConnection> Shared<M> {
         {
             return true; // raced with another creator; the caller looks again
         }
-        match self.bag.reserve_empty() {
+        match self.bag.reserve_empty(0) {
             Some(ticket) => {
                 self.schedule_connect(ticket, 0);
                 true
@@ -708,7 +792,6 @@ impl<M: ManageConnection> Shared<M> {
         match self.open() {
             Ok(conn) => {
                 self.counters.connect_time.record(started.elapsed());
-                Counters::bump(&self.counters.created);
                 let now = clock::tick();
                 let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
                 let expires_ms = match self.config.max_lifetime {
@@ -716,7 +799,9 @@ impl<M: ManageConnection> Shared<M> {
                     None => u64::MAX,
                 };
                 if let Some(handler) = &self.config.event_handler {
-                    handler.handle_acquire(AcquireEvent { id });
+                    self.hook("HandleEvent::handle_acquire", || {
+                        handler.handle_acquire(AcquireEvent { id })
+                    });
                 }
                 self.bag.with_value(&ticket, |value| {
                     *value = Some(Entry {
@@ -730,6 +815,9 @@ impl<M: ManageConnection> Shared<M> {
                 });
                 *self.last_error.lock() = None;
                 self.give_back(ticket);
+                // Counted once it is in its slot, so `connections_estimate` never runs
+                // ahead of `state()`.
+                Counters::bump(&self.counters.created);
                 self.pending.fetch_sub(1, Ordering::AcqRel);
                 self.note_progress();
                 self.spawn_creators();
@@ -741,7 +829,7 @@ impl<M: ManageConnection> Shared<M> {
                     self.config.name,
                     attempt + 1
                 );
-                *self.last_error.lock() = Some(Arc::new(e));
+                *self.last_error.lock() = Some(e);
                 self.note_progress();
                 if self.still_needed() {
                     self.schedule_connect(ticket, attempt.saturating_add(1));
@@ -759,18 +847,53 @@ impl<M: ManageConnection> Shared<M> {
     }
 
     /// Whether a failed connect should be retried: someone waits, or the pool is
-    /// below `min_idle`.
+    /// below `min_idle`. Constant time: it runs once per connect.
     fn still_needed(&self) -> bool {
         if self.bag.is_closed() {
             return false;
         }
-        self.bag.waiters() > 0 || self.state().connections < self.config.min_idle
+        self.bag.waiters() > 0 || self.connections_estimate() < self.config.min_idle
     }
 
-    fn open(&self) -> Result<M::Connection, M::Error> {
-        let mut conn = self.manager.connect()?;
+    /// Open connections by the counters (opened less closed), without a scan of the
+    /// slots. Never above `state().connections` except for a moment while a
+    /// connection is being closed.
+    fn connections_estimate(&self) -> u32 {
+        let stats = &self.counters;
+        let created = stats.created.load(Ordering::Relaxed);
+        let closed: u64 = stats
+            .closed
+            .iter()
+            .map(|c| c.load(Ordering::Relaxed))
+            .sum();
+        u32::try_from(created.saturating_sub(closed)).unwrap_or(u32::MAX)
+    }
+
+    /// Opens a connection and runs `on_acquire`; a panic in either is a connect error
+    /// that says so.
+    fn open(&self) -> Result<M::Connection, SharedError> {
+        let mut conn = match hook::catch("ManageConnection::connect", || self.manager.connect()) {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(Arc::new(e)),
+            Err(panic) => {
+                self.note_panic(&panic);
+                return Err(Arc::new(panic));
+            }
+        };
         if let Some(customizer) = &self.config.customizer {
-            customizer.on_acquire(&mut conn)?;
+            let outcome = hook::catch("CustomizeConnection::on_acquire", || {
+                customizer.on_acquire(&mut conn)
+            });
+            let error: SharedError = match outcome {
+                Ok(Ok(())) => return Ok(conn),
+                Ok(Err(e)) => Arc::new(e),
+                Err(panic) => {
+                    self.note_panic(&panic);
+                    Arc::new(panic)
+                }
+            };
+            self.hook("Connection::drop", || drop(conn));
+            return Err(error);
         }
         Ok(conn)
     }

@@ -44,7 +44,7 @@ pub(crate) trait AnyPool: Send + Sync + 'static {
     fn as_any(&self) -> &dyn Any;
     fn is_closed(&self) -> bool;
     fn name(&self) -> &str;
-    fn id(&self) -> u32;
+    fn id(&self) -> u64;
     fn state(&self) -> State;
     fn stats(&self) -> Stats;
     fn close(&self);
@@ -57,7 +57,7 @@ impl<M: ManageConnection> AnyPool for Pool<M> {
     fn name(&self) -> &str {
         Pool::name(self)
     }
-    fn id(&self) -> u32 {
+    fn id(&self) -> u64 {
         self.shared.id
     }
     fn state(&self) -> State {

@@ -147,6 +147,7 @@ pub(crate) struct Counters {
     pub(crate) closed: [AtomicU64; CloseReason::ALL.len()],
     pub(crate) leaks: AtomicU64,
     pub(crate) validation_failures: AtomicU64,
+    pub(crate) hook_panics: AtomicU64,
     pub(crate) wait_time: AtomicHistogram,
     pub(crate) connect_time: AtomicHistogram,
 }
@@ -202,6 +203,9 @@ pub struct Stats {
     pub closed: ClosedCounts,
     /// Connections reported as leaked.
     pub leaks_reported: u64,
+    /// Calls into user code (manager, customizer, event handler) that panicked. The
+    /// pool caught each, treated the call as failed and went on.
+    pub hook_panics: u64,
     /// How long borrows waited (the immediate ones count as zero).
     pub wait_time: Histogram,
     /// How long opening a connection took.
@@ -230,6 +234,7 @@ impl Counters {
             validation_failures: load(&self.validation_failures),
             closed,
             leaks_reported: load(&self.leaks),
+            hook_panics: load(&self.hook_panics),
             wait_time,
             connect_time: self.connect_time.snapshot(),
             hold_time_total: Duration::from_millis(hold_ms),
@@ -256,7 +261,11 @@ impl fmt::Display for Stats {
         for (reason, count) in self.closed.iter().filter(|(_, c)| *c > 0) {
             write!(f, " [{reason}: {count}]")?;
         }
-        write!(f, ", leaks reported {}", self.leaks_reported)
+        write!(f, ", leaks reported {}", self.leaks_reported)?;
+        if self.hook_panics > 0 {
+            write!(f, ", hook panics {}", self.hook_panics)?;
+        }
+        Ok(())
     }
 }
 

@@ -1,50 +1,104 @@
 //! Loom models of the hand-out algorithm (`src/bag.rs`): slot ownership, the
-//! register/re-check/hand-off protocol that must never lose a wake-up, and closing.
+//! register/re-check/hand-off protocol that must never lose a wake-up, timeouts,
+//! `max_waiters` and closing, in the adversarial shapes: several waiters and several
+//! returners at once, borrowers that keep what they get, a timeout racing a hand-off,
+//! a close racing a hand-off with waiters queued.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" LOOM_MAX_PREEMPTIONS=3 cargo test --release --test loom`
-//! (`scripts/test` does). Removing the re-check after the `IDLE` publish in
-//! `Bag::give_back` makes `a_return_racing_a_new_waiter_is_never_lost` fail with a
-//! deadlock: the lost wake-up these models exist to rule out.
+//! (`scripts/test` does). Loom reports a lost wake-up as a deadlock: every thread
+//! parked, none runnable. The bag's bounded park (`RESCAN`) would hide one, so the
+//! models' timers park without a timeout.
+//!
+//! Every barrier is a `SeqCst` fence under loom; see `src/bag.rs` for what that covers
+//! and how the case loom cannot model (a waiter relying on another's `membarrier`) is
+//! checked instead. Each model names a change to `src/bag.rs` that makes it fail; each
+//! was made and seen to fail.
 
 #![cfg(loom)]
 
 use std::time::{Duration, Instant};
 
 use loom::sync::Arc;
+use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
-use stickypool::bag::{Bag, Ticket, Wait};
-
-const FOREVER: Duration = Duration::from_secs(3600);
+use stickypool::bag::{Bag, Ticket, Timer, Turn, Wait};
 
 /// Returns always go straight to the oldest waiter.
 const HAND_OFF: Duration = Duration::ZERO;
 /// Returns are always competed for (a waiter is woken, the slot published).
 const COMPETE: Duration = Duration::from_secs(3600);
 
+/// A timer that never expires and parks until unparked: a lost wake-up is a deadlock.
+struct Forever;
+
+impl Timer for Forever {
+    fn expired(&self) -> bool {
+        false
+    }
+    fn park(&self) {
+        thread::park();
+    }
+}
+
+/// A timer that expires when another thread (the "clock") rings it: the timeout is a
+/// thread of its own, so loom explores it firing at every point of the wait.
+#[derive(Clone)]
+struct Alarm(Arc<AtomicBool>);
+
+impl Alarm {
+    fn new() -> Alarm {
+        Alarm(Arc::new(AtomicBool::new(false)))
+    }
+
+    fn ring(&self, waiter: &thread::Thread) {
+        self.0.store(true, Ordering::SeqCst);
+        waiter.unpark();
+    }
+}
+
+impl Timer for Alarm {
+    fn expired(&self) -> bool {
+        self.0.load(Ordering::SeqCst)
+    }
+    fn park(&self) {
+        thread::park();
+    }
+}
+
 /// A bag of `size` idle slots holding `0`.
 fn idle_bag(size: usize, fair_after: Duration) -> Arc<Bag<u32>> {
     let bag = Arc::new(Bag::<u32>::new(size, fair_after));
-    for _ in 0..size {
-        let ticket = bag.reserve_empty().unwrap();
+    for i in 0..size {
+        let ticket = bag.reserve_empty(i).unwrap();
         bag.with_value(&ticket, |v| *v = Some(0));
         bag.give_back(ticket).unwrap();
     }
     bag
 }
 
-/// Borrows like the pool does: fast path, then wait; retries after `Retry`.
-fn borrow(bag: &Bag<u32>) -> Option<Ticket> {
-    let since = Instant::now();
+/// Borrows like the pool does: the fast path, then wait, until served or closed.
+fn borrow_with(bag: &Bag<u32>, timer: &impl Timer, max_waiters: Option<usize>) -> Wait {
+    let mut turn = Turn::new(Instant::now());
     loop {
-        if let Some(ticket) = bag.try_take(usize::MAX, || 0) {
-            return Some(ticket);
+        if let Some(ticket) = bag.try_take(0, || 0) {
+            return Wait::Got(ticket);
         }
-        match bag.wait(since, FOREVER, None, || {}) {
-            Wait::Got(ticket) => return Some(ticket),
-            Wait::Retry => continue,
-            Wait::Closed => return None,
-            other => panic!("unexpected {other:?}"),
+        match bag.wait(&mut turn, timer, max_waiters, || {}) {
+            Wait::TooManyWaiters => {
+                // Admitted once, a borrower keeps its place (max_waiters re-queueing).
+                assert!(!turn.has_waited(), "an admitted waiter was turned away");
+                return Wait::TooManyWaiters;
+            }
+            outcome => return outcome,
         }
+    }
+}
+
+fn borrow(bag: &Bag<u32>) -> Option<Ticket> {
+    match borrow_with(bag, &Forever, None) {
+        Wait::Got(ticket) => Some(ticket),
+        Wait::Closed => None,
+        other => panic!("unexpected {other:?}"),
     }
 }
 
@@ -53,31 +107,47 @@ fn use_it(bag: &Bag<u32>, ticket: &Ticket) {
     bag.with_value(ticket, |v| *v.as_mut().unwrap() += 1);
 }
 
+/// Fails if `take_as_waiter` does not pass the baton (wake the next waiter while a slot
+/// is idle), or if `hand_off` sets the cell before publishing the slot in compete mode:
+/// a keeper takes the slot meant for the other waiter's turn, a giver's take-back
+/// fails, and the second waiter parks for ever beside an idle slot. Passing the baton
+/// was missing in 0.1; this model found it as a deadlock. It also trips the `FENCED`
+/// premise assertion if `register` sets `FENCED` before its heavy barrier has returned.
 #[test]
-fn two_borrowers_never_share_a_slot_and_nobody_sleeps_forever() {
-    for fair_after in [HAND_OFF, COMPETE] {
+fn two_givers_and_two_keepers_strand_nobody() {
+    for fair_after in [COMPETE, HAND_OFF] {
         loom::model(move || {
-            let bag = idle_bag(1, fair_after);
-            let handles: Vec<_> = (0..2)
+            let bag = idle_bag(2, fair_after);
+            let a = bag.try_take(0, || 0).unwrap();
+            let b = bag.try_take(1, || 1).unwrap();
+            let keepers: Vec<_> = (0..2)
                 .map(|_| {
                     let bag = bag.clone();
                     thread::spawn(move || {
                         let ticket = borrow(&bag).expect("not closed");
                         use_it(&bag, &ticket);
-                        bag.give_back(ticket).unwrap();
+                        ticket // kept: never given back in the model
                     })
                 })
                 .collect();
-            for handle in handles {
-                handle.join().unwrap();
-            }
-            let ticket = bag.try_take(0, || 0).expect("the slot is idle at the end");
-            assert_eq!(bag.with_value(&ticket, |v| *v), Some(2));
-            bag.give_back(ticket).unwrap();
+            let giver = {
+                let bag = bag.clone();
+                thread::spawn(move || bag.give_back(b).unwrap())
+            };
+            bag.give_back(a).unwrap();
+            giver.join().unwrap();
+            let kept: Vec<usize> = keepers
+                .into_iter()
+                .map(|k| k.join().unwrap().index())
+                .collect();
+            assert_ne!(kept[0], kept[1], "two keepers own one slot");
+            assert_eq!(bag.waiters(), 0);
         });
     }
 }
 
+/// Fails without the re-read of `signal` after the `IDLE` publish in `give_back` (a
+/// deadlock: the waiter re-scanned before the store and the giver never saw it).
 #[test]
 fn a_return_racing_a_new_waiter_is_never_lost() {
     for fair_after in [HAND_OFF, COMPETE] {
@@ -100,8 +170,10 @@ fn a_return_racing_a_new_waiter_is_never_lost() {
     }
 }
 
+/// Fails (two threads touch one payload, or a deadlock) if a slot's CAS is weakened to
+/// a load and a store, or if `cancel` is skipped when the re-check finds a slot.
 #[test]
-fn two_slots_three_threads() {
+fn two_slots_three_borrowers_share_nothing() {
     for fair_after in [HAND_OFF, COMPETE] {
         loom::model(move || {
             let bag = idle_bag(2, fair_after);
@@ -131,6 +203,121 @@ fn two_slots_three_threads() {
     }
 }
 
+/// A timeout racing a hand-off: the waiter either owns the slot or timed out, and then
+/// the slot is idle, never handed to a waiter that already left. Fails if `wait`
+/// returns `TimedOut` without `cancel` succeeding (the ticket of a racing direct
+/// hand-off is lost: the final `try_take` finds the slot `IN_USE` for nobody).
+#[test]
+fn a_timeout_racing_a_hand_off_loses_nothing() {
+    for fair_after in [HAND_OFF, COMPETE] {
+        loom::model(move || {
+            let bag = idle_bag(1, fair_after);
+            let held = bag.try_take(0, || 0).unwrap();
+            let alarm = Alarm::new();
+            let waiter = {
+                let (bag, alarm) = (bag.clone(), alarm.clone());
+                thread::spawn(move || match borrow_with(&bag, &alarm, None) {
+                    Wait::Got(ticket) => Some(ticket),
+                    Wait::TimedOut => None,
+                    other => panic!("unexpected {other:?}"),
+                })
+            };
+            let clock = {
+                let (alarm, waiter) = (alarm.clone(), waiter.thread().clone());
+                thread::spawn(move || alarm.ring(&waiter))
+            };
+            bag.give_back(held).unwrap();
+            clock.join().unwrap();
+            match waiter.join().unwrap() {
+                Some(ticket) => use_it(&bag, &ticket),
+                None => {
+                    let ticket = bag.try_take(0, || 0).expect("the slot came back idle");
+                    use_it(&bag, &ticket);
+                }
+            }
+            assert_eq!(bag.waiters(), 0);
+        });
+    }
+}
+
+/// `max_waiters` re-queueing: a waiter woken to compete that loses to a barging
+/// returner goes back into the queue, and must not be refused by the limit that a
+/// younger waiter now fills. Fails (the assertion in `borrow_with`) if `register`
+/// checks the limit for admitted turns too.
+#[test]
+fn an_admitted_waiter_is_never_turned_away() {
+    loom::model(|| {
+        let bag = idle_bag(1, COMPETE);
+        let held = bag.try_take(0, || 0).unwrap();
+        let waiters: Vec<_> = (0..2)
+            .map(|_| {
+                let bag = bag.clone();
+                thread::spawn(move || match borrow_with(&bag, &Forever, Some(1)) {
+                    Wait::Got(ticket) => {
+                        use_it(&bag, &ticket);
+                        bag.give_back(ticket).unwrap();
+                    }
+                    Wait::TooManyWaiters => {}
+                    other => panic!("unexpected {other:?}"),
+                })
+            })
+            .collect();
+        // Give back, then barge: the woken competitor may lose and re-queue.
+        bag.give_back(held).unwrap();
+        if let Some(ticket) = bag.try_take(0, || 0) {
+            bag.give_back(ticket).unwrap();
+        }
+        for waiter in waiters {
+            waiter.join().unwrap();
+        }
+        assert_eq!(bag.waiters(), 0);
+    });
+}
+
+/// Close racing a hand-off while two waiters queue: every waiter wakes (served or
+/// closed), and the one connection is closed exactly once (by a waiter that got it and
+/// learns of the close on giving back, by the giver, or by the closer's sweep). Fails
+/// if `close` stops waking the queued waiters (a deadlock), or if `give_back_slow`
+/// stops checking `CLOSED` before handing off (the slot is swept and given back).
+#[test]
+fn close_racing_a_hand_off_closes_once_and_wakes_everyone() {
+    for fair_after in [HAND_OFF, COMPETE] {
+        loom::model(move || {
+            let bag = idle_bag(1, fair_after);
+            let held = bag.try_take(0, || 0).unwrap();
+            let waiters: Vec<_> = (0..2)
+                .map(|_| {
+                    let bag = bag.clone();
+                    thread::spawn(move || match borrow(&bag) {
+                        Some(ticket) => {
+                            use_it(&bag, &ticket);
+                            bag.give_back(ticket).is_err()
+                        }
+                        None => false,
+                    })
+                })
+                .collect();
+            let closer = {
+                let bag = bag.clone();
+                thread::spawn(move || {
+                    bag.close();
+                    bag.try_reserve(0).is_some()
+                })
+            };
+            let giver_closes = bag.give_back(held).is_err();
+            let waiters_close = waiters
+                .into_iter()
+                .map(|w| w.join().unwrap())
+                .filter(|&closes| closes)
+                .count();
+            let swept = closer.join().unwrap();
+            let closes = usize::from(giver_closes) + waiters_close + usize::from(swept);
+            assert_eq!(closes, 1, "the connection must be closed exactly once");
+        });
+    }
+}
+
+/// Fails if `close` stops waking the queued waiters.
 #[test]
 fn close_wakes_a_waiter() {
     for fair_after in [HAND_OFF, COMPETE] {
@@ -149,6 +336,8 @@ fn close_wakes_a_waiter() {
     }
 }
 
+/// Fails if `close` drops its barrier (the sweep and the giver can both miss the
+/// slot) or if `give_back` stops re-reading `signal` after the publish.
 #[test]
 fn a_return_racing_close_is_closed_exactly_once() {
     for fair_after in [HAND_OFF, COMPETE] {
@@ -174,8 +363,8 @@ fn a_return_racing_close_is_closed_exactly_once() {
                 }
             };
             let swept = closer.join().unwrap().is_some();
-            // Either the sweep closed it or the giver got it back to close: one, not both,
-            // and not neither.
+            // Either the sweep closed it or the giver got it back to close: one, not
+            // both, and not neither.
             assert!(
                 returned_to_us ^ swept,
                 "returned {returned_to_us}, swept {swept}"
