@@ -74,3 +74,19 @@ pub(crate) fn scan_start() -> usize {
         value
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_hint_is_only_for_its_own_pool() {
+        let pool = new_pool_id();
+        remember(pool, 3);
+        assert_eq!(hint(pool), 3);
+        // Same table entry, and the same low 32 bits: a 32-bit id would match here.
+        assert_eq!(hint(pool + (1 << 32)), crate::bag::NO_HINT);
+        assert_eq!(hint(pool + HINT_ENTRIES as u64), crate::bag::NO_HINT);
+        assert!(new_pool_id() > pool, "ids only grow");
+    }
+}

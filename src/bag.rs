@@ -160,7 +160,11 @@ impl Signal {
 
     fn with_waiters(self, waiters: usize) -> Signal {
         debug_assert!(waiters <= Self::COUNT);
-        let fenced = if waiters == 0 { 0 } else { self.0 & Self::FENCED };
+        let fenced = if waiters == 0 {
+            0
+        } else {
+            self.0 & Self::FENCED
+        };
         Signal((self.0 & Self::CLOSED) | fenced | waiters)
     }
 
@@ -772,7 +776,10 @@ mod tests {
     fn wait_for(mut condition: impl FnMut() -> bool) {
         let deadline = Instant::now() + SOON;
         while !condition() {
-            assert!(Instant::now() < deadline, "condition not met within {SOON:?}");
+            assert!(
+                Instant::now() < deadline,
+                "condition not met within {SOON:?}"
+            );
             thread::yield_now();
         }
     }
@@ -863,7 +870,12 @@ mod tests {
         // A turn admitted earlier (it lost a competition) re-queues past the limit.
         let mut turn = Turn::new(Instant::now());
         turn.admitted = true;
-        let outcome = bag.wait(&mut turn, &Deadline::after(Duration::from_millis(1)), Some(1), || {});
+        let outcome = bag.wait(
+            &mut turn,
+            &Deadline::after(Duration::from_millis(1)),
+            Some(1),
+            || {},
+        );
         assert!(matches!(outcome, Wait::TimedOut), "{outcome:?}");
         bag.give_back(held).unwrap();
         bag.give_back(got(w.join().unwrap())).unwrap();
@@ -874,7 +886,12 @@ mod tests {
         let bag = idle_bag(1, Duration::ZERO);
         let held = bag.try_take(0, || 0).unwrap();
         let mut turn = Turn::new(Instant::now());
-        let outcome = bag.wait(&mut turn, &Deadline::after(Duration::from_millis(2)), None, || {});
+        let outcome = bag.wait(
+            &mut turn,
+            &Deadline::after(Duration::from_millis(2)),
+            None,
+            || {},
+        );
         assert!(matches!(outcome, Wait::TimedOut));
         assert_eq!(bag.waiters(), 0);
         // The return is not handed to the thread that left.
@@ -907,7 +924,9 @@ mod tests {
         bag.close();
         assert!(matches!(w.join().unwrap(), Wait::Closed));
         assert!(bag.is_closed());
-        let ticket = bag.give_back(held).expect_err("closed: the ticket comes back");
+        let ticket = bag
+            .give_back(held)
+            .expect_err("closed: the ticket comes back");
         bag.with_value(&ticket, |v| *v = None);
         bag.free(ticket);
         let mut turn = Turn::new(Instant::now());

@@ -128,7 +128,10 @@ mod tests {
             called = true;
             spawn_thread()
         });
-        assert_eq!(called, !before, "the next start spawns unless a thread exists");
+        assert_eq!(
+            called, !before,
+            "the next start spawns unless a thread exists"
+        );
         assert!(lock().spawned);
         let pools = lock().pools;
         drop(failed);

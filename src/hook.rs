@@ -73,8 +73,10 @@ mod tests {
 
     #[test]
     fn a_panic_becomes_an_error_naming_the_hook() {
-        let e = catch("ManageConnection::connect", || -> u32 { panic!("boom {}", 7) })
-            .unwrap_err();
+        let e = catch("ManageConnection::connect", || -> u32 {
+            panic!("boom {}", 7)
+        })
+        .unwrap_err();
         assert_eq!(e.hook(), "ManageConnection::connect");
         assert_eq!(e.message(), "boom 7");
         assert_eq!(e.to_string(), "ManageConnection::connect panicked: boom 7");

@@ -861,11 +861,7 @@ impl<M: ManageConnection> Shared<M> {
     fn connections_estimate(&self) -> u32 {
         let stats = &self.counters;
         let created = stats.created.load(Ordering::Relaxed);
-        let closed: u64 = stats
-            .closed
-            .iter()
-            .map(|c| c.load(Ordering::Relaxed))
-            .sum();
+        let closed: u64 = stats.closed.iter().map(|c| c.load(Ordering::Relaxed)).sum();
         u32::try_from(created.saturating_sub(closed)).unwrap_or(u32::MAX)
     }
 

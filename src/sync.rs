@@ -163,8 +163,7 @@ mod membarrier {
 
         pub(super) fn membarrier(cmd: libc::c_long) -> libc::c_long {
             #[cfg(test)]
-            if cmd == PRIVATE_EXPEDITED && super::FAIL.load(std::sync::atomic::Ordering::Relaxed)
-            {
+            if cmd == PRIVATE_EXPEDITED && super::FAIL.load(std::sync::atomic::Ordering::Relaxed) {
                 return -1;
             }
             // SAFETY: `membarrier(cmd, flags = 0)` takes no pointers and touches no

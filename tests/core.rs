@@ -63,76 +63,60 @@ fn guards_deref_to_the_connection() {
 
 #[test]
 fn invalid_settings_are_errors_naming_the_field() {
-    fn field_of(result: Result<Pool<FakeManager>, Error>) -> &'static str {
-        match result {
-            Err(Error::Config { field, reason }) => {
+    type Setting = fn(stickypool::Builder<FakeManager>) -> stickypool::Builder<FakeManager>;
+    let ms = Duration::from_millis;
+    let cases: [(&str, Setting); 15] = [
+        ("max_size", |b| b.max_size(0)),
+        ("max_size", |b| b.max_size(u32::MAX)),
+        ("min_idle", |b| b.max_size(2).min_idle(Some(3))),
+        ("connection_timeout", |b| {
+            b.connection_timeout(Duration::ZERO)
+        }),
+        ("reap_interval", |b| b.reap_interval(Duration::ZERO)),
+        ("reap_interval", |b| {
+            b.reap_interval(Duration::from_nanos(1))
+        }),
+        ("reap_interval", |b| {
+            b.reap_interval(Duration::from_millis(9))
+        }),
+        ("idle_timeout", |b| b.idle_timeout(Some(Duration::ZERO))),
+        ("max_lifetime", |b| b.max_lifetime(Some(Duration::ZERO))),
+        ("keepalive_interval", |b| {
+            b.keepalive_interval(Some(Duration::ZERO))
+        }),
+        ("keepalive_interval", |b| {
+            b.keepalive_interval(Some(Duration::from_nanos(1)))
+        }),
+        ("keepalive_interval", |b| {
+            b.keepalive_interval(Some(Duration::from_millis(9)))
+        }),
+        ("leak_detection_threshold", |b| {
+            b.leak_detection_threshold(Some(Duration::ZERO))
+        }),
+        ("max_waiters", |b| b.max_waiters(Some(0))),
+        ("max_waiters", |b| b.max_size(1).max_waiters(Some(0))),
+    ];
+    for (field, setting) in cases {
+        let manager = FakeManager::new();
+        match setting(Pool::builder()).build(manager.clone()) {
+            Err(Error::Config { field: got, reason }) => {
+                assert_eq!(got, field);
                 assert!(!reason.is_empty());
-                field
+                let message = Error::Config { field: got, reason }.to_string();
+                assert!(message.contains(field), "{message}");
             }
-            other => panic!("expected a config error, got {other:?}"),
+            other => panic!("{field}: expected a config error, got {other:?}"),
         }
+        // Nothing was opened for a pool that failed validation.
+        assert_eq!(manager.script.connect_attempts.load(Ordering::SeqCst), 0);
     }
-    let m = FakeManager::new;
-    assert_eq!(field_of(Pool::builder().max_size(0).build(m())), "max_size");
-    assert_eq!(
-        field_of(Pool::builder().max_size(u32::MAX).build(m())),
-        "max_size"
-    );
-    assert_eq!(
-        field_of(Pool::builder().max_size(2).min_idle(Some(3)).build(m())),
-        "min_idle"
-    );
-    assert_eq!(
-        field_of(
-            Pool::builder()
-                .connection_timeout(Duration::ZERO)
-                .build(m())
-        ),
-        "connection_timeout"
-    );
-    assert_eq!(
-        field_of(Pool::builder().reap_interval(Duration::ZERO).build(m())),
-        "reap_interval"
-    );
-    assert_eq!(
-        field_of(
-            Pool::builder()
-                .idle_timeout(Some(Duration::ZERO))
-                .build(m())
-        ),
-        "idle_timeout"
-    );
-    assert_eq!(
-        field_of(
-            Pool::builder()
-                .max_lifetime(Some(Duration::ZERO))
-                .build(m())
-        ),
-        "max_lifetime"
-    );
-    assert_eq!(
-        field_of(
-            Pool::builder()
-                .keepalive_interval(Some(Duration::ZERO))
-                .build(m())
-        ),
-        "keepalive_interval"
-    );
-    assert_eq!(
-        field_of(
-            Pool::builder()
-                .leak_detection_threshold(Some(Duration::ZERO))
-                .build(m())
-        ),
-        "leak_detection_threshold"
-    );
-    let message = Pool::builder()
-        .max_size(0)
-        .build(m())
-        .unwrap_err()
-        .to_string();
-    assert!(message.contains("max_size"), "{message}");
-    // Nothing was opened for a pool that failed validation.
+    // The shortest intervals accepted.
+    Pool::builder()
+        .reap_interval(ms(10))
+        .keepalive_interval(Some(ms(10)))
+        .max_waiters(Some(1))
+        .build(FakeManager::new())
+        .expect("10 ms intervals and one waiter are fine");
 }
 
 #[test]

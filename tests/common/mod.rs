@@ -32,9 +32,29 @@ pub struct Script {
     pub resets: Mutex<Vec<(u64, ResetAction)>>,
     /// Connection ids whose next `is_valid` fails.
     pub dead: Mutex<Vec<u64>>,
+    /// Hooks (`"connect"`, `"is_valid"`, `"has_broken"`, `"reset"`, `"drop"`, and the
+    /// customizer's and handler's method names) that panic, with how many more times.
+    pub panics: Mutex<HashMap<&'static str, u32>>,
 }
 
 impl Script {
+    /// Makes `hook` panic the next `times` times it runs.
+    pub fn panic_in(&self, hook: &'static str, times: u32) {
+        self.panics.lock().unwrap().insert(hook, times);
+    }
+
+    /// Panics if `hook` is scripted to.
+    pub fn maybe_panic(&self, hook: &'static str) {
+        let mut panics = self.panics.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(left) = panics.get_mut(hook)
+            && *left > 0
+        {
+            *left -= 1;
+            drop(panics);
+            panic!("{hook} panicked (scripted)");
+        }
+    }
+
     pub fn closed(&self) -> u64 {
         self.closes
             .lock()
@@ -92,9 +112,10 @@ impl Drop for FakeConn {
             .script
             .closes
             .lock()
-            .unwrap()
+            .unwrap_or_else(|e| e.into_inner())
             .entry(self.id)
             .or_default() += 1;
+        self.script.maybe_panic("drop");
     }
 }
 
@@ -111,6 +132,7 @@ impl ManageConnection for FakeManager {
     fn connect(&self) -> Result<FakeConn, FakeError> {
         let script = &self.script;
         script.connect_attempts.fetch_add(1, Ordering::SeqCst);
+        script.maybe_panic("connect");
         let mut blocked = script.block_connect.lock().unwrap();
         while *blocked {
             blocked = script.unblocked.wait(blocked).unwrap();
@@ -135,6 +157,7 @@ impl ManageConnection for FakeManager {
 
     fn is_valid(&self, conn: &mut FakeConn) -> Result<(), FakeError> {
         self.script.valid_calls.fetch_add(1, Ordering::SeqCst);
+        self.script.maybe_panic("is_valid");
         let mut dead = self.script.dead.lock().unwrap();
         if let Some(pos) = dead.iter().position(|&id| id == conn.id) {
             dead.remove(pos);
@@ -147,11 +170,13 @@ impl ManageConnection for FakeManager {
     }
 
     fn has_broken(&self, conn: &mut FakeConn) -> bool {
+        self.script.maybe_panic("has_broken");
         conn.broken
     }
 
     fn reset(&self, conn: &mut FakeConn, action: ResetAction) -> Result<(), FakeError> {
         self.script.resets.lock().unwrap().push((conn.id, action));
+        self.script.maybe_panic("reset");
         if self.script.fail_reset.load(Ordering::SeqCst) {
             return Err(FakeError("reset failed (scripted)".into()));
         }
