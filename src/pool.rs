@@ -9,6 +9,10 @@
 //! coarse clock, write the borrow time and count into the slot (a line the CAS already
 //! owns). Giving back is the reverse plus the `has_broken` check and one store and one
 //! load in `bag`. No `Instant::now()`, no allocation, no lock, no shared write.
+//!
+//! Every call into user code goes through [`Shared::hook`] (see `hook`): a panic is
+//! caught where it happens and the call counts as failed, so no unwinding ever passes
+//! through code that owns a slot, and the slot is freed the ordinary way.
 
 use std::fmt;
 use std::ptr::NonNull;
