@@ -108,15 +108,15 @@ use crate::sync::{
 };
 
 /// No connection.
-pub(crate) const EMPTY: u32 = 0;
+pub const EMPTY: u32 = 0;
 /// A creator is opening a connection for this slot.
-pub(crate) const CONNECTING: u32 = 1;
+pub const CONNECTING: u32 = 1;
 /// A connection waits to be borrowed.
-pub(crate) const IDLE: u32 = 2;
+pub const IDLE: u32 = 2;
 /// A connection is borrowed.
-pub(crate) const IN_USE: u32 = 3;
+pub const IN_USE: u32 = 3;
 /// The housekeeper holds an idle connection to check or close it.
-pub(crate) const RESERVED: u32 = 4;
+pub const RESERVED: u32 = 4;
 
 /// The `hint` for [`Bag::try_take`] that names no slot.
 pub const NO_HINT: usize = usize::MAX;
@@ -538,7 +538,10 @@ impl<T, X> Bag<T, X> {
         };
         let slot = &self.slots[ticket.0];
         if waiter.since.elapsed() >= self.fair_after {
-            // The slot stays `IN_USE`: ownership moves with the index in the cell.
+            // Ownership moves with the index in the cell. The slot may come from
+            // `CONNECTING` or `RESERVED` (a creator or the housekeeper giving back):
+            // it is `IN_USE` from now on, published by the cell's release store.
+            slot.state.store(IN_USE, Ordering::Relaxed);
             waiter.wake(ticket.0);
         } else {
             // Published before the cell is set, so the woken waiter sees it idle (or
@@ -817,6 +820,22 @@ mod tests {
         let ticket = got(w.join().unwrap());
         assert_eq!(ticket.index(), 0);
         bag.give_back(ticket).unwrap();
+    }
+
+    #[test]
+    fn a_new_slot_handed_to_a_waiter_is_in_use() {
+        // A creator gives a `CONNECTING` slot back straight to a waiter.
+        let bag = Arc::new(Bag::<u32>::new(1, Duration::ZERO));
+        let creating = bag.reserve_empty(0).unwrap();
+        let w = waiter(&bag, Instant::now(), None);
+        wait_for(|| bag.waiters() == 1);
+        bag.with_value(&creating, |v| *v = Some(7));
+        bag.give_back(creating).unwrap();
+        assert_eq!(bag.state(0), IN_USE);
+        let ticket = got(w.join().unwrap());
+        assert_eq!(bag.state(0), IN_USE);
+        bag.give_back(ticket).unwrap();
+        assert_eq!(bag.state(0), IDLE);
     }
 
     #[test]

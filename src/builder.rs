@@ -273,10 +273,14 @@ impl<M: ManageConnection> Builder<M> {
         self
     }
 
-    /// Builds the pool and waits until `min_idle` connections are open. Fails with
-    /// the connect error as soon as opening one fails (a service should fail at
-    /// start, not on its first request), or with [`Error::Timeout`] if they are not
-    /// all open within `connection_timeout`.
+    /// Builds the pool and waits until `min_idle` connections are open. The same
+    /// inputs give the same outcome: a connect that fails among successes is retried
+    /// (with backoff) and never fails the build; a backend that consistently refuses
+    /// (no connect has succeeded and one connection's first three attempts failed,
+    /// about 60 ms) fails it at once with [`Error::Connect`] and the driver's error,
+    /// so a service fails at start rather than on its first request; otherwise it
+    /// fails with [`Error::Timeout`] (and the last connect error) if `min_idle` are
+    /// not open within `connection_timeout`.
     pub fn build(self, manager: M) -> Result<Pool<M>, Error> {
         let pool = Pool::from_config(self.validate()?, manager);
         pool.wait_for_min_idle()?;

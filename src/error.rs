@@ -8,14 +8,26 @@ use std::time::Duration;
 pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong. Every variant's `Display` says what happened and what to look at.
-#[derive(Debug, Clone, thiserror::Error)]
+///
+/// `source()` is the driver's error for [`Connect`](Error::Connect) and, when
+/// connecting is what failed, for [`Timeout`](Error::Timeout), so error chains
+/// (`anyhow`, `eyre`) reach it and `downcast_ref` finds the driver's type:
+///
+/// ```
+/// # use std::error::Error as _;
+/// # use std::sync::Arc;
+/// let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+/// let error = stickypool::Error::Connect(Arc::new(refused));
+/// let cause = error.source().unwrap();
+/// assert_eq!(
+///     cause.downcast_ref::<std::io::Error>().unwrap().kind(),
+///     std::io::ErrorKind::ConnectionRefused
+/// );
+/// ```
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum Error {
     /// No connection became free within the borrow timeout.
-    #[error(
-        "timed out after {waited:?} waiting for a connection{}",
-        LastError(last_error)
-    )]
     Timeout {
         /// How long the borrower waited.
         waited: Duration,
@@ -23,19 +35,15 @@ pub enum Error {
         last_error: Option<SharedError>,
     },
     /// The pool was closed (by [`Pool::close`](crate::Pool::close) or by dropping it).
-    #[error("the pool is closed")]
     Closed,
     /// Opening a connection failed.
-    #[error("could not open a connection: {0}")]
     Connect(SharedError),
     /// `max_waiters` threads were already waiting, so the borrow failed at once.
-    #[error("too many threads waiting for a connection (max_waiters = {limit})")]
     TooManyWaiters {
         /// The configured limit.
         limit: usize,
     },
     /// A setting is invalid.
-    #[error("invalid pool setting `{field}`: {reason}")]
     Config {
         /// The setting's name, as the builder method (and the config file key) spells it.
         field: &'static str,
@@ -53,13 +61,40 @@ impl Error {
     }
 }
 
-struct LastError<'a>(&'a Option<SharedError>);
-
-impl fmt::Display for LastError<'_> {
+impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Some(e) => write!(f, "; the last connect attempt failed: {e}"),
-            None => Ok(()),
+        match self {
+            Error::Timeout { waited, last_error } => {
+                write!(f, "timed out after {waited:?} waiting for a connection")?;
+                match last_error {
+                    Some(e) => write!(f, "; the last connect attempt failed: {e}"),
+                    None => Ok(()),
+                }
+            }
+            Error::Closed => f.write_str("the pool is closed"),
+            Error::Connect(e) => write!(f, "could not open a connection: {e}"),
+            Error::TooManyWaiters { limit } => write!(
+                f,
+                "too many threads waiting for a connection (max_waiters = {limit})"
+            ),
+            Error::Config { field, reason } => {
+                write!(f, "invalid pool setting `{field}`: {reason}")
+            }
         }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        let cause = match self {
+            Error::Connect(e) => e,
+            Error::Timeout {
+                last_error: Some(e),
+                ..
+            } => e,
+            _ => return None,
+        };
+        // The driver's error itself, not the `Arc` around it, so `downcast_ref` works.
+        Some(&**cause)
     }
 }

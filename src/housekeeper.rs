@@ -1,5 +1,9 @@
-//! Background jobs, on a scheduler shared by every pool in the process (r2d2 starts
-//! three threads per pool).
+//! Background jobs, scheduled by a scheduler shared by every pool in the process (r2d2
+//! starts three threads per pool). The scheduler never blocks on a backend: the reap
+//! and the keepalive (which close and ping connections) run on the pool's own
+//! connector threads (module `connector`), one run at a time, and a tick that finds
+//! the previous run still going is skipped. The leak scan only reads and logs, so it
+//! runs on the scheduler.
 //!
 //! * **reap**, every `reap_interval`: closes idle connections past `idle_timeout`
 //!   while more than `min_idle` are idle, retires connections past their lifetime, and
@@ -14,7 +18,7 @@
 //! outlives its pool. The housekeeper checks an idle connection by claiming its slot
 //! (`IDLE` to `RESERVED`) exactly as a borrower would, so it never races a borrower.
 
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock, Weak};
 use std::time::{Duration, Instant};
 
@@ -53,6 +57,7 @@ pub(crate) fn start<M: ManageConnection>(shared: &Arc<Shared<M>>) {
 
     let interval = config.reap_interval;
     let mut last_run = Instant::now();
+    let reaping = Arc::new(AtomicBool::new(false));
     jobs.push(every(shared, interval, move |pool| {
         let now = Instant::now();
         let late = now.duration_since(last_run).saturating_sub(interval);
@@ -64,12 +69,13 @@ pub(crate) fn start<M: ManageConnection>(shared: &Arc<Shared<M>>) {
             );
         }
         last_run = now;
-        pool.reap();
+        on_connector(pool, &reaping, Shared::reap);
     }));
 
     if let Some(interval) = config.keepalive_interval {
+        let pinging = Arc::new(AtomicBool::new(false));
         jobs.push(every(shared, interval, move |pool| {
-            pool.keepalive(interval)
+            on_connector(pool, &pinging, move |pool| pool.keepalive(interval))
         }));
     }
 
@@ -79,6 +85,25 @@ pub(crate) fn start<M: ManageConnection>(shared: &Arc<Shared<M>>) {
             pool.scan_leaks(threshold)
         }));
     }
+}
+
+/// Runs `work` on the pool's connector, unless the previous run is still queued or
+/// running (a hung backend): then this tick is skipped.
+fn on_connector<M: ManageConnection>(
+    pool: &Shared<M>,
+    busy: &Arc<AtomicBool>,
+    work: impl FnOnce(&Shared<M>) + Send + 'static,
+) {
+    if busy.swap(true, Ordering::AcqRel) {
+        return;
+    }
+    let (weak, busy) = (pool.weak.clone(), busy.clone());
+    pool.connector.run(move || {
+        if let Some(pool) = weak.upgrade() {
+            pool.hook("the housekeeper", || work(&pool));
+        }
+        busy.store(false, Ordering::Release);
+    });
 }
 
 /// Runs `job` on the pool every `period` until the pool is gone. User code inside a job

@@ -62,6 +62,8 @@ mod clock;
 #[cfg(all(feature = "config", not(loom)))]
 pub mod config;
 #[cfg(not(loom))]
+mod connector;
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod guard;

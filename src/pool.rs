@@ -16,7 +16,7 @@
 
 use std::fmt;
 use std::ptr::NonNull;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
@@ -27,6 +27,7 @@ use crate::affinity;
 use crate::bag::{self, Bag, Deadline, NO_HINT, Ticket, Turn, Wait};
 use crate::builder::{Builder, Config};
 use crate::clock;
+use crate::connector::Connector;
 use crate::error::{Error, SharedError};
 use crate::guard::{OwnedConnection, PooledConnection};
 use crate::hook::{self, HookPanic};
@@ -116,10 +117,16 @@ pub(crate) struct Shared<M: ManageConnection> {
     /// open the same shortfall.
     filling: Mutex<()>,
     last_error: Mutex<Option<SharedError>>,
+    /// The highest attempt number (0-based) of any connect that failed, for `build`.
+    last_failed_attempt: AtomicU32,
     /// Bumped after every connect attempt; `build` waits on it.
     progress: Mutex<u64>,
     progress_cond: Condvar,
     pub(crate) jobs: Mutex<Vec<JobHandle>>,
+    /// Runs this pool's blocking background work (module `connector`).
+    pub(crate) connector: Arc<Connector>,
+    /// A refill of `min_idle` is queued on the connector (one at a time).
+    refill_queued: AtomicBool,
     next_conn_id: AtomicU64,
     pub(crate) weak: Weak<Shared<M>>,
     _clock: clock::Running,
@@ -216,6 +223,7 @@ impl<M: ManageConnection> Pool<M> {
             config.name = format!("pool-{id}");
         }
         let size = config.max_size as usize;
+        let connector = Connector::new(&config.name);
         let shared = Arc::new_cyclic(|weak| Shared {
             id,
             bag: Bag::new(size, FAIR_AFTER),
@@ -226,9 +234,12 @@ impl<M: ManageConnection> Pool<M> {
             pending: AtomicUsize::new(0),
             filling: Mutex::new(()),
             last_error: Mutex::new(None),
+            last_failed_attempt: AtomicU32::new(0),
             progress: Mutex::new(0),
             progress_cond: Condvar::new(),
             jobs: Mutex::new(Vec::new()),
+            connector,
+            refill_queued: AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
             weak: weak.clone(),
             _clock: clock::Running::start(),
@@ -252,7 +263,9 @@ impl<M: ManageConnection> Pool<M> {
             if shared.connections_estimate() >= want && shared.state().connections >= want {
                 return Ok(());
             }
-            if let Some(e) = shared.last_error.lock().clone() {
+            if shared.consistently_refused()
+                && let Some(e) = shared.last_error.lock().clone()
+            {
                 return Err(Error::Connect(e));
             }
             if shared.bag.is_closed() {
@@ -628,8 +641,9 @@ impl<M: ManageConnection> Shared<M> {
             .expect("a borrowed slot holds a connection");
         self.bag.free(checkout.ticket);
         let conn = self.release(entry, CloseReason::Detached);
-        // The freed slot may be what a waiter needs.
+        // The freed slot may be what a waiter needs, or `min_idle` wants refilling.
         self.spawn_creators();
+        self.refill_soon();
         conn.expect("a detached connection is handed back, not closed")
     }
 
@@ -642,6 +656,26 @@ impl<M: ManageConnection> Shared<M> {
         }
         self.bag.free(ticket);
         self.spawn_creators();
+        self.refill_soon();
+    }
+
+    /// Queues a refill of `min_idle` on the connector if the pool is below it: a
+    /// connection closed for any reason is replaced at once, not at the next reap.
+    /// One refill is queued at a time, so closing many connections costs one.
+    pub(crate) fn refill_soon(&self) {
+        if self.bag.is_closed()
+            || self.connections_estimate() >= self.config.min_idle
+            || self.refill_queued.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let weak = self.weak.clone();
+        self.connector.run(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.refill_queued.store(false, Ordering::Release);
+                shared.fill_min_idle();
+            }
+        });
     }
 
     /// Counts and reports a connection leaving the pool, and closes it, unless it is
@@ -777,9 +811,14 @@ impl<M: ManageConnection> Shared<M> {
             }
         };
         if attempt == 0 {
-            self.config.thread_pool.execute(job);
+            self.connector.run(job);
         } else {
-            self.config.thread_pool.execute_after(backoff(attempt), job);
+            // The shared scheduler only waits out the backoff; the connect itself runs
+            // on this pool's connector.
+            let connector = self.connector.clone();
+            self.config
+                .thread_pool
+                .execute_after(backoff(attempt), move || connector.run(job));
         }
     }
 
@@ -834,6 +873,8 @@ impl<M: ManageConnection> Shared<M> {
                     attempt + 1
                 );
                 *self.last_error.lock() = Some(e);
+                self.last_failed_attempt
+                    .fetch_max(attempt.saturating_add(1), Ordering::AcqRel);
                 self.note_progress();
                 if self.still_needed() {
                     self.schedule_connect(ticket, attempt.saturating_add(1));
@@ -848,6 +889,15 @@ impl<M: ManageConnection> Shared<M> {
         self.bag.free(ticket);
         self.pending.fetch_sub(1, Ordering::AcqRel);
         self.note_progress();
+    }
+
+    /// Whether the backend refuses consistently, so `build` should fail now rather than
+    /// wait out its timeout: no connect has ever succeeded and some connection's
+    /// first [`BUILD_ATTEMPTS`] attempts all failed (about 60 ms with the retry
+    /// backoff). One failure among successes never fails `build`.
+    fn consistently_refused(&self) -> bool {
+        self.counters.created.load(Ordering::Acquire) == 0
+            && self.last_failed_attempt.load(Ordering::Acquire) >= BUILD_ATTEMPTS
     }
 
     /// Whether a failed connect should be retried: someone waits, or the pool is
@@ -943,6 +993,7 @@ impl<M: ManageConnection> Shared<M> {
         for job in self.jobs.lock().drain(..) {
             job.cancel();
         }
+        self.connector.close();
         for i in 0..self.bag.len() {
             if let Some(ticket) = self.bag.try_reserve(i) {
                 self.close_slot(ticket, CloseReason::PoolClosed);
@@ -976,6 +1027,10 @@ impl<M: ManageConnection> Drop for Shared<M> {
 /// hand-off leaves the connection unused while the waiter wakes; at 3 ms throughput
 /// matches r2d2's while p99 and maximum waits stay about four times shorter.
 const FAIR_AFTER: Duration = Duration::from_millis(3);
+
+/// How many attempts of one connection must fail, with none ever succeeding, before
+/// `build` gives up early; see `Shared::consistently_refused`.
+const BUILD_ATTEMPTS: u32 = 3;
 
 /// The delay before connect attempt `attempt` (1-based retries): 10 ms doubling up
 /// to 1 s.

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use loom::sync::Arc;
 use loom::sync::atomic::{AtomicBool, Ordering};
 use loom::thread;
-use stickypool::bag::{Bag, Ticket, Timer, Turn, Wait};
+use stickypool::bag::{Bag, IN_USE, Ticket, Timer, Turn, Wait};
 
 /// Returns always go straight to the oldest waiter.
 const HAND_OFF: Duration = Duration::ZERO;
@@ -151,6 +151,33 @@ fn two_givers_and_two_keepers_strand_nobody() {
                 .collect();
             assert_ne!(kept[0], kept[1], "two keepers own one slot");
             assert_eq!(bag.waiters(), 0);
+        });
+    }
+}
+
+/// A creator gives a new connection (a `CONNECTING` slot) back to a queued borrower:
+/// whichever way the borrower gets it, the slot is `IN_USE` while it is held, so
+/// nobody else can take it. Fails if `hand_off` hands a slot over directly without
+/// marking it `IN_USE` (0.1's fix for this was lost once; the pool's tests caught it).
+#[test]
+fn a_new_connection_handed_to_a_waiter_is_owned() {
+    for fair_after in [HAND_OFF, COMPETE] {
+        model(3, move || {
+            let bag = Arc::new(Bag::<u32>::new(1, fair_after));
+            let creating = bag.reserve_empty(0).unwrap();
+            let waiter = {
+                let bag = bag.clone();
+                thread::spawn(move || borrow(&bag).expect("not closed"))
+            };
+            bag.with_value(&creating, |v| *v = Some(0));
+            while bag.waiters() == 0 {
+                thread::yield_now();
+            }
+            bag.give_back(creating).unwrap();
+            let held = waiter.join().unwrap();
+            assert_eq!(bag.state(held.index()), IN_USE);
+            assert!(bag.try_take(0, || 0).is_none());
+            use_it(&bag, &held);
         });
     }
 }

@@ -35,6 +35,8 @@ pub struct Script {
     /// Hooks (`"connect"`, `"is_valid"`, `"has_broken"`, `"reset"`, `"drop"`, and the
     /// customizer's and handler's method names) that panic, with how many more times.
     pub panics: Mutex<HashMap<&'static str, u32>>,
+    /// Connect attempts (numbered from 1, in the order they start) that fail.
+    pub fail_attempts: Mutex<Vec<u64>>,
 }
 
 impl Script {
@@ -131,8 +133,11 @@ impl ManageConnection for FakeManager {
 
     fn connect(&self) -> Result<FakeConn, FakeError> {
         let script = &self.script;
-        script.connect_attempts.fetch_add(1, Ordering::SeqCst);
+        let attempt = script.connect_attempts.fetch_add(1, Ordering::SeqCst) + 1;
         script.maybe_panic("connect");
+        if script.fail_attempts.lock().unwrap().contains(&attempt) {
+            return Err(FakeError(format!("attempt {attempt} refused (scripted)")));
+        }
         let mut blocked = script.block_connect.lock().unwrap();
         while *blocked {
             blocked = script.unblocked.wait(blocked).unwrap();

@@ -1,0 +1,152 @@
+//! Failure isolation: a hung backend in one pool never delays another pool's building,
+//! connecting or housekeeping; `min_idle` is refilled at once; `build` gives the same
+//! answer for the same inputs; errors lead to the driver's error.
+
+mod common;
+
+use std::error::Error as _;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::{FakeError, FakeManager, SOON, wait_until};
+use stickypool::{CloseReason, Error, Pool};
+
+#[test]
+fn a_hung_backend_in_one_pool_never_delays_another() {
+    // Pool A: every connect hangs, and eight threads wait for one. With one scheduler
+    // for every pool's blocking work, its four threads would all hang here.
+    let hung = FakeManager::new();
+    hung.script.block_connects();
+    let a = Pool::builder()
+        .max_size(8)
+        .min_idle(Some(0))
+        .build(hung.clone())
+        .unwrap();
+    let timeout = Duration::from_millis(300);
+    thread::scope(|s| {
+        let waiters: Vec<_> = (0..8)
+            .map(|_| {
+                s.spawn(|| {
+                    let started = Instant::now();
+                    let outcome = a.get_timeout(timeout).map(drop);
+                    (outcome, started.elapsed())
+                })
+            })
+            .collect();
+        assert!(wait_until(SOON, || {
+            hung.script.connect_attempts.load(Ordering::SeqCst) >= 2
+        }));
+
+        // Pool B, healthy, is built, connects, pings and reaps on schedule meanwhile.
+        let healthy = FakeManager::new();
+        let b = Pool::builder()
+            .max_size(4)
+            .min_idle(Some(4))
+            .connection_timeout(SOON)
+            .keepalive_interval(Some(Duration::from_millis(10)))
+            .max_lifetime(Some(Duration::from_millis(50)))
+            .reap_interval(Duration::from_millis(10))
+            .build(healthy.clone())
+            .expect("a healthy pool builds while another pool's backend hangs");
+        assert!(
+            wait_until(SOON, || {
+                healthy.script.valid_calls.load(Ordering::SeqCst) >= 5
+                    && b.stats().closed.get(CloseReason::Lifetime) >= 4
+            }),
+            "keepalive pings {}, connections retired {}",
+            healthy.script.valid_calls.load(Ordering::SeqCst),
+            b.stats().closed.get(CloseReason::Lifetime)
+        );
+        drop(b.get().expect("B serves"));
+
+        // The hung pool's borrowers got their timeout, not more.
+        for waiter in waiters {
+            let (outcome, waited) = waiter.join().unwrap();
+            assert!(matches!(outcome, Err(Error::Timeout { .. })), "{outcome:?}");
+            assert!(waited < timeout + Duration::from_secs(2), "{waited:?}");
+        }
+        // And the hung backend holds at most its own pool's connector threads.
+        assert_eq!(hung.script.connect_attempts.load(Ordering::SeqCst), 2);
+    });
+    hung.script.release_connects();
+}
+
+#[test]
+fn min_idle_is_refilled_at_once_after_a_discard() {
+    // The reap runs every 30 s by default: the refill must not wait for it.
+    let manager = FakeManager::new();
+    let pool = Pool::builder()
+        .max_size(4)
+        .min_idle(Some(4))
+        .build(manager.clone())
+        .unwrap();
+    pool.get().unwrap().discard();
+    let _detached = pool.get().unwrap().detach();
+    assert!(
+        wait_until(SOON, || pool.state().connections == 4
+            && manager.script.opened.load(Ordering::SeqCst) == 6),
+        "{:?}",
+        pool.state()
+    );
+}
+
+#[test]
+fn build_tolerates_a_transient_failure_among_successes() {
+    for run in 0..100u64 {
+        let manager = FakeManager::new();
+        manager
+            .script
+            .fail_attempts
+            .lock()
+            .unwrap()
+            .push(run % 4 + 1);
+        let pool = Pool::builder()
+            .max_size(4)
+            .connection_timeout(SOON)
+            .build(manager.clone())
+            .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        assert_eq!(pool.state().connections, 4);
+        assert_eq!(pool.stats().connect_failures, 1);
+    }
+}
+
+#[test]
+fn build_fails_fast_with_the_drivers_error_when_the_backend_consistently_refuses() {
+    let manager = FakeManager::new();
+    manager.script.fail_connect.store(true, Ordering::SeqCst);
+    let started = Instant::now();
+    let err = Pool::builder()
+        .max_size(2)
+        .connection_timeout(Duration::from_secs(30))
+        .build(manager.clone())
+        .unwrap_err();
+    // Well before the 30 s timeout: after a connection's first three attempts.
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    assert!(matches!(err, Error::Connect(_)), "{err:?}");
+    assert!(manager.script.connect_attempts.load(Ordering::SeqCst) >= 3);
+    let cause = err.source().expect("the driver's error is the source");
+    assert!(cause.downcast_ref::<FakeError>().is_some(), "{cause:?}");
+}
+
+#[test]
+fn a_timeout_after_failed_connects_leads_to_the_drivers_error() {
+    let manager = FakeManager::new();
+    manager.script.fail_connect.store(true, Ordering::SeqCst);
+    let pool = Pool::builder()
+        .max_size(1)
+        .min_idle(Some(0))
+        .build(manager.clone())
+        .unwrap();
+    let err = pool.get_timeout(Duration::from_millis(100)).unwrap_err();
+    let cause = err.source().expect("the last connect error is the source");
+    assert_eq!(
+        cause.downcast_ref::<FakeError>().unwrap().0,
+        "connection refused (scripted)"
+    );
+    assert!(Error::Closed.source().is_none());
+}
