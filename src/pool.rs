@@ -450,11 +450,7 @@ impl<M: ManageConnection> Shared<M> {
         if self.config.test_on_check_out
             && now.saturating_sub(entry.last_checked_ms) >= self.config.validation_bypass_ms
         {
-            let valid = self.hook("ManageConnection::is_valid", || {
-                self.manager.is_valid(&mut entry.conn).is_ok()
-            });
-            if valid != Some(true) {
-                Counters::bump(&self.counters.validation_failures);
+            if !self.check(&mut entry.conn) {
                 self.close_slot(ticket, CloseReason::Broken);
                 return None;
             }
@@ -556,50 +552,66 @@ impl<M: ManageConnection> Shared<M> {
     /// The fake close and the optional check on return; `Some` if the connection
     /// must be closed.
     fn reset(&self, entry: &mut Entry<M::Connection>) -> Option<CloseReason> {
-        let action = self.config.reset_on_return;
+        let (action, id) = (self.config.reset_on_return, entry.id);
         if action != ResetAction::None {
-            match self.hook("ManageConnection::reset", || {
+            let failed = self.reset_step("ManageConnection::reset", &action, id, || {
                 self.manager.reset(&mut entry.conn, action)
-            }) {
-                Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    log::warn!(
-                        "pool '{}': {action} on return failed, closing connection {}: {e}",
-                        self.config.name,
-                        entry.id
-                    );
-                    return Some(CloseReason::ResetFailed);
-                }
-                None => return Some(CloseReason::ResetFailed),
+            });
+            if failed.is_some() {
+                return failed;
             }
         }
         if let Some(customizer) = &self.config.customizer {
-            match self.hook("CustomizeConnection::on_check_in", || {
-                customizer.on_check_in(&mut entry.conn)
-            }) {
-                Some(Ok(())) => {}
-                Some(Err(e)) => {
-                    log::warn!(
-                        "pool '{}': on_check_in failed, closing connection {}: {e}",
-                        self.config.name,
-                        entry.id
-                    );
-                    return Some(CloseReason::ResetFailed);
-                }
-                None => return Some(CloseReason::ResetFailed),
+            let failed = self.reset_step(
+                "CustomizeConnection::on_check_in",
+                &"on_check_in",
+                id,
+                || customizer.on_check_in(&mut entry.conn),
+            );
+            if failed.is_some() {
+                return failed;
             }
         }
         if self.config.test_on_check_in {
-            let valid = self.hook("ManageConnection::is_valid", || {
-                self.manager.is_valid(&mut entry.conn).is_ok()
-            });
-            if valid != Some(true) {
-                Counters::bump(&self.counters.validation_failures);
+            if !self.check(&mut entry.conn) {
                 return Some(CloseReason::Broken);
             }
             entry.last_checked_ms = clock::now_ms();
         }
         None
+    }
+
+    /// One step of the reset on return: `Some` (close the connection) if it failed or
+    /// panicked.
+    fn reset_step<E: fmt::Display>(
+        &self,
+        hook: &'static str,
+        step: &dyn fmt::Display,
+        id: u64,
+        f: impl FnOnce() -> Result<(), E>,
+    ) -> Option<CloseReason> {
+        match self.hook(hook, f) {
+            Some(Ok(())) => None,
+            Some(Err(e)) => {
+                log::warn!(
+                    "pool '{}': {step} on return failed, closing connection {id}: {e}",
+                    self.config.name
+                );
+                Some(CloseReason::ResetFailed)
+            }
+            None => Some(CloseReason::ResetFailed), // logged by `hook`
+        }
+    }
+
+    /// `is_valid`, counting a failure (or a panic) in `validation_failures`.
+    fn check(&self, conn: &mut M::Connection) -> bool {
+        let valid = self.hook("ManageConnection::is_valid", || {
+            self.manager.is_valid(conn).is_ok()
+        });
+        if valid != Some(true) {
+            Counters::bump(&self.counters.validation_failures);
+        }
+        valid == Some(true)
     }
 
     /// What a return records beyond the fast path: the leak follow-up, the event.

@@ -145,6 +145,14 @@ fn build_fails_fast_with_the_connect_error() {
         other => panic!("expected Connect, got {other:?}"),
     }
     assert!(err.to_string().contains("connection refused"), "{err}");
+    // It gave up once a connection's first three attempts failed, none having
+    // succeeded ("consistently refuses"), and the driver's error is the source.
+    assert!(manager.script.connect_attempts.load(Ordering::SeqCst) >= 3);
+    let cause = std::error::Error::source(&err).expect("the driver's error");
+    assert!(
+        cause.downcast_ref::<common::FakeError>().is_some(),
+        "{cause:?}"
+    );
 }
 
 #[test]

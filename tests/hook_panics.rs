@@ -123,6 +123,17 @@ fn a_panic_in_any_borrow_or_return_hook_frees_the_slot() {
         if hook == "handle_acquire" {
             pool.get().unwrap().discard();
         }
+        // A hook that had the connection in hand may have left it half-changed: the
+        // pool closed it rather than hand it out again.
+        if matches!(hook, "is_valid" | "has_broken" | "reset" | "on_check_in") {
+            let closed = pool.stats().closed;
+            let expected = if hook == "reset" || hook == "on_check_in" {
+                CloseReason::ResetFailed
+            } else {
+                CloseReason::Broken
+            };
+            assert_eq!(closed.get(expected), 1, "{hook}: {closed:?}");
+        }
         assert_recovered(pool, &manager, 1);
         assert_eq!(
             manager.script.panics.lock().unwrap()[hook],

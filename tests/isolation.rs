@@ -112,28 +112,6 @@ fn build_tolerates_a_transient_failure_among_successes() {
 }
 
 #[test]
-fn build_fails_fast_with_the_drivers_error_when_the_backend_consistently_refuses() {
-    let manager = FakeManager::new();
-    manager.script.fail_connect.store(true, Ordering::SeqCst);
-    let started = Instant::now();
-    let err = Pool::builder()
-        .max_size(2)
-        .connection_timeout(Duration::from_secs(30))
-        .build(manager.clone())
-        .unwrap_err();
-    // Well before the 30 s timeout: after a connection's first three attempts.
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "{:?}",
-        started.elapsed()
-    );
-    assert!(matches!(err, Error::Connect(_)), "{err:?}");
-    assert!(manager.script.connect_attempts.load(Ordering::SeqCst) >= 3);
-    let cause = err.source().expect("the driver's error is the source");
-    assert!(cause.downcast_ref::<FakeError>().is_some(), "{cause:?}");
-}
-
-#[test]
 fn a_timeout_after_failed_connects_leads_to_the_drivers_error() {
     let manager = FakeManager::new();
     manager.script.fail_connect.store(true, Ordering::SeqCst);
