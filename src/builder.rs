@@ -37,6 +37,7 @@ pub(crate) struct Config<M: ManageConnection> {
     pub(crate) reset_on_return: ResetAction,
     pub(crate) leak_detection_threshold: Option<Duration>,
     pub(crate) max_waiters: Option<usize>,
+    pub(crate) circuit_breaker: bool,
     pub(crate) customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
     pub(crate) event_handler: Option<Box<dyn HandleEvent>>,
     pub(crate) thread_pool: Arc<ScheduledThreadPool>,
@@ -83,6 +84,7 @@ pub struct Builder<M: ManageConnection> {
     reset_on_return: ResetAction,
     leak_detection_threshold: Option<Duration>,
     max_waiters: Option<usize>,
+    circuit_breaker: bool,
     customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
     event_handler: Option<Box<dyn HandleEvent>>,
     thread_pool: Option<Arc<ScheduledThreadPool>>,
@@ -105,6 +107,7 @@ impl<M: ManageConnection> fmt::Debug for Builder<M> {
             .field("reset_on_return", &self.reset_on_return)
             .field("leak_detection_threshold", &self.leak_detection_threshold)
             .field("max_waiters", &self.max_waiters)
+            .field("circuit_breaker", &self.circuit_breaker)
             .field("customizer", &self.customizer)
             .field("event_handler", &self.event_handler)
             .finish_non_exhaustive()
@@ -128,6 +131,7 @@ impl<M: ManageConnection> Default for Builder<M> {
             reset_on_return: ResetAction::None,
             leak_detection_threshold: None,
             max_waiters: None,
+            circuit_breaker: true,
             customizer: None,
             event_handler: None,
             thread_pool: None,
@@ -251,6 +255,20 @@ impl<M: ManageConnection> Builder<M> {
         self
     }
 
+    /// Whether `get` fails at once with [`Error::Unavailable`] while the backend is
+    /// known to be down: three connects in a row failed and the pool has no open
+    /// connection. While it is down the pool probes it with one connect at a time
+    /// (backoff with jitter, at most a second apart) instead of retrying every
+    /// connection; the first success closes the breaker and refills `min_idle`.
+    /// Default: on. Thread-based services want it: without it, every request thread
+    /// blocks for the whole `connection_timeout` on a database that refuses in
+    /// microseconds, and the server's worker threads are all stuck at once. Off, `get`
+    /// waits its timeout as r2d2's does.
+    pub fn circuit_breaker(mut self, on: bool) -> Self {
+        self.circuit_breaker = on;
+        self
+    }
+
     /// Hooks run when connections are opened, returned and closed.
     pub fn connection_customizer(
         mut self,
@@ -357,6 +375,7 @@ impl<M: ManageConnection> Builder<M> {
             reset_on_return: self.reset_on_return,
             leak_detection_threshold: self.leak_detection_threshold,
             max_waiters: self.max_waiters,
+            circuit_breaker: self.circuit_breaker,
             customizer: self.customizer,
             event_handler: self.event_handler,
             thread_pool: self

@@ -9,8 +9,9 @@ pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong. Every variant's `Display` says what happened and what to look at.
 ///
-/// `source()` is the driver's error for [`Connect`](Error::Connect) and, when
-/// connecting is what failed, for [`Timeout`](Error::Timeout), so error chains
+/// `source()` is the driver's error for [`Connect`](Error::Connect) and
+/// [`Unavailable`](Error::Unavailable) and, when connecting is what failed, for
+/// [`Timeout`](Error::Timeout), so error chains
 /// (`anyhow`, `eyre`) reach it and `downcast_ref` finds the driver's type:
 ///
 /// ```
@@ -38,6 +39,15 @@ pub enum Error {
     Closed,
     /// Opening a connection failed.
     Connect(SharedError),
+    /// The backend is known to be down: every recent connect failed and the pool has
+    /// no open connection, so the borrow failed at once instead of waiting out its
+    /// timeout. See [`Builder::circuit_breaker`](crate::Builder::circuit_breaker).
+    Unavailable {
+        /// How long the backend has been down (since the breaker opened).
+        down_for: Duration,
+        /// The last connect error (also the error's `source()`).
+        last_error: Option<SharedError>,
+    },
     /// `max_waiters` threads were already waiting, so the borrow failed at once.
     TooManyWaiters {
         /// The configured limit.
@@ -72,6 +82,20 @@ impl fmt::Display for Error {
                 }
             }
             Error::Closed => f.write_str("the pool is closed"),
+            Error::Unavailable {
+                down_for,
+                last_error,
+            } => {
+                write!(
+                    f,
+                    "the backend is unavailable (every connect failed for {down_for:?}, \
+                     and no connection is open)"
+                )?;
+                match last_error {
+                    Some(e) => write!(f, "; the last connect attempt failed: {e}"),
+                    None => Ok(()),
+                }
+            }
             Error::Connect(e) => write!(f, "could not open a connection: {e}"),
             Error::TooManyWaiters { limit } => write!(
                 f,
@@ -89,6 +113,10 @@ impl std::error::Error for Error {
         let cause = match self {
             Error::Connect(e) => e,
             Error::Timeout {
+                last_error: Some(e),
+                ..
+            }
+            | Error::Unavailable {
                 last_error: Some(e),
                 ..
             } => e,

@@ -56,6 +56,8 @@ pub mod backends;
 #[cfg(not(loom))]
 pub mod bound;
 #[cfg(not(loom))]
+mod breaker;
+#[cfg(not(loom))]
 mod builder;
 #[cfg(not(loom))]
 mod clock;

@@ -25,6 +25,7 @@ use scheduled_thread_pool::JobHandle;
 
 use crate::affinity;
 use crate::bag::{self, Bag, Deadline, NO_HINT, Ticket, Turn, Wait};
+use crate::breaker::Breaker;
 use crate::builder::{Builder, Config};
 use crate::clock;
 use crate::connector::Connector;
@@ -119,6 +120,8 @@ pub(crate) struct Shared<M: ManageConnection> {
     last_error: Mutex<Option<SharedError>>,
     /// The highest attempt number (0-based) of any connect that failed, for `build`.
     last_failed_attempt: AtomicU32,
+    /// Fails borrows fast while the backend is down (module `breaker`).
+    breaker: Breaker,
     /// Bumped after every connect attempt; `build` waits on it.
     progress: Mutex<u64>,
     progress_cond: Condvar,
@@ -224,6 +227,7 @@ impl<M: ManageConnection> Pool<M> {
         }
         let size = config.max_size as usize;
         let connector = Connector::new(&config.name);
+        let breaker = Breaker::new(config.circuit_breaker);
         let shared = Arc::new_cyclic(|weak| Shared {
             id,
             bag: Bag::new(size, FAIR_AFTER),
@@ -235,6 +239,7 @@ impl<M: ManageConnection> Pool<M> {
             filling: Mutex::new(()),
             last_error: Mutex::new(None),
             last_failed_attempt: AtomicU32::new(0),
+            breaker,
             progress: Mutex::new(0),
             progress_cond: Condvar::new(),
             jobs: Mutex::new(Vec::new()),
@@ -386,7 +391,10 @@ impl<M: ManageConnection> Shared<M> {
     fn checkout_slow(&self, timeout: Duration) -> Result<Checkout<M::Connection>, Error> {
         let started = Instant::now();
         clock::tick();
-        let deadline = Deadline::after(timeout);
+        let timer = BorrowTimer {
+            deadline: Deadline::after(timeout),
+            shared: self,
+        };
         let mut turn = Turn::new(started);
         loop {
             if self.bag.is_closed() {
@@ -394,15 +402,19 @@ impl<M: ManageConnection> Shared<M> {
             }
             let ticket = match self.bag.try_take(NO_HINT, affinity::scan_start) {
                 Some(ticket) => ticket,
+                None if self.backend_down() => return Err(self.unavailable()),
                 None => {
-                    let outcome =
-                        self.bag
-                            .wait(&mut turn, &deadline, self.config.max_waiters, || {
-                                self.spawn_creators()
-                            });
+                    let outcome = self
+                        .bag
+                        .wait(&mut turn, &timer, self.config.max_waiters, || {
+                            self.spawn_creators()
+                        });
                     clock::tick();
                     match outcome {
                         Wait::Got(ticket) => ticket,
+                        Wait::TimedOut if self.backend_down() => {
+                            return Err(self.unavailable());
+                        }
                         Wait::TimedOut => return Err(self.timed_out(started)),
                         Wait::Closed => return Err(Error::Closed),
                         Wait::TooManyWaiters => {
@@ -419,6 +431,21 @@ impl<M: ManageConnection> Shared<M> {
             if let Some(checkout) = self.accept(ticket, waited) {
                 return Ok(checkout);
             }
+        }
+    }
+
+    /// Whether waiting could not help: the breaker is open (the backend refused every
+    /// recent connect) and the pool has no connection that could come back.
+    fn backend_down(&self) -> bool {
+        self.breaker.is_open() && self.connections_estimate() == 0
+    }
+
+    #[cold]
+    fn unavailable(&self) -> Error {
+        Counters::bump(&self.counters.unavailable);
+        Error::Unavailable {
+            down_for: self.breaker.open_for(clock::now_ms()).unwrap_or_default(),
+            last_error: self.last_error.lock().clone(),
         }
     }
 
@@ -761,6 +788,10 @@ impl<M: ManageConnection> Shared<M> {
     /// than connections are being opened, while there are empty slots. Threads never
     /// open connections themselves, so a burst of them cannot open one each.
     pub(crate) fn spawn_creators(&self) {
+        // While the backend is down, the breaker's probe is the only connect.
+        if self.breaker.is_open() {
+            return;
+        }
         loop {
             let pending = self.pending.load(Ordering::Acquire);
             if pending >= self.bag.waiters() || self.bag.is_closed() {
@@ -775,6 +806,9 @@ impl<M: ManageConnection> Shared<M> {
     /// Opens connections until `min_idle` are open or being opened. Linear in the
     /// pool's size: one count, then one pass claiming empty slots.
     pub(crate) fn fill_min_idle(&self) {
+        if self.breaker.is_open() {
+            return; // the probe's success refills
+        }
         let _filling = self.filling.lock();
         let open = (0..self.bag.len())
             .filter(|&i| self.bag.state(i) != bag::EMPTY)
@@ -788,7 +822,7 @@ impl<M: ManageConnection> Shared<M> {
                 return;
             };
             from = ticket.index() + 1;
-            self.schedule_connect(ticket, 0);
+            self.schedule_connect(ticket, 0, false);
             missing -= 1;
         }
     }
@@ -805,7 +839,7 @@ impl<M: ManageConnection> Shared<M> {
         }
         match self.bag.reserve_empty(0) {
             Some(ticket) => {
-                self.schedule_connect(ticket, 0);
+                self.schedule_connect(ticket, 0, false);
                 true
             }
             None => {
@@ -815,11 +849,13 @@ impl<M: ManageConnection> Shared<M> {
         }
     }
 
-    fn schedule_connect(&self, ticket: Ticket, attempt: u32) {
+    /// Schedules attempt `attempt` (0 = at once) to open a connection into the
+    /// `CONNECTING` slot `ticket` owns; `probe` if it is the breaker's probe.
+    fn schedule_connect(&self, ticket: Ticket, attempt: u32, probe: bool) {
         let weak = self.weak.clone();
         let job = move || {
             if let Some(shared) = weak.upgrade() {
-                shared.connect_job(ticket, attempt);
+                shared.connect_job(ticket, attempt, probe);
             }
         };
         if attempt == 0 {
@@ -828,19 +864,31 @@ impl<M: ManageConnection> Shared<M> {
             // The shared scheduler only waits out the backoff; the connect itself runs
             // on this pool's connector.
             let connector = self.connector.clone();
+            let seed = self.id ^ u64::from(attempt) << 48 ^ clock::now_ms();
             self.config
                 .thread_pool
-                .execute_after(backoff(attempt), move || connector.run(job));
+                .execute_after(backoff(attempt, seed), move || connector.run(job));
         }
     }
 
     /// Opens a connection into the `CONNECTING` slot `ticket` owns; on failure retries
-    /// with backoff while anyone still needs it.
-    fn connect_job(&self, ticket: Ticket, attempt: u32) {
+    /// with backoff while anyone still needs it, or, while the backend is down, as the
+    /// breaker's one probe.
+    fn connect_job(&self, ticket: Ticket, attempt: u32, probe: bool) {
         // Demand is checked again when the job runs, not only when it was queued: by
         // then connections opened earlier may have served the waiters (HikariCP does
-        // the same), so a burst of threads does not open a connection each.
-        if !self.still_needed() {
+        // the same), so a burst of threads does not open a connection each. The probe
+        // runs whatever the demand, so that the first borrow after the backend comes
+        // back finds a connection.
+        let wanted = if probe {
+            !self.bag.is_closed()
+        } else {
+            self.still_needed()
+        };
+        if !wanted {
+            if probe {
+                self.breaker.end_probe();
+            }
             return self.abandon_connect(ticket);
         }
         let started = Instant::now();
@@ -874,26 +922,60 @@ impl<M: ManageConnection> Shared<M> {
                 // ahead of `state()`.
                 Counters::bump(&self.counters.created);
                 self.pending.fetch_sub(1, Ordering::AcqRel);
+                if let Some(down_for) = self.breaker.succeeded(now) {
+                    log::info!(
+                        "pool '{}': the backend is back after {down_for:?} down",
+                        self.config.name
+                    );
+                }
                 self.note_progress();
                 self.spawn_creators();
+                self.refill_soon();
             }
-            Err(e) => {
-                Counters::bump(&self.counters.connect_failures);
+            Err(e) => self.connect_failed(ticket, attempt, probe, e),
+        }
+    }
+
+    fn connect_failed(&self, ticket: Ticket, attempt: u32, probe: bool, e: SharedError) {
+        Counters::bump(&self.counters.connect_failures);
+        let now = clock::tick();
+        let name = &self.config.name;
+        if self.breaker.failed(now) {
+            log::warn!(
+                "pool '{name}': the backend refused {} connects in a row, the last: {e}; \
+                 borrows fail at once while no connection is open, and one connect at \
+                 a time probes it",
+                self.breaker.failures()
+            );
+        } else if let Some(down_for) = self.breaker.open_for(now) {
+            if self.breaker.summary_due(now) {
                 log::warn!(
-                    "pool '{}': opening a connection failed (attempt {}): {e}",
-                    self.config.name,
-                    attempt + 1
+                    "pool '{name}': the backend is still unavailable after {down_for:?} \
+                     ({} connects failed), the last error: {e}",
+                    self.breaker.failures()
                 );
-                *self.last_error.lock() = Some(e);
-                self.last_failed_attempt
-                    .fetch_max(attempt.saturating_add(1), Ordering::AcqRel);
-                self.note_progress();
-                if self.still_needed() {
-                    self.schedule_connect(ticket, attempt.saturating_add(1));
-                } else {
-                    self.abandon_connect(ticket);
-                }
             }
+        } else {
+            log::warn!(
+                "pool '{name}': opening a connection failed (attempt {}): {e}",
+                attempt + 1
+            );
+        }
+        *self.last_error.lock() = Some(e);
+        self.last_failed_attempt
+            .fetch_max(attempt.saturating_add(1), Ordering::AcqRel);
+        self.note_progress();
+        let next = attempt.saturating_add(1);
+        if self.breaker.is_open() {
+            if probe || self.breaker.claim_probe() {
+                self.schedule_connect(ticket, next, true);
+            } else {
+                self.abandon_connect(ticket);
+            }
+        } else if self.still_needed() {
+            self.schedule_connect(ticket, next, false);
+        } else {
+            self.abandon_connect(ticket);
         }
     }
 
@@ -1031,6 +1113,24 @@ impl<M: ManageConnection> Drop for Shared<M> {
     }
 }
 
+/// A borrower's timer: its deadline, or the backend found down while it waits (the
+/// bag looks at least every `bag::RESCAN`), so that waiters learn of an outage as fast
+/// as new borrowers do.
+struct BorrowTimer<'a, M: ManageConnection> {
+    deadline: Deadline,
+    shared: &'a Shared<M>,
+}
+
+impl<M: ManageConnection> bag::Timer for BorrowTimer<'_, M> {
+    fn expired(&self) -> bool {
+        self.deadline.expired() || self.shared.backend_down()
+    }
+
+    fn park(&self) {
+        self.deadline.park();
+    }
+}
+
 /// How long a waiter may wait before returned connections are handed to it directly
 /// instead of being competed for (see `bag`). Long enough that short waits cost no
 /// context switch, short next to the waits r2d2's barging produces. Measured with
@@ -1045,9 +1145,13 @@ const FAIR_AFTER: Duration = Duration::from_millis(3);
 const BUILD_ATTEMPTS: u32 = 3;
 
 /// The delay before connect attempt `attempt` (1-based retries): 10 ms doubling up
-/// to 1 s.
-fn backoff(attempt: u32) -> Duration {
-    Duration::from_millis(10u64 << attempt.min(7)).min(Duration::from_secs(1))
+/// to [`PROBE_CAP`](crate::breaker::PROBE_CAP) (1 s), less a pseudo-random part of up
+/// to half of it from `seed`, so that pools (and a fleet's instances) that lost a
+/// backend together do not retry in step.
+fn backoff(attempt: u32, seed: u64) -> Duration {
+    let full = Duration::from_millis(10u64 << attempt.min(7)).min(crate::breaker::PROBE_CAP);
+    let ms = clock::millis(full);
+    Duration::from_millis(ms - splitmix(seed) % (ms / 2 + 1))
 }
 
 /// `lifetime` in milliseconds less a pseudo-random 0 to 2.5%, derived from `seed`.
@@ -1057,12 +1161,15 @@ pub(crate) fn lifetime_with_jitter(lifetime: Duration, seed: u64) -> u64 {
     if spread == 0 {
         return ms;
     }
-    // splitmix64: cheap and well spread for consecutive seeds.
+    ms - splitmix(seed) % (spread + 1)
+}
+
+/// splitmix64: cheap and well spread for consecutive seeds.
+fn splitmix(seed: u64) -> u64 {
     let mut x = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^= x >> 31;
-    ms - x % (spread + 1)
+    x ^ (x >> 31)
 }
 
 #[cfg(test)]
@@ -1086,9 +1193,18 @@ mod tests {
     }
 
     #[test]
-    fn backoff_grows_and_is_capped() {
-        assert_eq!(backoff(1), Duration::from_millis(20));
-        assert!(backoff(3) > backoff(2));
-        assert_eq!(backoff(30), Duration::from_secs(1));
+    fn backoff_grows_is_capped_and_jittered() {
+        for seed in 0..100 {
+            let first = backoff(1, seed);
+            assert!((10..=20).contains(&first.as_millis()), "{first:?}");
+            let late = backoff(30, seed);
+            assert!((500..=1000).contains(&late.as_millis()), "{late:?}");
+        }
+        let spread: std::collections::HashSet<_> = (0..100).map(|s| backoff(30, s)).collect();
+        assert!(
+            spread.len() > 50,
+            "jitter spreads retries: {}",
+            spread.len()
+        );
     }
 }

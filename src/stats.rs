@@ -142,6 +142,7 @@ pub(crate) struct Counters {
     pub(crate) waits: AtomicU64,
     pub(crate) timeouts: AtomicU64,
     pub(crate) rejected: AtomicU64,
+    pub(crate) unavailable: AtomicU64,
     pub(crate) created: AtomicU64,
     pub(crate) connect_failures: AtomicU64,
     pub(crate) closed: [AtomicU64; CloseReason::ALL.len()],
@@ -193,6 +194,9 @@ pub struct Stats {
     pub timeouts: u64,
     /// Borrows refused at once because `max_waiters` threads were waiting.
     pub rejected: u64,
+    /// Borrows that failed at once because the backend was down (the circuit breaker
+    /// was open and no connection was open).
+    pub unavailable: u64,
     /// Connections opened.
     pub connections_created: u64,
     /// Failed attempts to open a connection.
@@ -229,6 +233,7 @@ impl Counters {
             waits,
             timeouts: load(&self.timeouts),
             rejected: load(&self.rejected),
+            unavailable: load(&self.unavailable),
             connections_created: load(&self.created),
             connect_failures: load(&self.connect_failures),
             validation_failures: load(&self.validation_failures),

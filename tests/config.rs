@@ -27,6 +27,7 @@ keepalive_interval = "2m"
 reset_on_return = "rollback"
 leak_detection_threshold = "1m"
 max_waiters = 100
+circuit_breaker = false
 "#;
 
 fn builder_debug(config: &PoolsConfig, alias: &str) -> String {
@@ -58,6 +59,7 @@ fn every_setting_is_read() {
         "reset_on_return: Rollback",
         "leak_detection_threshold: Some(60s)",
         "max_waiters: Some(100)",
+        "circuit_breaker: false",
     ] {
         assert!(debug.contains(expected), "{expected} missing in {debug}");
     }

@@ -188,10 +188,13 @@ fn get_times_out_and_reports_how_long() {
 
 #[test]
 fn timeout_carries_the_last_connect_error() {
+    // Without the circuit breaker (with it, three refusals make `get` fail at once
+    // with `Unavailable`, tested in `isolation.rs`).
     let manager = FakeManager::new();
     let pool = Pool::builder()
         .max_size(1)
         .min_idle(Some(0))
+        .circuit_breaker(false)
         .build(manager.clone())
         .unwrap();
     manager.script.fail_connect.store(true, Ordering::SeqCst);

@@ -128,3 +128,111 @@ fn a_timeout_after_failed_connects_leads_to_the_drivers_error() {
     );
     assert!(Error::Closed.source().is_none());
 }
+
+/// A pool whose backend refuses every connect, with eight threads borrowing in a loop.
+fn hammer_a_dead_backend(breaker: bool) -> (Pool<FakeManager>, FakeManager) {
+    let manager = FakeManager::new();
+    manager.script.fail_connect.store(true, Ordering::SeqCst);
+    let pool = Pool::builder()
+        .max_size(8)
+        .min_idle(Some(4))
+        .circuit_breaker(breaker)
+        .build_unchecked(manager.clone());
+    (pool, manager)
+}
+
+#[test]
+fn while_the_backend_is_down_borrows_fail_at_once_and_connects_are_few() {
+    let (pool, manager) = hammer_a_dead_backend(true);
+    let script = &manager.script;
+    assert!(wait_until(SOON, || matches!(
+        pool.get_timeout(SOON),
+        Err(Error::Unavailable { .. })
+    )));
+    // Open: a borrow with a 10 s timeout fails in (well under) a second, and says why.
+    let started = Instant::now();
+    let err = pool.get_timeout(SOON).unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "{:?}",
+        started.elapsed()
+    );
+    let Error::Unavailable { last_error, .. } = &err else {
+        panic!("{err:?}");
+    };
+    assert!(last_error.is_some());
+    assert!(err.source().unwrap().downcast_ref::<FakeError>().is_some());
+    assert!(err.to_string().contains("unavailable"), "{err}");
+    // Eight threads borrowing flat out for 300 ms: only the one probe connects,
+    // at most a few times (its backoff starts at 10-20 ms and doubles).
+    let before = script.connect_attempts.load(Ordering::SeqCst);
+    let window = Duration::from_millis(300);
+    thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                let started = Instant::now();
+                while started.elapsed() < window {
+                    assert!(matches!(
+                        pool.get_timeout(SOON),
+                        Err(Error::Unavailable { .. })
+                    ));
+                }
+            });
+        }
+    });
+    let attempts = script.connect_attempts.load(Ordering::SeqCst) - before;
+    assert!(
+        attempts <= 8,
+        "{attempts} connects in {window:?} against a dead backend"
+    );
+    assert!(pool.stats().unavailable > 8);
+    // Back up: the probe gets through within its cap (1 s), and borrows succeed.
+    script.fail_connect.store(false, Ordering::SeqCst);
+    let back = Instant::now();
+    assert!(wait_until(SOON, || pool.get_timeout(SOON).is_ok()));
+    assert!(
+        back.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        back.elapsed()
+    );
+    assert!(
+        wait_until(SOON, || pool.state().connections >= 4),
+        "min_idle refilled after recovery: {:?}",
+        pool.state()
+    );
+}
+
+#[test]
+fn without_the_breaker_a_borrow_waits_its_timeout() {
+    let (pool, manager) = hammer_a_dead_backend(false);
+    assert!(wait_until(SOON, || {
+        manager.script.connect_attempts.load(Ordering::SeqCst) >= 10
+    }));
+    let started = Instant::now();
+    let err = pool.get_timeout(Duration::from_millis(50)).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(started.elapsed() >= Duration::from_millis(50));
+}
+
+#[test]
+fn a_pool_with_open_connections_still_waits_while_connects_fail() {
+    // The breaker only speaks when waiting cannot help: a borrowed connection will
+    // come back.
+    let manager = FakeManager::new();
+    let pool = Pool::builder()
+        .max_size(2)
+        .min_idle(Some(1))
+        .build(manager.clone())
+        .unwrap();
+    manager.script.fail_connect.store(true, Ordering::SeqCst);
+    let held = pool.get().unwrap();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| pool.get_timeout(SOON).map(|c| c.id));
+        assert!(wait_until(SOON, || {
+            manager.script.connect_attempts.load(Ordering::SeqCst) >= 4
+        }));
+        let id = held.id;
+        drop(held);
+        assert_eq!(waiter.join().unwrap().unwrap(), id);
+    });
+}

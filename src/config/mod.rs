@@ -226,6 +226,8 @@ pub struct PoolConfig {
     leak_detection_threshold: Option<Off<DurationSetting>>,
     #[serde(default)]
     max_waiters: Option<Off<usize>>,
+    #[serde(default)]
+    circuit_breaker: Option<bool>,
 }
 
 impl PoolConfig {
@@ -270,6 +272,9 @@ impl PoolConfig {
         }
         if let Some(v) = self.max_waiters {
             b = b.max_waiters(v.0);
+        }
+        if let Some(v) = self.circuit_breaker {
+            b = b.circuit_breaker(v);
         }
         b
     }
