@@ -43,6 +43,10 @@ struct Observed {
     unexpected: Mutex<Vec<String>>,
     /// Borrows that failed saying why no connection could be opened.
     get_errors_with_cause: AtomicUsize,
+    /// Borrows that failed at once with `Unavailable` (the breaker open), and the
+    /// slowest of them.
+    unavailable: AtomicUsize,
+    max_unavailable_us: AtomicU64,
     messages: Mutex<BTreeSet<String>>,
 }
 
@@ -83,8 +87,17 @@ fn worker<M: ManageConnection>(pool: Pool<M>, op: Op<M::Connection>, seen: Arc<O
                 }
             }
             Err(e) => {
+                if matches!(e, Error::Unavailable { .. }) {
+                    seen.unavailable.fetch_add(1, Ordering::SeqCst);
+                    seen.max_unavailable_us
+                        .fetch_max(started.elapsed().as_micros() as u64, Ordering::SeqCst);
+                }
                 match &e {
                     Error::Timeout {
+                        last_error: Some(_),
+                        ..
+                    }
+                    | Error::Unavailable {
                         last_error: Some(_),
                         ..
                     }
@@ -162,6 +175,7 @@ fn kill_under_load<M: ManageConnection>(
 
     // The server may be gone before `kill` returns (it waits until the process is).
     seen.phase.store(1, Ordering::SeqCst);
+    let failures_before = pool.stats().connect_failures;
     let killed_at = Instant::now();
     let outage = ctl.kill(server);
     support::wait_until(
@@ -178,10 +192,18 @@ fn kill_under_load<M: ManageConnection>(
         killed_at.elapsed() >= CONNECTION_TIMEOUT + Duration::from_millis(500)
     });
     let during_outage = (seen.ok(1), seen.errors(1));
+    let down_for = killed_at.elapsed();
+    let connects_while_down = pool.stats().connect_failures - failures_before;
 
     outage.restart();
     let restarted_at = Instant::now();
     seen.phase.store(2, Ordering::SeqCst);
+    support::wait_until(
+        &format!("{name}: a first borrow after the restart"),
+        RECOVERY,
+        || seen.ok(2) >= 1,
+    );
+    let first_ok = restarted_at.elapsed();
     support::wait_until(
         &format!("{name}: the pool recovers by itself"),
         RECOVERY,
@@ -204,7 +226,9 @@ fn kill_under_load<M: ManageConnection>(
     eprintln!(
         "{name}: before the kill {} ok; while down {} ok / {} errors; after the restart \
          {} ok / {} errors, recovered in {recovery:?}; slowest borrow {} ms, slowest query \
-         {} ms; at most {} connections; errors seen: {messages:#?}",
+         {} ms; at most {} connections; down {down_for:?}: {connects_while_down} failed \
+         connects, {} borrows failed at once as unavailable (slowest {} µs); first \
+         borrow {first_ok:?} after the restart; errors seen: {messages:#?}",
         seen.ok(0),
         during_outage.0,
         during_outage.1,
@@ -213,6 +237,20 @@ fn kill_under_load<M: ManageConnection>(
         seen.max_get_ms.load(Ordering::SeqCst),
         seen.max_op_ms.load(Ordering::SeqCst),
         max_connections.load(Ordering::SeqCst),
+        seen.unavailable.load(Ordering::SeqCst),
+        seen.max_unavailable_us.load(Ordering::SeqCst),
+    );
+    // The circuit breaker: against a refusing server the pool probes with one connect
+    // at a time (at most about one a second once the backoff reaches its cap).
+    assert!(
+        connects_while_down <= 40,
+        "{name}: {connects_while_down} connect attempts in {down_for:?} while down"
+    );
+    // The first borrow after the restart within the probe's backoff cap (1 s) plus
+    // the server's start-up and the machine's slack.
+    assert!(
+        first_ok <= Duration::from_secs(1) + MARGIN * 2,
+        "{name}: first borrow {first_ok:?} after the restart"
     );
 
     let unexpected = seen.unexpected.lock().unwrap();
