@@ -788,13 +788,12 @@ impl<M: ManageConnection> Shared<M> {
     /// than connections are being opened, while there are empty slots. Threads never
     /// open connections themselves, so a burst of them cannot open one each.
     pub(crate) fn spawn_creators(&self) {
-        // While the backend is down, the breaker's probe is the only connect.
-        if self.breaker.is_open() {
-            return;
-        }
         loop {
+            // While the backend is down, the breaker's probe is the only connect.
+            // Checked on every round: a connect that fails at once frees `pending`
+            // again before this loop looks.
             let pending = self.pending.load(Ordering::Acquire);
-            if pending >= self.bag.waiters() || self.bag.is_closed() {
+            if pending >= self.bag.waiters() || self.bag.is_closed() || self.breaker.is_open() {
                 return;
             }
             if !self.start_connect(pending) {

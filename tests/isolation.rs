@@ -236,3 +236,53 @@ fn a_pool_with_open_connections_still_waits_while_connects_fail() {
         assert_eq!(waiter.join().unwrap().unwrap(), id);
     });
 }
+
+#[test]
+fn a_backend_that_dies_under_load_is_probed_not_hammered() {
+    // Connections open and in use when the backend starts refusing: each borrower
+    // finds its connection dead, and each close asks for a replacement.
+    let manager = FakeManager::new();
+    let pool = Pool::builder()
+        .max_size(8)
+        .min_idle(Some(2))
+        .connection_timeout(Duration::from_secs(1))
+        .validation_bypass(Duration::ZERO)
+        .build(manager.clone())
+        .unwrap();
+    let script = &manager.script;
+    let window = Duration::from_millis(300);
+    let before = std::sync::atomic::AtomicU64::new(0);
+    let dead_at = std::sync::OnceLock::new();
+    thread::scope(|s| {
+        for _ in 0..16 {
+            s.spawn(|| {
+                let started = Instant::now();
+                while dead_at
+                    .get()
+                    .is_none_or(|at: &Instant| at.elapsed() < window)
+                {
+                    if pool.get().is_err() {
+                        thread::yield_now();
+                    }
+                    assert!(started.elapsed() < SOON);
+                }
+            });
+        }
+        assert!(wait_until(SOON, || pool.stats().borrows > 1000));
+        before.store(
+            script.connect_attempts.load(Ordering::SeqCst),
+            Ordering::SeqCst,
+        );
+        script.fail_connect.store(true, Ordering::SeqCst);
+        script.fail_valid.store(true, Ordering::SeqCst);
+        dead_at.set(Instant::now()).unwrap();
+    });
+    let attempts = script.connect_attempts.load(Ordering::SeqCst) - before.into_inner();
+    // Up to one or two per slot before the breaker opens, then the probe's few (its
+    // backoff starts at 10-20 ms and doubles). Looping on failed connects (0.1's
+    // `spawn_creators` could) makes hundreds.
+    assert!(
+        attempts <= 24,
+        "{attempts} connects in {window:?} against a dead backend"
+    );
+}
