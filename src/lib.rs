@@ -37,8 +37,12 @@
 //! an atomic state. A thread remembers the slot it used last and takes it back with one
 //! compare-and-swap; a miss scans the other slots; only when every slot is busy does the
 //! thread queue up and park, and then returned connections are handed to waiters in
-//! arrival order. Connections are opened, checked and retired by jobs on a background
-//! scheduler shared by all pools. See the module docs of `bag` and `pool` in the source
+//! arrival order. Connections are opened, checked and retired in the background: one
+//! scheduler shared by all pools decides when, and each pool's own connector threads do
+//! the blocking work, so a hung server holds up only its own pool. While a backend
+//! refuses every connect, borrows fail at once with [`Error::Unavailable`] instead of
+//! waiting out their timeout. A panic in a manager, customizer or event handler is
+//! caught where it happens and costs only that call. See the module docs of `bag` and `pool` in the source
 //! for the algorithm and its proofs (loom models in `tests/loom.rs`).
 //!
 //! For services: [`Pool::bind`] binds a connection to the calling thread so helpers

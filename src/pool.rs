@@ -13,6 +13,12 @@
 //! Every call into user code goes through [`Shared::hook`] (see `hook`): a panic is
 //! caught where it happens and the call counts as failed, so no unwinding ever passes
 //! through code that owns a slot, and the slot is freed the ordinary way.
+//!
+//! Connects run on the pool's own connector threads (`connector`), scheduled on
+//! demand (more waiters than connects under way), to refill `min_idle` as soon as a
+//! connection is closed, and as retries with jittered backoff. While the circuit
+//! breaker (`breaker`) is open, none of those start: one probe connect at a time runs,
+//! and a borrow that finds no open connection fails at once.
 
 use std::fmt;
 use std::ptr::NonNull;
