@@ -45,11 +45,15 @@
 //! **Passing the baton.** A woken competitor takes whichever slot it finds first, which
 //! need not be the one published for it: two givers returning at once can each see the
 //! other's slot taken and leave the rest to the woken waiter. So a waiter that takes a
-//! slot, while others still wait and a slot is still idle, wakes the next waiter to
-//! compete. The woken waiter read its cell after the slot was published for it, so it
-//! sees that slot idle (or taken since); waiters queued after that publish see it in
-//! their own re-check. A competitor that finds nothing goes back into the queue in its
-//! old place (ordered by when it started to wait), with the same register-then-re-check.
+//! slot, while others still wait and more slots are idle than woken competitors are
+//! still on their way (`competing`, counted down by each as it starts to look), wakes
+//! the next waiter to compete. The woken waiter read its cell after the slot was
+//! published for it, so it sees that slot idle (or taken since); waiters queued after
+//! that publish see it in their own re-check. Each competitor on its way takes a slot
+//! and passes the baton in turn, or finds none idle; so counting them keeps the baton
+//! from waking a waiter for a slot that is about to be taken. A competitor that finds
+//! nothing goes back into the queue in its old place (ordered by when it started to
+//! wait), with the same register-then-re-check.
 //!
 //! **A bounded park, as a backstop.** A waiter never parks for more than [`RESCAN`]: it
 //! wakes, looks at the slots (loads only) and parks again. Any wake-up that a future
@@ -317,6 +321,9 @@ pub struct Bag<T, X = ()> {
     /// See [`Signal`].
     signal: CachePadded<AtomicUsize>,
     queue: Mutex<Queue>,
+    /// Waiters woken to compete that have not looked at the slots yet (see
+    /// `take_as_waiter`).
+    competing: AtomicUsize,
     /// How long the oldest waiter may wait before returns are handed to it rather
     /// than competed for.
     fair_after: Duration,
@@ -352,6 +359,7 @@ impl<T, X: Default> Bag<T, X> {
             slots,
             signal: CachePadded::new(AtomicUsize::new(0)),
             queue: Mutex::new(Queue::default()),
+            competing: AtomicUsize::new(0),
             fair_after,
             #[cfg(loom)]
             heavies: AtomicUsize::new(0),
@@ -549,7 +557,7 @@ impl<T, X> Bag<T, X> {
             // see it in their own re-check. Under the lock, so a `close` either saw it
             // idle in its sweep or happened before this hand-off looked at the queue.
             slot.state.store(IDLE, Ordering::Release);
-            waiter.wake(WOKEN_COMPETE);
+            self.wake_to_compete(&waiter);
         }
         drop(queue);
         waiter.thread.unpark();
@@ -604,10 +612,14 @@ impl<T, X> Bag<T, X> {
                 match waiter.cell.load(Ordering::Acquire) {
                     WAITING => {}
                     WOKEN_CLOSED => return Wait::Closed,
-                    WOKEN_COMPETE => match self.take_as_waiter() {
-                        Some(ticket) => return Wait::Got(ticket),
-                        None => continue 'queue,
-                    },
+                    WOKEN_COMPETE => {
+                        // Looking now: no longer a competitor on its way.
+                        self.competing.fetch_sub(1, Ordering::SeqCst);
+                        match self.take_as_waiter() {
+                            Some(ticket) => return Wait::Got(ticket),
+                            None => continue 'queue,
+                        }
+                    }
                     index => return Wait::Got(Ticket(index)),
                 }
                 if timer.expired() {
@@ -678,17 +690,34 @@ impl<T, X> Bag<T, X> {
 
     /// Takes a slot for a thread that was queued, and if others still wait while a
     /// slot is idle, wakes the next one to compete (the baton, module docs).
+    ///
+    /// Only idle slots beyond the competitors already woken and not yet looking
+    /// (`competing`) need a new one: each of those takes one, or passes the baton in
+    /// turn, or finds none idle. Without that count every taker would wake a waiter
+    /// for a slot that a competitor on its way is about to take.
     fn take_as_waiter(&self) -> Option<Ticket> {
         let ticket = self.scan(0, IDLE, IN_USE)?;
-        if self.waiters() != 0 && self.any_idle() {
+        fence(Ordering::SeqCst);
+        if self.waiters() != 0 && self.idle_slots() > self.competing.load(Ordering::SeqCst) {
             let mut queue = self.queue.lock();
             if let Some(next) = self.pop(&mut queue) {
-                next.wake(WOKEN_COMPETE);
+                self.wake_to_compete(&next);
                 drop(queue);
                 next.thread.unpark();
             }
         }
         Some(ticket)
+    }
+
+    /// Sets a popped waiter's cell to "compete" and counts it in `competing` until it
+    /// looks at the slots (under the queue lock).
+    fn wake_to_compete(&self, waiter: &Waiter) {
+        self.competing.fetch_add(1, Ordering::SeqCst);
+        waiter.wake(WOKEN_COMPETE);
+    }
+
+    fn idle_slots(&self) -> usize {
+        self.slots.iter().filter(|slot| slot.is_idle()).count()
     }
 
     /// Removes `waiter` from the queue; false if it was already popped (its cell is

@@ -120,8 +120,10 @@ fn use_it(bag: &Bag<u32>, ticket: &Ticket) {
 /// is idle): a woken keeper takes the slot a giver published, that giver's take-back
 /// fails, and the second waiter parks for ever beside the slot published for the
 /// first. Passing the baton was missing in 0.1; this model finds that as a deadlock.
-/// It also trips the `FENCED` premise assertion if `register` sets `FENCED` before its
-/// heavy barrier has returned (0.1 did).
+/// It also deadlocks if a woken competitor leaves `competing` only after its look at
+/// the slots (or never): then a taker counts it as still on its way and passes no
+/// baton. And it trips the `FENCED` premise assertion if `register` sets `FENCED`
+/// before its heavy barrier has returned (0.1 did).
 #[test]
 fn two_givers_and_two_keepers_strand_nobody() {
     for fair_after in [COMPETE, HAND_OFF] {
