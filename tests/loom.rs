@@ -5,11 +5,12 @@
 //! a close racing a hand-off with waiters queued.
 //!
 //! Run with `RUSTFLAGS="--cfg loom" cargo test --release --test loom` (`scripts/test`
-//! does; about a minute). Each model sets its own preemption bound: 3, or 2 for the
-//! two four-thread models with the most interleavings (at 3 each takes over ten
-//! minutes; the failures their docs name are all found within 2). Loom reports a lost
-//! wake-up as a deadlock: every thread parked, none runnable. The bag's bounded park
-//! (`RESCAN`) would hide one, so the models' timers park without a timeout.
+//! does; under a minute). Each model sets its own preemption bound: 3, or 2 for the
+//! two four-thread models with the most interleavings (at 3 the two-givers model ran
+//! for over ten minutes without finishing; the failures their docs name are all found
+//! within 2). Loom reports a lost wake-up as a deadlock: every thread parked, none
+//! runnable. The bag's bounded park (`RESCAN`) would hide one, so the models' timers
+//! park without a timeout.
 //!
 //! Every barrier is a `SeqCst` fence under loom; see `src/bag.rs` for what that covers
 //! and how the case loom cannot model (a waiter relying on another's `membarrier`) is
