@@ -248,3 +248,50 @@ fn detach_takes_the_connection_out_of_the_pool() {
     let one: Option<u32> = again.query_first("SELECT 1").unwrap();
     assert_eq!(one, Some(1));
 }
+
+#[test]
+fn every_connection_has_connect_read_and_write_timeouts_by_default() {
+    use stickypool::backends::mysql::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_IO_TIMEOUT};
+    // No server needed: the options are checked, not used.
+    let manager = MysqlManager::from_url("mysql://app:secret@127.0.0.1:3306/app").unwrap();
+    let opts = manager.opts();
+    assert_eq!(
+        opts.get_tcp_connect_timeout(),
+        Some(DEFAULT_CONNECT_TIMEOUT)
+    );
+    assert_eq!(opts.get_read_timeout(), Some(&DEFAULT_IO_TIMEOUT));
+    assert_eq!(opts.get_write_timeout(), Some(&DEFAULT_IO_TIMEOUT));
+    // What the URL sets is kept; the builder methods change or remove each.
+    let manager =
+        MysqlManager::from_url("mysql://app:secret@127.0.0.1:3306/app?tcp_connect_timeout_ms=2000")
+            .unwrap()
+            .read_timeout(Duration::from_secs(5))
+            .write_timeout(None);
+    let opts = manager.opts();
+    assert_eq!(opts.get_tcp_connect_timeout(), Some(Duration::from_secs(2)));
+    assert_eq!(opts.get_read_timeout(), Some(&Duration::from_secs(5)));
+    assert_eq!(opts.get_write_timeout(), None);
+    let debug = format!("{manager:?}");
+    assert!(debug.contains("read_timeout: Some(5s)"), "{debug}");
+    assert!(!debug.contains("secret"), "{debug}");
+}
+
+#[cfg(feature = "config")]
+#[test]
+fn timeouts_from_a_config_file_reach_the_manager() {
+    let Some(url) = support::mysql_url("timeouts_from_a_config_file_reach_the_manager") else {
+        return;
+    };
+    let toml = format!(
+        "[pools.db]\nbackend = \"mysql\"\nurl = \"{url}\"\nmax_size = 1\n\
+         connect_timeout = \"3s\"\nread_timeout = \"7s\"\nwrite_timeout = \"off\"\n"
+    );
+    let pools = stickypool::Pools::from_toml_str(&toml).expect("pools build");
+    let pool = pools.mysql("db").unwrap();
+    let opts = pool.manager().opts();
+    assert_eq!(opts.get_tcp_connect_timeout(), Some(Duration::from_secs(3)));
+    assert_eq!(opts.get_read_timeout(), Some(&Duration::from_secs(7)));
+    assert_eq!(opts.get_write_timeout(), None);
+    let one: Option<u32> = pool.get().unwrap().query_first("SELECT 1").unwrap();
+    assert_eq!(one, Some(1));
+}

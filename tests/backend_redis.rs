@@ -472,3 +472,24 @@ fn cluster_detach() {
     set(&mut raw, &key, "v");
     assert_eq!(get(&mut raw, &key).as_deref(), Some("v"));
 }
+
+#[test]
+fn connections_have_connect_and_response_timeouts_by_default() {
+    use stickypool::backends::redis::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT};
+    // No server needed: only the settings are checked.
+    let manager = RedisManager::new("redis://:secret@127.0.0.1:6379/0").unwrap();
+    let debug = format!("{manager:?}");
+    assert!(
+        debug.contains(&format!(
+            "connect_timeout: Some({DEFAULT_CONNECT_TIMEOUT:?})"
+        )) && debug.contains(&format!(
+            "response_timeout: Some({DEFAULT_RESPONSE_TIMEOUT:?})"
+        )),
+        "{debug}"
+    );
+    let blocking = RedisManager::new("redis://127.0.0.1:6379/0")
+        .unwrap()
+        .response_timeout(None);
+    assert!(format!("{blocking:?}").contains("response_timeout: None"));
+    assert!(!debug.contains("secret"), "{debug}");
+}

@@ -188,8 +188,20 @@ fn keys_of_another_backend_are_errors() {
     )
     .unwrap_err();
     assert!(
+        err.to_string().contains(
+            "`response_timeout` is not a setting of backend \"mysql\" (its keys: url, \
+                 connect_timeout, read_timeout, write_timeout)"
+        ),
+        "{err}"
+    );
+
+    let err = Pools::from_toml_str(
+        "[pools.main]\nbackend = \"redis\"\nurl = \"redis://h/\"\nread_timeout = \"1s\"\n",
+    )
+    .unwrap_err();
+    assert!(
         err.to_string()
-            .contains("`response_timeout` is not a setting of backend \"mysql\" (its keys: url)"),
+            .contains("`read_timeout` is not a setting of backend \"redis\""),
         "{err}"
     );
 

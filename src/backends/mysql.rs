@@ -50,10 +50,29 @@
 //! password, so do not log a connection (or a pooled guard, whose `Debug` shows its
 //! connection) with `{:?}`.
 //!
-//! The driver's defaults have no connect, read or write timeout: a server that stops
-//! answering without closing its sockets blocks the calling thread until the operating
-//! system gives up. Set `tcp_connect_timeout`, `read_timeout` and `write_timeout` in
-//! production.
+//! The driver's own defaults have no connect, read or write timeout: a server that
+//! stops answering without closing its sockets would block the calling thread until
+//! the operating system gives up. So `MysqlManager` fills in what the options leave
+//! unset: [`DEFAULT_CONNECT_TIMEOUT`] (10 s) to connect and [`DEFAULT_IO_TIMEOUT`]
+//! (60 s) for each read and write, which also bounds the borrow-time check and the
+//! keepalive ping. Change them with [`MysqlManager::connect_timeout`],
+//! [`read_timeout`](MysqlManager::read_timeout) and
+//! [`write_timeout`](MysqlManager::write_timeout) (`None` turns one off, for queries
+//! that legitimately run longer), or in a config file with the `connect_timeout`,
+//! `read_timeout` and `write_timeout` keys.
+//!
+//! ```
+//! use std::time::Duration;
+//! use stickypool::backends::mysql::{DEFAULT_IO_TIMEOUT, MysqlManager};
+//!
+//! let manager = MysqlManager::from_url("mysql://app:secret@127.0.0.1:3306/app")?;
+//! assert_eq!(manager.opts().get_read_timeout(), Some(&DEFAULT_IO_TIMEOUT));
+//! let reports = MysqlManager::from_url("mysql://app:secret@127.0.0.1:3306/app")?
+//!     .read_timeout(Duration::from_secs(600))
+//!     .write_timeout(None);
+//! assert_eq!(reports.opts().get_write_timeout(), None);
+//! # Ok::<(), mysql::Error>(())
+//! ```
 //!
 //! # What the hooks do
 //!
@@ -105,6 +124,7 @@
 //! itself with [`PooledConnection::discard`](crate::PooledConnection::discard).
 
 use std::fmt;
+use std::time::Duration;
 
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder};
@@ -119,11 +139,54 @@ pub struct MysqlManager {
     opts: Opts,
 }
 
+/// The connect timeout a [`MysqlManager`] uses when its options set none.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The read and write timeout a [`MysqlManager`] uses when its options set none.
+pub const DEFAULT_IO_TIMEOUT: Duration = Duration::from_secs(60);
+
 impl MysqlManager {
     /// A manager connecting with these options: an [`Opts`], or an [`OptsBuilder`]
     /// carrying TLS ([`SslOpts`](mysql::SslOpts)), timeouts and init statements.
+    /// Timeouts the options leave unset get the defaults (module docs).
     pub fn new(opts: impl Into<Opts>) -> MysqlManager {
-        MysqlManager { opts: opts.into() }
+        let opts: Opts = opts.into();
+        let mut with_defaults = OptsBuilder::from_opts(opts.clone());
+        if opts.get_tcp_connect_timeout().is_none() {
+            with_defaults = with_defaults.tcp_connect_timeout(Some(DEFAULT_CONNECT_TIMEOUT));
+        }
+        if opts.get_read_timeout().is_none() {
+            with_defaults = with_defaults.read_timeout(Some(DEFAULT_IO_TIMEOUT));
+        }
+        if opts.get_write_timeout().is_none() {
+            with_defaults = with_defaults.write_timeout(Some(DEFAULT_IO_TIMEOUT));
+        }
+        MysqlManager {
+            opts: with_defaults.into(),
+        }
+    }
+
+    /// How long opening a TCP connection may take; `None` for the operating system's
+    /// limit.
+    pub fn connect_timeout(self, timeout: impl Into<Option<Duration>>) -> MysqlManager {
+        self.with(|b| b.tcp_connect_timeout(timeout.into()))
+    }
+
+    /// How long one read from the server may block (a query's reply, a ping); `None`
+    /// for no limit.
+    pub fn read_timeout(self, timeout: impl Into<Option<Duration>>) -> MysqlManager {
+        self.with(|b| b.read_timeout(timeout.into()))
+    }
+
+    /// How long one write to the server may block; `None` for no limit.
+    pub fn write_timeout(self, timeout: impl Into<Option<Duration>>) -> MysqlManager {
+        self.with(|b| b.write_timeout(timeout.into()))
+    }
+
+    fn with(self, change: impl FnOnce(OptsBuilder) -> OptsBuilder) -> MysqlManager {
+        MysqlManager {
+            opts: change(OptsBuilder::from_opts(self.opts)).into(),
+        }
     }
 
     /// A manager connecting to a URL such as
@@ -166,6 +229,9 @@ impl fmt::Debug for MysqlManager {
             .field("password", &o.get_pass().map(|_| "<redacted>"))
             .field("db_name", &o.get_db_name())
             .field("tls", &o.get_ssl_opts().is_some())
+            .field("connect_timeout", &o.get_tcp_connect_timeout())
+            .field("read_timeout", &o.get_read_timeout())
+            .field("write_timeout", &o.get_write_timeout())
             .finish_non_exhaustive()
     }
 }

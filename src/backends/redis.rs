@@ -114,6 +114,12 @@ use redis::{
 
 use crate::manager::{ManageConnection, ResetAction};
 
+/// The connect timeout of a [`RedisManager`] unless set.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The response timeout of a [`RedisManager`] unless set.
+pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// A [`ManageConnection`] for one Redis server ([`redis::Connection`]).
 ///
 /// See the [module documentation](self) for an example and for what each hook does.
@@ -139,25 +145,28 @@ impl RedisManager {
     pub fn from_client(client: Client) -> RedisManager {
         RedisManager {
             client,
-            connect_timeout: None,
-            response_timeout: None,
+            connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
+            response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
         }
     }
 
-    /// Bounds how long opening a connection may take. Without it the operating system's
-    /// TCP connect timeout applies, which can be minutes for a host that drops packets.
-    pub fn connect_timeout(mut self, timeout: Duration) -> RedisManager {
-        self.connect_timeout = Some(timeout);
+    /// Bounds how long opening a connection may take. Default:
+    /// [`DEFAULT_CONNECT_TIMEOUT`] (10 s). `None` leaves it to the operating system's
+    /// TCP connect timeout, which can be minutes for a host that drops packets.
+    pub fn connect_timeout(mut self, timeout: impl Into<Option<Duration>>) -> RedisManager {
+        self.connect_timeout = timeout.into();
         self
     }
 
     /// Bounds how long a command may wait for its reply (and for its request to be
-    /// written), on every connection this manager opens. Without it a server that stops
-    /// answering without closing the socket blocks the caller forever.
+    /// written), on every connection this manager opens; it also bounds the borrow-time
+    /// `PING` and the keepalive. Default: [`DEFAULT_RESPONSE_TIMEOUT`] (60 s). `None`
+    /// waits for ever, which blocking commands (`BLPOP key 0`) need; then a server that
+    /// stops answering without closing the socket blocks the caller for ever too.
     ///
     /// A zero duration is rejected by the driver when connecting.
-    pub fn response_timeout(mut self, timeout: Duration) -> RedisManager {
-        self.response_timeout = Some(timeout);
+    pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> RedisManager {
+        self.response_timeout = timeout.into();
         self
     }
 

@@ -15,17 +15,19 @@ impl PoolConfig {
 
     /// Checks that the backend's keys are there and no other backend's are.
     fn check_keys(&self, alias: &str) -> Result<(), ConfigError> {
-        let given: [(&'static str, bool); 7] = [
+        let given: [(&'static str, bool); 9] = [
             ("url", self.url.is_some()),
             ("connect_timeout", self.connect_timeout.is_some()),
             ("response_timeout", self.response_timeout.is_some()),
+            ("read_timeout", self.read_timeout.is_some()),
+            ("write_timeout", self.write_timeout.is_some()),
             ("urls", self.urls.is_some()),
             ("path", self.path.is_some()),
             ("memory", self.memory.is_some()),
             ("init", self.init.is_some()),
         ];
         let allowed: &[&str] = match self.backend {
-            Backend::Mysql => &["url"],
+            Backend::Mysql => &["url", "connect_timeout", "read_timeout", "write_timeout"],
             Backend::Redis => &["url", "connect_timeout", "response_timeout"],
             Backend::RedisCluster => &["urls", "connect_timeout", "response_timeout"],
             Backend::Sqlite => &["path", "memory", "init"],
@@ -123,8 +125,17 @@ impl PoolConfig {
                 #[cfg(feature = "mysql")]
                 {
                     use crate::backends::mysql::MysqlManager;
-                    let manager = MysqlManager::from_url(&url(secrets)?)
+                    let mut manager = MysqlManager::from_url(&url(secrets)?)
                         .map_err(|e| failed(format!("invalid `url`: {e}")))?;
+                    if let Some(t) = self.connect_timeout {
+                        manager = manager.connect_timeout(t.0);
+                    }
+                    if let Some(t) = self.read_timeout {
+                        manager = manager.read_timeout(t.duration());
+                    }
+                    if let Some(t) = self.write_timeout {
+                        manager = manager.write_timeout(t.duration());
+                    }
                     let pool = self
                         .builder(alias)
                         .build(manager)

@@ -53,7 +53,7 @@
 //!
 //! | Backend | Keys |
 //! |---|---|
-//! | `mysql` | `url` (`mysql://user:password@host:port/db?options`; timeouts as URL options, e.g. `?tcp_connect_timeout_ms=2000`) |
+//! | `mysql` | `url` (`mysql://user:password@host:port/db?options`); optional `connect_timeout` (duration, default 10 s), `read_timeout` and `write_timeout` (duration or `"off"`, default 60 s) |
 //! | `redis` | `url` (`redis://[user][:password@]host[:port][/db]`, `rediss://`, `redis+unix://`); optional `connect_timeout`, `response_timeout` (durations) |
 //! | `redis-cluster` | `urls = ["redis://node1:6379", ...]`; optional `connect_timeout`, `response_timeout` |
 //! | `sqlite` | `path = "file.db"` (relative to the working directory) or `memory = true`; optional `init` (SQL run on every new connection) |
@@ -192,12 +192,18 @@ pub struct PoolConfig {
     /// SQL run on every new connection (`sqlite`).
     #[serde(default)]
     pub init: Option<String>,
-    /// Bound on opening a connection (`redis`, `redis-cluster`).
+    /// Bound on opening a connection (`mysql`, `redis`, `redis-cluster`).
     #[serde(default)]
     connect_timeout: Option<DurationSetting>,
     /// Bound on each command's reply (`redis`, `redis-cluster`).
     #[serde(default)]
     response_timeout: Option<DurationSetting>,
+    /// Bound on each read from the server, or `"off"` (`mysql`).
+    #[serde(default)]
+    read_timeout: Option<Off<DurationSetting>>,
+    /// Bound on each write to the server, or `"off"` (`mysql`).
+    #[serde(default)]
+    write_timeout: Option<Off<DurationSetting>>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
