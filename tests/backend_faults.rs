@@ -500,3 +500,98 @@ mod mysql_faults {
         }
     }
 }
+
+/// A hung server (SIGSTOP: it accepts TCP connections and answers nothing) stalls only
+/// its own pool: borrowers of that pool get an answer within their timeout plus the
+/// driver's read timeout, and a pool on another server builds, serves and keeps its
+/// housekeeping schedule meanwhile.
+#[cfg(all(feature = "mysql", feature = "redis"))]
+#[test]
+fn a_hung_mysql_server_stalls_only_its_own_pool() {
+    use mysql::prelude::Queryable;
+    use stickypool::CloseReason;
+    use stickypool::backends::mysql::MysqlManager;
+    use stickypool::backends::redis::RedisManager;
+
+    let test = "a_hung_mysql_server_stalls_only_its_own_pool";
+    let (Some(mysql_url), Some(redis_url), Some(ctl)) = (
+        support::mysql_url(test),
+        support::redis_url(test),
+        ServerCtl::from_env(test),
+    ) else {
+        return;
+    };
+    let _mysql = support::lock(Server::Mysql);
+    let _redis = support::lock(Server::Redis);
+    let io = Duration::from_secs(1);
+    let hung = Pool::builder()
+        .max_size(4)
+        .min_idle(Some(4))
+        .connection_timeout(CONNECTION_TIMEOUT)
+        .validation_bypass(Duration::ZERO)
+        .build(
+            MysqlManager::from_url(&mysql_url)
+                .unwrap()
+                .connect_timeout(io)
+                .read_timeout(io)
+                .write_timeout(io),
+        )
+        .expect("builds while the server answers");
+    let paused = ctl.pause(Server::Mysql);
+    let stop = AtomicBool::new(false);
+    let slowest_ms = AtomicU64::new(0);
+    std::thread::scope(|s| {
+        for _ in 0..6 {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let started = Instant::now();
+                    if let Ok(mut conn) = hung.get() {
+                        let _ = conn.query_drop("SELECT 1");
+                    }
+                    slowest_ms.fetch_max(started.elapsed().as_millis() as u64, Ordering::SeqCst);
+                }
+            });
+        }
+        // Meanwhile a Redis pool builds, serves, and its reap retires connections on
+        // schedule (max lifetime 50 ms, reaped every 10 ms).
+        let started = Instant::now();
+        let healthy = Pool::builder()
+            .max_size(2)
+            .min_idle(Some(2))
+            .connection_timeout(Duration::from_secs(5))
+            .max_lifetime(Some(Duration::from_millis(50)))
+            .reap_interval(Duration::from_millis(10))
+            .build(RedisManager::new(redis_url.as_str()).unwrap())
+            .expect("a healthy pool builds while another server hangs");
+        let built = started.elapsed();
+        support::wait_until("the healthy pool's reap runs", RECOVERY, || {
+            healthy.stats().closed.get(CloseReason::Lifetime) >= 4
+        });
+        let pong: String = redis::cmd("PING")
+            .query(&mut *healthy.get().unwrap())
+            .unwrap();
+        assert_eq!(pong, "PONG");
+        eprintln!("{test}: the healthy pool built in {built:?} while MariaDB hung");
+        assert!(built < Duration::from_secs(2), "built in {built:?}");
+        // Let the hung pool's borrowers run into the hang for a while.
+        support::wait_until("borrowers ran into the hang", RECOVERY, || {
+            started.elapsed() > CONNECTION_TIMEOUT + io * 2
+        });
+        stop.store(true, Ordering::SeqCst);
+    });
+    let slowest = Duration::from_millis(slowest_ms.load(Ordering::SeqCst));
+    eprintln!("{test}: slowest borrow and query on the hung pool {slowest:?}");
+    // The borrow timeout, a borrow-time ping and a query, each bounded by the read
+    // timeout, and the close of a dead connection (write timeout).
+    assert!(
+        slowest <= CONNECTION_TIMEOUT + io * 3 + MARGIN,
+        "a borrow and query took {slowest:?} on the hung pool"
+    );
+    drop(paused);
+    support::wait_until("the hung pool recovers", RECOVERY, || {
+        hung.get_timeout(Duration::from_secs(5))
+            .ok()
+            .and_then(|mut c| c.query_first::<u32, _>("SELECT 1").ok())
+            == Some(Some(1))
+    });
+}

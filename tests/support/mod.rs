@@ -179,6 +179,27 @@ impl ServerCtl {
     }
 }
 
+impl ServerCtl {
+    /// Stops the server with SIGSTOP: it keeps accepting TCP connections and answers
+    /// nothing. The returned guard resumes it when dropped.
+    pub fn pause(&self, server: Server) -> Paused<'_> {
+        self.run("pause", server);
+        Paused { ctl: self, server }
+    }
+}
+
+/// A server that is hung (SIGSTOP) until this is dropped.
+pub struct Paused<'a> {
+    ctl: &'a ServerCtl,
+    server: Server,
+}
+
+impl Drop for Paused<'_> {
+    fn drop(&mut self) {
+        self.ctl.run("resume", self.server);
+    }
+}
+
 /// A server that is down until [`Outage::restart`] or drop.
 pub struct Outage<'a> {
     ctl: &'a ServerCtl,
