@@ -484,6 +484,45 @@ mod mysql_faults {
         build_fails_fast("mysql, closed port", manager(&url), &["refused"]);
     }
 
+    /// A listener that never accepts: TCP connects complete in the kernel's backlog and
+    /// the server's greeting never comes, so every connect ends at the read timeout.
+    #[test]
+    fn mysql_silent_listener() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = listener.local_addr().unwrap().port();
+        let io = Duration::from_secs(1);
+        let manager = MysqlManager::from_url(&format!("mysql://u:p@127.0.0.1:{port}/db"))
+            .unwrap()
+            .connect_timeout(io)
+            .read_timeout(io)
+            .write_timeout(io);
+        // `build` gives up once a connection's first three attempts failed (each one
+        // read timeout), well before its own 30 s timeout, with the driver's error.
+        let started = Instant::now();
+        let err = Pool::builder()
+            .max_size(2)
+            .connection_timeout(Duration::from_secs(30))
+            .build(manager.clone())
+            .expect_err("nothing answers");
+        let took = started.elapsed();
+        eprintln!("mysql, silent listener: build failed in {took:?}: {err}");
+        assert!(matches!(err, Error::Connect(_)), "{err:?}");
+        assert!(took < io * 3 + MARGIN * 2, "build took {took:?}");
+        // A borrow on such a pool returns within its timeout plus one read timeout.
+        let pool = Pool::builder()
+            .max_size(2)
+            .min_idle(Some(0))
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .build(manager)
+            .unwrap();
+        let started = Instant::now();
+        let err = pool.get().map(drop).expect_err("nothing answers");
+        let took = started.elapsed();
+        eprintln!("mysql, silent listener: get failed in {took:?}: {err}");
+        assert!(took < CONNECTION_TIMEOUT + io + MARGIN, "get took {took:?}");
+        drop(listener);
+    }
+
     #[test]
     fn mysql_bad_urls() {
         for bad in [
