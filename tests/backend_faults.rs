@@ -10,7 +10,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
 use stickypool::{Error, ManageConnection, Pool, ResetAction};
@@ -541,42 +541,22 @@ mod mysql_faults {
 }
 
 /// A hung server (SIGSTOP: it accepts TCP connections and answers nothing) stalls only
-/// its own pool: borrowers of that pool get an answer within their timeout plus the
-/// driver's read timeout, and a pool on another server builds, serves and keeps its
-/// housekeeping schedule meanwhile.
+/// its own pool: borrowers of `hung` (whose driver timeouts are `io`) get an answer
+/// within their timeout plus a few I/O timeouts, and `healthy` (a pool on the other
+/// server, built by `build_healthy` while `server` hangs) builds, serves and keeps its
+/// reap schedule meanwhile. Both servers' locks are held by the caller.
 #[cfg(all(feature = "mysql", feature = "redis"))]
-#[test]
-fn a_hung_mysql_server_stalls_only_its_own_pool() {
-    use mysql::prelude::Queryable;
+fn a_hung_server_stalls_only_its_own_pool<H: ManageConnection, G: ManageConnection>(
+    name: &str,
+    ctl: &ServerCtl,
+    server: Server,
+    (hung, io): (Pool<H>, Duration),
+    op: Op<H::Connection>,
+    build_healthy: impl FnOnce() -> Pool<G>,
+) {
     use stickypool::CloseReason;
-    use stickypool::backends::mysql::MysqlManager;
-    use stickypool::backends::redis::RedisManager;
 
-    let test = "a_hung_mysql_server_stalls_only_its_own_pool";
-    let (Some(mysql_url), Some(redis_url), Some(ctl)) = (
-        support::mysql_url(test),
-        support::redis_url(test),
-        ServerCtl::from_env(test),
-    ) else {
-        return;
-    };
-    let _mysql = support::lock(Server::Mysql);
-    let _redis = support::lock(Server::Redis);
-    let io = Duration::from_secs(1);
-    let hung = Pool::builder()
-        .max_size(4)
-        .min_idle(Some(4))
-        .connection_timeout(CONNECTION_TIMEOUT)
-        .validation_bypass(Duration::ZERO)
-        .build(
-            MysqlManager::from_url(&mysql_url)
-                .unwrap()
-                .connect_timeout(io)
-                .read_timeout(io)
-                .write_timeout(io),
-        )
-        .expect("builds while the server answers");
-    let paused = ctl.pause(Server::Mysql);
+    let paused = ctl.pause(server);
     let stop = AtomicBool::new(false);
     let slowest_ms = AtomicU64::new(0);
     std::thread::scope(|s| {
@@ -585,52 +565,136 @@ fn a_hung_mysql_server_stalls_only_its_own_pool() {
                 while !stop.load(Ordering::SeqCst) {
                     let started = Instant::now();
                     if let Ok(mut conn) = hung.get() {
-                        let _ = conn.query_drop("SELECT 1");
+                        let _ = op(&mut *conn);
                     }
                     slowest_ms.fetch_max(started.elapsed().as_millis() as u64, Ordering::SeqCst);
                 }
             });
         }
-        // Meanwhile a Redis pool builds, serves, and its reap retires connections on
-        // schedule (max lifetime 50 ms, reaped every 10 ms).
         let started = Instant::now();
-        let healthy = Pool::builder()
-            .max_size(2)
-            .min_idle(Some(2))
-            .connection_timeout(Duration::from_secs(5))
-            .max_lifetime(Some(Duration::from_millis(50)))
-            .reap_interval(Duration::from_millis(10))
-            .build(RedisManager::new(redis_url.as_str()).unwrap())
-            .expect("a healthy pool builds while another server hangs");
+        let healthy = build_healthy();
         let built = started.elapsed();
-        support::wait_until("the healthy pool's reap runs", RECOVERY, || {
-            healthy.stats().closed.get(CloseReason::Lifetime) >= 4
-        });
-        let pong: String = redis::cmd("PING")
-            .query(&mut *healthy.get().unwrap())
-            .unwrap();
-        assert_eq!(pong, "PONG");
-        eprintln!("{test}: the healthy pool built in {built:?} while MariaDB hung");
-        assert!(built < Duration::from_secs(2), "built in {built:?}");
+        support::wait_until(
+            &format!("{name}: the healthy pool's reap runs"),
+            RECOVERY,
+            || healthy.stats().closed.get(CloseReason::Lifetime) >= 4,
+        );
+        drop(healthy.get().expect("the healthy pool serves"));
+        eprintln!("{name}: the healthy pool built in {built:?} while the other server hung");
+        assert!(built < Duration::from_secs(2), "{name}: built in {built:?}");
         // Let the hung pool's borrowers run into the hang for a while.
-        support::wait_until("borrowers ran into the hang", RECOVERY, || {
-            started.elapsed() > CONNECTION_TIMEOUT + io * 2
-        });
+        support::wait_until(
+            &format!("{name}: borrowers ran into the hang"),
+            RECOVERY,
+            || started.elapsed() > CONNECTION_TIMEOUT + io * 2,
+        );
         stop.store(true, Ordering::SeqCst);
     });
     let slowest = Duration::from_millis(slowest_ms.load(Ordering::SeqCst));
-    eprintln!("{test}: slowest borrow and query on the hung pool {slowest:?}");
-    // The borrow timeout, a borrow-time ping and a query, each bounded by the read
+    eprintln!("{name}: slowest borrow and query on the hung pool {slowest:?}");
+    // The borrow timeout, a borrow-time check and a query, each bounded by the read
     // timeout, and the close of a dead connection (write timeout).
     assert!(
         slowest <= CONNECTION_TIMEOUT + io * 3 + MARGIN,
-        "a borrow and query took {slowest:?} on the hung pool"
+        "{name}: a borrow and query took {slowest:?} on the hung pool"
     );
     drop(paused);
-    support::wait_until("the hung pool recovers", RECOVERY, || {
+    support::wait_until(&format!("{name}: the hung pool recovers"), RECOVERY, || {
         hung.get_timeout(Duration::from_secs(5))
             .ok()
-            .and_then(|mut c| c.query_first::<u32, _>("SELECT 1").ok())
-            == Some(Some(1))
+            .is_some_and(|mut c| op(&mut *c).is_ok())
     });
+}
+
+/// A pool with a short lifetime and reap interval, so its housekeeping shows.
+#[cfg(all(feature = "mysql", feature = "redis"))]
+fn busy_housekeeping<M: ManageConnection>(manager: M) -> Pool<M> {
+    Pool::builder()
+        .max_size(2)
+        .min_idle(Some(2))
+        .connection_timeout(Duration::from_secs(5))
+        .max_lifetime(Some(Duration::from_millis(50)))
+        .reap_interval(Duration::from_millis(10))
+        .build(manager)
+        .expect("a healthy pool builds while another server hangs")
+}
+
+/// A pool that checks every borrow, for the hung-server runs.
+#[cfg(all(feature = "mysql", feature = "redis"))]
+fn checking_pool<M: ManageConnection>(manager: M) -> Pool<M> {
+    Pool::builder()
+        .max_size(4)
+        .min_idle(Some(4))
+        .connection_timeout(CONNECTION_TIMEOUT)
+        .validation_bypass(Duration::ZERO)
+        .build(manager)
+        .expect("builds while the server answers")
+}
+
+#[cfg(all(feature = "mysql", feature = "redis"))]
+mod hung_servers {
+    use super::*;
+    use mysql::prelude::Queryable;
+    use stickypool::backends::mysql::MysqlManager;
+    use stickypool::backends::redis::RedisManager;
+
+    const IO: Duration = Duration::from_secs(1);
+
+    /// The servers' addresses and control, holding both servers' locks.
+    fn servers(test: &str) -> Option<(String, String, ServerCtl, [MutexGuard<'static, ()>; 2])> {
+        let mysql_url = support::mysql_url(test)?;
+        let redis_url = support::redis_url(test)?;
+        let ctl = ServerCtl::from_env(test)?;
+        let locks = [support::lock(Server::Mysql), support::lock(Server::Redis)];
+        Some((mysql_url, redis_url, ctl, locks))
+    }
+
+    #[test]
+    fn a_hung_mysql_server_stalls_only_its_own_pool() {
+        let test = "a_hung_mysql_server_stalls_only_its_own_pool";
+        let Some((mysql_url, redis_url, ctl, _locks)) = servers(test) else {
+            return;
+        };
+        let manager = MysqlManager::from_url(&mysql_url)
+            .unwrap()
+            .connect_timeout(IO)
+            .read_timeout(IO)
+            .write_timeout(IO);
+        let op: Op<mysql::Conn> =
+            Arc::new(|conn| conn.query_drop("SELECT 1").map_err(|e| e.to_string()));
+        a_hung_server_stalls_only_its_own_pool(
+            test,
+            &ctl,
+            Server::Mysql,
+            (checking_pool(manager), IO),
+            op,
+            || busy_housekeeping(RedisManager::new(redis_url.as_str()).unwrap()),
+        );
+    }
+
+    #[test]
+    fn a_hung_redis_server_stalls_only_its_own_pool() {
+        let test = "a_hung_redis_server_stalls_only_its_own_pool";
+        let Some((mysql_url, redis_url, ctl, _locks)) = servers(test) else {
+            return;
+        };
+        let manager = RedisManager::new(redis_url.as_str())
+            .unwrap()
+            .connect_timeout(IO)
+            .response_timeout(IO);
+        let op: Op<redis::Connection> = Arc::new(|conn| {
+            redis::cmd("PING")
+                .query::<String>(conn)
+                .map(drop)
+                .map_err(|e| e.to_string())
+        });
+        a_hung_server_stalls_only_its_own_pool(
+            test,
+            &ctl,
+            Server::Redis,
+            (checking_pool(manager), IO),
+            op,
+            || busy_housekeeping(MysqlManager::from_url(&mysql_url).unwrap()),
+        );
+    }
 }
