@@ -49,9 +49,11 @@ fn memory_databases_of_two_managers_are_separate() {
 
 #[test]
 fn memory_database_outlives_the_pool_connections() {
-    // No `min_idle`, so nothing reopens a connection behind the test's back.
+    // `min_idle` 0, so nothing reopens the connection behind the test's back (the
+    // default, `max_size`, refills at once after a discard).
     let pool = Pool::builder()
         .max_size(1)
+        .min_idle(Some(0))
         .build(SqliteManager::memory())
         .unwrap();
     let conn = pool.get().unwrap();
