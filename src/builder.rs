@@ -7,7 +7,10 @@ use std::time::Duration;
 use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::error::Error;
-use crate::manager::{CustomizeConnection, HandleEvent, ManageConnection, ResetAction};
+use crate::manager::{
+    CustomizeConnection, HandleError, HandleEvent, LoggingErrorHandler, ManageConnection,
+    ResetAction,
+};
 use crate::pool::Pool;
 
 /// The largest `max_size` accepted.
@@ -20,6 +23,9 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// Periods longer than this (100 years) are treated as this, so that the scheduler's
 /// deadline arithmetic cannot overflow: in effect, never.
 pub(crate) const LONGEST_PERIOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// The default [`Builder::validation_timeout`], HikariCP's.
+pub const DEFAULT_VALIDATION_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The pool's settings, after validation.
 pub(crate) struct Config<M: ManageConnection> {
@@ -40,6 +46,8 @@ pub(crate) struct Config<M: ManageConnection> {
     pub(crate) circuit_breaker: bool,
     pub(crate) customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
     pub(crate) event_handler: Option<Box<dyn HandleEvent>>,
+    pub(crate) error_handler: Box<dyn HandleError<M::Error>>,
+    pub(crate) validation_timeout: Duration,
     pub(crate) thread_pool: Arc<ScheduledThreadPool>,
     /// Leak detection or an event handler is on: borrows and returns record more.
     pub(crate) observed: bool,
@@ -87,6 +95,8 @@ pub struct Builder<M: ManageConnection> {
     circuit_breaker: bool,
     customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
     event_handler: Option<Box<dyn HandleEvent>>,
+    error_handler: Option<Box<dyn HandleError<M::Error>>>,
+    validation_timeout: Duration,
     thread_pool: Option<Arc<ScheduledThreadPool>>,
 }
 
@@ -110,6 +120,8 @@ impl<M: ManageConnection> fmt::Debug for Builder<M> {
             .field("circuit_breaker", &self.circuit_breaker)
             .field("customizer", &self.customizer)
             .field("event_handler", &self.event_handler)
+            .field("error_handler", &self.error_handler)
+            .field("validation_timeout", &self.validation_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -134,6 +146,8 @@ impl<M: ManageConnection> Default for Builder<M> {
             circuit_breaker: true,
             customizer: None,
             event_handler: None,
+            error_handler: None,
+            validation_timeout: DEFAULT_VALIDATION_TIMEOUT,
             thread_pool: None,
         }
     }
@@ -284,6 +298,24 @@ impl<M: ManageConnection> Builder<M> {
         self
     }
 
+    /// Receives the errors the pool meets on its own (failed connects, checks and
+    /// resets), r2d2's setting. Default: [`LoggingErrorHandler`].
+    pub fn error_handler(mut self, handler: Box<dyn HandleError<M::Error>>) -> Self {
+        self.error_handler = Some(handler);
+        self
+    }
+
+    /// How long one check (`is_valid` on borrow, on return, or by the keepalive) may
+    /// block, HikariCP's setting: passed to
+    /// [`ManageConnection::is_valid_within`], which the ready managers honour with a
+    /// socket timeout, so `get` on a hung server returns within `connection_timeout`
+    /// plus this. A connection whose check fails or times out is closed. Default:
+    /// 5 s. `Duration::MAX` leaves the driver's own timeouts in charge.
+    pub fn validation_timeout(mut self, timeout: Duration) -> Self {
+        self.validation_timeout = timeout;
+        self
+    }
+
     /// The scheduler the background jobs run on. Default: one scheduler shared by
     /// every pool in the process.
     pub fn thread_pool(mut self, thread_pool: Arc<ScheduledThreadPool>) -> Self {
@@ -339,6 +371,7 @@ impl<M: ManageConnection> Builder<M> {
             ));
         }
         positive("connection_timeout", Some(self.connection_timeout))?;
+        positive("validation_timeout", Some(self.validation_timeout))?;
         positive("reap_interval", Some(self.reap_interval))?;
         positive("idle_timeout", self.idle_timeout)?;
         positive("max_lifetime", self.max_lifetime)?;
@@ -378,6 +411,10 @@ impl<M: ManageConnection> Builder<M> {
             circuit_breaker: self.circuit_breaker,
             customizer: self.customizer,
             event_handler: self.event_handler,
+            error_handler: self
+                .error_handler
+                .unwrap_or_else(|| Box::new(LoggingErrorHandler)),
+            validation_timeout: self.validation_timeout,
             thread_pool: self
                 .thread_pool
                 .unwrap_or_else(crate::housekeeper::shared_scheduler),

@@ -126,3 +126,16 @@ impl std::error::Error for Error {
         Some(&**cause)
     }
 }
+
+/// What the pool keeps of an error that it handed to a
+/// [`HandleError::handle_error`](crate::HandleError::handle_error): its message.
+#[derive(Debug)]
+pub(crate) struct ErrorMessage(pub(crate) String);
+
+impl fmt::Display for ErrorMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ErrorMessage {}

@@ -183,24 +183,17 @@ impl<M: ManageConnection> Shared<M> {
                 if now.saturating_sub(entry.last_checked_ms.max(entry.last_used_ms)) < interval {
                     return None;
                 }
-                let checked = self.hook("ManageConnection::is_valid", || {
-                    self.manager
-                        .is_valid(&mut entry.conn)
-                        .map_err(|e| e.to_string())
-                });
-                match checked {
-                    Some(Ok(())) => {
-                        entry.last_checked_ms = now;
-                        None
-                    }
-                    Some(Err(e)) => Some((entry.id, e)),
-                    None => Some((entry.id, "is_valid panicked".to_owned())),
+                if self.validate(&mut entry.conn) {
+                    entry.last_checked_ms = now;
+                    None
+                } else {
+                    Some(entry.id)
                 }
             });
             match failed {
-                Some((id, error)) => {
-                    log::warn!(
-                        "pool '{}': keepalive of connection {id} failed, closing it: {error}",
+                Some(id) => {
+                    log::info!(
+                        "pool '{}': keepalive of connection {id} failed, closing it",
                         self.config.name
                     );
                     self.close_slot(ticket, CloseReason::KeepaliveFailed);

@@ -99,7 +99,7 @@ mod sync;
 #[cfg(not(loom))]
 pub use bound::BoundConnection;
 #[cfg(not(loom))]
-pub use builder::{Builder, MAX_POOL_SIZE};
+pub use builder::{Builder, DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE};
 #[cfg(not(loom))]
 pub use error::{Error, SharedError};
 #[cfg(not(loom))]
@@ -108,9 +108,9 @@ pub use guard::{OwnedConnection, PooledConnection};
 pub use hook::HookPanic;
 #[cfg(not(loom))]
 pub use manager::{
-    AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, CustomizeConnection, HandleEvent,
-    ManageConnection, NopConnectionCustomizer, NopEventHandler, ReleaseEvent, ResetAction,
-    TimeoutEvent,
+    AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, CustomizeConnection, ErrorOrigin,
+    HandleError, HandleEvent, LoggingErrorHandler, ManageConnection, NopConnectionCustomizer,
+    NopErrorHandler, NopEventHandler, ReleaseEvent, ResetAction, TimeoutEvent,
 };
 #[cfg(not(loom))]
 pub use pool::{Pool, State};

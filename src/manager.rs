@@ -58,6 +58,22 @@ pub trait ManageConnection: Send + Sync + 'static {
     /// asked, and by the keepalive job.
     fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error>;
 
+    /// [`is_valid`](ManageConnection::is_valid) with a bound on how long the check may
+    /// block: the pool calls this one, with
+    /// [`Builder::validation_timeout`](crate::Builder::validation_timeout), for the
+    /// borrow-time, return-time and keepalive checks. The default ignores the bound and
+    /// calls `is_valid` (an r2d2 manager keeps its behaviour); the ready managers set a
+    /// socket timeout for the check, so a hung server costs a borrower at most
+    /// `timeout`. The pool cannot interrupt a check that ignores the bound.
+    fn is_valid_within(
+        &self,
+        conn: &mut Self::Connection,
+        timeout: Duration,
+    ) -> Result<(), Self::Error> {
+        let _ = timeout;
+        self.is_valid(conn)
+    }
+
     /// Quickly says whether a connection is known to be broken. Called on every return,
     /// so it must be cheap and must not do I/O.
     fn has_broken(&self, conn: &mut Self::Connection) -> bool;
@@ -268,3 +284,110 @@ impl<T: HandleEvent + ?Sized> HandleEvent for std::sync::Arc<T> {
 pub struct NopEventHandler;
 
 impl HandleEvent for NopEventHandler {}
+
+/// What the pool was doing when an error reached the [`HandleError`] handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorOrigin {
+    /// Opening a connection: `connect` or the customizer's `on_acquire`.
+    Connect,
+    /// Checking a connection: `is_valid` on borrow, on return or by the keepalive.
+    Check,
+    /// Resetting a returned connection: `reset` or the customizer's `on_check_in`.
+    Reset,
+}
+
+impl fmt::Display for ErrorOrigin {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ErrorOrigin::Connect => "opening a connection failed",
+            ErrorOrigin::Check => "checking a connection failed",
+            ErrorOrigin::Reset => "resetting a returned connection failed",
+        })
+    }
+}
+
+/// Receives the errors the pool meets on its own: failed connects (in the background
+/// too), failed checks and failed resets. r2d2's trait of the same name: a handler
+/// written for r2d2 implements [`handle_error`](HandleError::handle_error) and works
+/// unchanged. Set with [`Builder::error_handler`](crate::Builder::error_handler); the
+/// default is [`LoggingErrorHandler`].
+///
+/// While the circuit breaker is open (the backend is known to be down), the handler
+/// sees the connect error that opened it and then one error per summary period (a
+/// minute), not one per probe.
+///
+/// ```
+/// use std::sync::Mutex;
+/// use stickypool::HandleError;
+///
+/// /// Keeps the errors for a health endpoint (a service without a `log` logger).
+/// #[derive(Debug, Default)]
+/// struct LastErrors(Mutex<Vec<String>>);
+///
+/// impl HandleError<std::io::Error> for LastErrors {
+///     fn handle_error(&self, error: std::io::Error) {
+///         self.0.lock().unwrap().push(error.to_string());
+///     }
+/// }
+/// # let handler = LastErrors::default();
+/// # handler.handle_error(std::io::Error::other("refused"));
+/// # assert_eq!(handler.0.lock().unwrap().len(), 1);
+/// ```
+pub trait HandleError<E>: fmt::Debug + Send + Sync + 'static {
+    /// Handles an error, taking it (r2d2's signature).
+    fn handle_error(&self, error: E);
+
+    /// Handles an error where it happened, without taking it, and says whether it did.
+    /// The pool calls this first. When it returns `true` the pool keeps the error
+    /// itself, so the [`source()`](std::error::Error::source) of the errors `get`
+    /// returns is the driver's error (`downcast_ref` works); when it returns `false`
+    /// (the default) the pool keeps the error's message and passes the error to
+    /// [`handle_error`](HandleError::handle_error). [`LoggingErrorHandler`] and
+    /// [`NopErrorHandler`] handle in place.
+    fn handle_error_in_place(&self, pool: &str, origin: ErrorOrigin, error: &E) -> bool {
+        let _ = (pool, origin, error);
+        false
+    }
+}
+
+/// A shared handler, so one can be kept by the caller and given to a pool.
+impl<E, T: HandleError<E> + ?Sized> HandleError<E> for std::sync::Arc<T> {
+    fn handle_error(&self, error: E) {
+        (**self).handle_error(error)
+    }
+
+    fn handle_error_in_place(&self, pool: &str, origin: ErrorOrigin, error: &E) -> bool {
+        (**self).handle_error_in_place(pool, origin, error)
+    }
+}
+
+/// The default error handler: logs each error with the `log` crate, at `warn` with the
+/// pool's name when the pool reports it, at `error` when called as r2d2's would be.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LoggingErrorHandler;
+
+impl<E: fmt::Display> HandleError<E> for LoggingErrorHandler {
+    fn handle_error(&self, error: E) {
+        log::error!("{error}");
+    }
+
+    fn handle_error_in_place(&self, pool: &str, origin: ErrorOrigin, error: &E) -> bool {
+        log::warn!("pool '{pool}': {origin}: {error}");
+        true
+    }
+}
+
+/// An error handler that ignores every error.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NopErrorHandler;
+
+impl<E> HandleError<E> for NopErrorHandler {
+    fn handle_error(&self, error: E) {
+        let _ = error;
+    }
+
+    fn handle_error_in_place(&self, _: &str, _: ErrorOrigin, _: &E) -> bool {
+        true
+    }
+}

@@ -35,12 +35,12 @@ use crate::breaker::Breaker;
 use crate::builder::{Builder, Config};
 use crate::clock;
 use crate::connector::Connector;
-use crate::error::{Error, SharedError};
+use crate::error::{Error, ErrorMessage, SharedError};
 use crate::guard::{OwnedConnection, PooledConnection};
 use crate::hook::{self, HookPanic};
 use crate::manager::{
-    AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, ManageConnection, ReleaseEvent,
-    ResetAction, TimeoutEvent,
+    AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, ErrorOrigin, ManageConnection,
+    ReleaseEvent, ResetAction, TimeoutEvent,
 };
 use crate::stats::{Counters, Stats};
 
@@ -107,6 +107,13 @@ fn bump(counter: &AtomicU64, by: u64) {
 pub(crate) struct Checkout<C> {
     pub(crate) ticket: Ticket,
     pub(crate) entry: NonNull<Entry<C>>,
+}
+
+/// Why opening a connection failed: the driver's (or customizer's) error, still
+/// typed for the error handler, or a panic in one of them.
+enum OpenFailure<E> {
+    Error(E),
+    Panicked(SharedError),
 }
 
 /// What every handle, guard and background job shares.
@@ -587,7 +594,7 @@ impl<M: ManageConnection> Shared<M> {
     fn reset(&self, entry: &mut Entry<M::Connection>) -> Option<CloseReason> {
         let (action, id) = (self.config.reset_on_return, entry.id);
         if action != ResetAction::None {
-            let failed = self.reset_step("ManageConnection::reset", &action, id, || {
+            let failed = self.reset_step("ManageConnection::reset", id, || {
                 self.manager.reset(&mut entry.conn, action)
             });
             if failed.is_some() {
@@ -595,12 +602,9 @@ impl<M: ManageConnection> Shared<M> {
             }
         }
         if let Some(customizer) = &self.config.customizer {
-            let failed = self.reset_step(
-                "CustomizeConnection::on_check_in",
-                &"on_check_in",
-                id,
-                || customizer.on_check_in(&mut entry.conn),
-            );
+            let failed = self.reset_step("CustomizeConnection::on_check_in", id, || {
+                customizer.on_check_in(&mut entry.conn)
+            });
             if failed.is_some() {
                 return failed;
             }
@@ -616,35 +620,64 @@ impl<M: ManageConnection> Shared<M> {
 
     /// One step of the reset on return: `Some` (close the connection) if it failed or
     /// panicked.
-    fn reset_step<E: fmt::Display>(
+    fn reset_step(
         &self,
         hook: &'static str,
-        step: &dyn fmt::Display,
         id: u64,
-        f: impl FnOnce() -> Result<(), E>,
+        f: impl FnOnce() -> Result<(), M::Error>,
     ) -> Option<CloseReason> {
         match self.hook(hook, f) {
             Some(Ok(())) => None,
             Some(Err(e)) => {
-                log::warn!(
-                    "pool '{}': {step} on return failed, closing connection {id}: {e}",
+                log::debug!(
+                    "pool '{}': {hook} failed, closing connection {id}",
                     self.config.name
                 );
+                self.report(ErrorOrigin::Reset, e);
                 Some(CloseReason::ResetFailed)
             }
             None => Some(CloseReason::ResetFailed), // logged by `hook`
         }
     }
 
-    /// `is_valid`, counting a failure (or a panic) in `validation_failures`.
+    /// `validate`, counting a failure (or a panic) in `validation_failures`.
     fn check(&self, conn: &mut M::Connection) -> bool {
-        let valid = self.hook("ManageConnection::is_valid", || {
-            self.manager.is_valid(conn).is_ok()
-        });
-        if valid != Some(true) {
+        let valid = self.validate(conn);
+        if !valid {
             Counters::bump(&self.counters.validation_failures);
         }
-        valid == Some(true)
+        valid
+    }
+
+    /// `is_valid_within` the validation timeout; a failure goes to the error handler.
+    pub(crate) fn validate(&self, conn: &mut M::Connection) -> bool {
+        let timeout = self.config.validation_timeout;
+        match self.hook("ManageConnection::is_valid", || {
+            self.manager.is_valid_within(conn, timeout)
+        }) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                self.report(ErrorOrigin::Check, e);
+                false
+            }
+            None => false, // logged by `hook`
+        }
+    }
+
+    /// Hands an error to the error handler and returns what the pool keeps of it: the
+    /// error itself when the handler looked at it in place, else its message.
+    fn report(&self, origin: ErrorOrigin, error: M::Error) -> SharedError {
+        let handler = &self.config.error_handler;
+        let in_place = self.hook("HandleError::handle_error_in_place", || {
+            handler.handle_error_in_place(&self.config.name, origin, &error)
+        });
+        if in_place == Some(false) {
+            let kept = Arc::new(ErrorMessage(error.to_string()));
+            self.hook("HandleError::handle_error", || handler.handle_error(error));
+            kept
+        } else {
+            Arc::new(error)
+        }
     }
 
     /// What a return records beyond the fast path: the leak follow-up, the event.
@@ -941,32 +974,48 @@ impl<M: ManageConnection> Shared<M> {
         }
     }
 
-    fn connect_failed(&self, ticket: Ticket, attempt: u32, probe: bool, e: SharedError) {
+    fn connect_failed(
+        &self,
+        ticket: Ticket,
+        attempt: u32,
+        probe: bool,
+        failure: OpenFailure<M::Error>,
+    ) {
         Counters::bump(&self.counters.connect_failures);
         let now = clock::tick();
         let name = &self.config.name;
-        if self.breaker.failed(now) {
+        let just_opened = self.breaker.failed(now);
+        let down_for = if just_opened {
+            None
+        } else {
+            self.breaker.open_for(now)
+        };
+        let summary = down_for.is_some() && self.breaker.summary_due(now);
+        // While the breaker is open, the probes' errors reach the handler only with
+        // the periodic summary: one report per state change or period, not per probe.
+        let error = match failure {
+            OpenFailure::Error(e) if down_for.is_none() || summary => {
+                self.report(ErrorOrigin::Connect, e)
+            }
+            OpenFailure::Error(e) => Arc::new(e),
+            OpenFailure::Panicked(panic) => panic,
+        };
+        if just_opened {
             log::warn!(
-                "pool '{name}': the backend refused {} connects in a row, the last: {e}; \
-                 borrows fail at once while no connection is open, and one connect at \
-                 a time probes it",
+                "pool '{name}': the backend refused {} connects in a row; borrows fail at \
+                 once while no connection is open, and one connect at a time probes it",
                 self.breaker.failures()
             );
-        } else if let Some(down_for) = self.breaker.open_for(now) {
-            if self.breaker.summary_due(now) {
-                log::warn!(
-                    "pool '{name}': the backend is still unavailable after {down_for:?} \
-                     ({} connects failed), the last error: {e}",
-                    self.breaker.failures()
-                );
-            }
-        } else {
+        } else if let (Some(down_for), true) = (down_for, summary) {
             log::warn!(
-                "pool '{name}': opening a connection failed (attempt {}): {e}",
-                attempt + 1
+                "pool '{name}': the backend is still unavailable after {down_for:?} \
+                 ({} connects failed)",
+                self.breaker.failures()
             );
+        } else {
+            log::debug!("pool '{name}': connect attempt {} failed", attempt + 1);
         }
-        *self.last_error.lock() = Some(e);
+        *self.last_error.lock() = Some(error);
         self.last_failed_attempt
             .fetch_max(attempt.saturating_add(1), Ordering::AcqRel);
         self.note_progress();
@@ -1020,25 +1069,25 @@ impl<M: ManageConnection> Shared<M> {
 
     /// Opens a connection and runs `on_acquire`; a panic in either is a connect error
     /// that says so.
-    fn open(&self) -> Result<M::Connection, SharedError> {
+    fn open(&self) -> Result<M::Connection, OpenFailure<M::Error>> {
         let mut conn = match hook::catch("ManageConnection::connect", || self.manager.connect()) {
             Ok(Ok(conn)) => conn,
-            Ok(Err(e)) => return Err(Arc::new(e)),
+            Ok(Err(e)) => return Err(OpenFailure::Error(e)),
             Err(panic) => {
                 self.note_panic(&panic);
-                return Err(Arc::new(panic));
+                return Err(OpenFailure::Panicked(Arc::new(panic)));
             }
         };
         if let Some(customizer) = &self.config.customizer {
             let outcome = hook::catch("CustomizeConnection::on_acquire", || {
                 customizer.on_acquire(&mut conn)
             });
-            let error: SharedError = match outcome {
+            let error = match outcome {
                 Ok(Ok(())) => return Ok(conn),
-                Ok(Err(e)) => Arc::new(e),
+                Ok(Err(e)) => OpenFailure::Error(e),
                 Err(panic) => {
                     self.note_panic(&panic);
-                    Arc::new(panic)
+                    OpenFailure::Panicked(Arc::new(panic))
                 }
             };
             self.hook("Connection::drop", || drop(conn));

@@ -697,4 +697,93 @@ mod hung_servers {
             || busy_housekeeping(MysqlManager::from_url(&mysql_url).unwrap()),
         );
     }
+
+    /// The bound of one check on a hung server.
+    const VALIDATION: Duration = Duration::from_millis(200);
+
+    /// Borrows from a pool whose server hangs, with the driver's own (60 s) read
+    /// timeouts and a short `validation_timeout`: every `get` returns within its
+    /// timeout plus one bounded check.
+    fn validation_bounds_every_borrow<M: ManageConnection>(
+        name: &str,
+        ctl: &ServerCtl,
+        server: Server,
+        manager: M,
+    ) {
+        let pool = Pool::builder()
+            .max_size(4)
+            .min_idle(Some(4))
+            .connection_timeout(CONNECTION_TIMEOUT)
+            .validation_bypass(Duration::ZERO)
+            .validation_timeout(VALIDATION)
+            .build(manager)
+            .expect("builds while the server answers");
+        let paused = ctl.pause(server);
+        let started = Instant::now();
+        let slowest_ms = AtomicU64::new(0);
+        let (borrows, failed) = (AtomicUsize::new(0), AtomicUsize::new(0));
+        std::thread::scope(|s| {
+            for _ in 0..6 {
+                s.spawn(|| {
+                    while started.elapsed() < CONNECTION_TIMEOUT * 3 {
+                        let begun = Instant::now();
+                        if pool.get().is_err() {
+                            failed.fetch_add(1, Ordering::SeqCst);
+                        }
+                        borrows.fetch_add(1, Ordering::SeqCst);
+                        slowest_ms.fetch_max(begun.elapsed().as_millis() as u64, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        let slowest = Duration::from_millis(slowest_ms.load(Ordering::SeqCst));
+        let (borrows, failed) = (borrows.into_inner(), failed.into_inner());
+        eprintln!(
+            "{name}: {borrows} borrows ({failed} failed) on the hung server, slowest {slowest:?} \
+             (connection_timeout {CONNECTION_TIMEOUT:?}, validation_timeout {VALIDATION:?})"
+        );
+        assert!(
+            failed > 0,
+            "{name}: the server hung, yet every borrow passed its check"
+        );
+        assert!(
+            pool.stats().validation_failures >= 4,
+            "{name}: the checks that timed out count as failed: {:?}",
+            pool.stats()
+        );
+        // `MARGIN` is slack for a loaded machine; without the bound, a check waits out
+        // the driver's 60 s read timeout.
+        assert!(
+            slowest <= CONNECTION_TIMEOUT + VALIDATION + MARGIN,
+            "{name}: a borrow took {slowest:?} on the hung server"
+        );
+        drop(paused);
+        support::wait_until(&format!("{name}: the pool recovers"), RECOVERY, || {
+            pool.get_timeout(Duration::from_secs(5)).is_ok()
+        });
+    }
+
+    #[test]
+    fn validation_timeout_bounds_a_borrow_from_a_hung_mysql_server() {
+        let test = "validation_timeout_bounds_a_borrow_from_a_hung_mysql_server";
+        let Some((mysql_url, _, ctl, _locks)) = servers(test) else {
+            return;
+        };
+        let manager = MysqlManager::from_url(&mysql_url).unwrap();
+        assert_eq!(
+            manager.opts().get_read_timeout(),
+            Some(&stickypool::backends::mysql::DEFAULT_IO_TIMEOUT)
+        );
+        validation_bounds_every_borrow(test, &ctl, Server::Mysql, manager);
+    }
+
+    #[test]
+    fn validation_timeout_bounds_a_borrow_from_a_hung_redis_server() {
+        let test = "validation_timeout_bounds_a_borrow_from_a_hung_redis_server";
+        let Some((_, redis_url, ctl, _locks)) = servers(test) else {
+            return;
+        };
+        let manager = RedisManager::new(redis_url.as_str()).unwrap();
+        validation_bounds_every_borrow(test, &ctl, Server::Redis, manager);
+    }
 }

@@ -28,6 +28,7 @@ reset_on_return = "rollback"
 leak_detection_threshold = "1m"
 max_waiters = 100
 circuit_breaker = false
+validation_timeout = "750ms"
 "#;
 
 fn builder_debug(config: &PoolsConfig, alias: &str) -> String {
@@ -60,6 +61,7 @@ fn every_setting_is_read() {
         "leak_detection_threshold: Some(60s)",
         "max_waiters: Some(100)",
         "circuit_breaker: false",
+        "validation_timeout: 750ms",
     ] {
         assert!(debug.contains(expected), "{expected} missing in {debug}");
     }

@@ -65,7 +65,7 @@ fn guards_deref_to_the_connection() {
 fn invalid_settings_are_errors_naming_the_field() {
     type Setting = fn(stickypool::Builder<FakeManager>) -> stickypool::Builder<FakeManager>;
     let ms = Duration::from_millis;
-    let cases: [(&str, Setting); 15] = [
+    let cases: [(&str, Setting); 16] = [
         ("max_size", |b| b.max_size(0)),
         ("max_size", |b| b.max_size(u32::MAX)),
         ("min_idle", |b| b.max_size(2).min_idle(Some(3))),
@@ -95,6 +95,9 @@ fn invalid_settings_are_errors_naming_the_field() {
         }),
         ("max_waiters", |b| b.max_waiters(Some(0))),
         ("max_waiters", |b| b.max_size(1).max_waiters(Some(0))),
+        ("validation_timeout", |b| {
+            b.validation_timeout(Duration::ZERO)
+        }),
     ];
     for (field, setting) in cases {
         let manager = FakeManager::new();

@@ -286,3 +286,84 @@ fn a_backend_that_dies_under_load_is_probed_not_hammered() {
         "{attempts} connects in {window:?} against a dead backend"
     );
 }
+
+#[test]
+fn every_check_is_given_the_validation_timeout() {
+    let manager = FakeManager::new();
+    let bound = Duration::from_millis(250);
+    let pool = Pool::builder()
+        .max_size(1)
+        .validation_bypass(Duration::ZERO)
+        .test_on_check_in(true)
+        .keepalive_interval(Some(Duration::from_millis(10)))
+        .validation_timeout(bound)
+        .build(manager.clone())
+        .unwrap();
+    drop(pool.get().unwrap()); // a check on borrow and one on return
+    let checks = || manager.script.check_timeouts.lock().unwrap().len();
+    assert!(checks() >= 2);
+    // The keepalive pings the idle connection within a few intervals.
+    let before = checks();
+    assert!(wait_until(SOON, || checks() > before));
+    let timeouts = manager.script.check_timeouts.lock().unwrap().clone();
+    assert!(timeouts.iter().all(|&t| t == bound), "{timeouts:?}");
+
+    let default = Pool::builder()
+        .max_size(1)
+        .validation_bypass(Duration::ZERO)
+        .build(FakeManager::new())
+        .unwrap();
+    drop(default.get().unwrap());
+    let manager = default.manager();
+    let timeouts = manager.script.check_timeouts.lock().unwrap().clone();
+    assert_eq!(timeouts, [stickypool::DEFAULT_VALIDATION_TIMEOUT]);
+}
+
+#[test]
+fn two_hundred_pools_on_a_down_backend_connect_at_a_bounded_spread_rate() {
+    // A fleet's worth of pools (one process here) losing the same server. With
+    // `circuit_breaker(false)` each pool retries its `min_idle` connections on their own
+    // backoffs, and this fails (about 1,000 a second).
+    const POOLS: u64 = 200;
+    let manager = FakeManager::new(); // clones share the script: one server
+    manager.script.fail_connect.store(true, Ordering::SeqCst);
+    let pools: Vec<Pool<FakeManager>> = (0..POOLS)
+        .map(|_| {
+            Pool::builder()
+                .max_size(4)
+                .min_idle(Some(4))
+                .build_unchecked(manager.clone())
+        })
+        .collect();
+    let attempts = || manager.script.connect_attempts.load(Ordering::SeqCst);
+    // Every breaker opens, and stays open long enough for the probes' backoff to
+    // reach its cap (10 ms doubling to 1 s: about 1.3 s).
+    let open_for = |p: &Pool<FakeManager>| match p.get() {
+        Err(Error::Unavailable { down_for, .. }) => down_for,
+        _ => Duration::ZERO,
+    };
+    assert!(wait_until(SOON, || {
+        pools
+            .iter()
+            .all(|p| open_for(p) >= Duration::from_millis(1500))
+    }));
+    // Then a second, sampled in 100 ms buckets.
+    let mut buckets = Vec::new();
+    let mut last = attempts();
+    for _ in 0..10 {
+        thread::sleep(Duration::from_millis(100));
+        let now = attempts();
+        buckets.push(now - last);
+        last = now;
+    }
+    let total: u64 = buckets.iter().sum();
+    let busiest = *buckets.iter().max().unwrap();
+    eprintln!("{POOLS} pools, one down backend: {total} connects in 1 s, by 100 ms: {buckets:?}");
+    // One probe per pool, each at most every 0.5 s (the 1 s cap less its jitter).
+    assert!(total <= 2 * POOLS, "{total} connects in a second");
+    // No wave: a synchronised retry would put most pools in one bucket.
+    assert!(
+        busiest <= POOLS / 2,
+        "{busiest} connects in 100 ms: {buckets:?}"
+    );
+}

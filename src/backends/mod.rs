@@ -29,6 +29,15 @@
 //! | Redis | `PING` | `!is_open()` | `MULTI` + `DISCARD`, one round trip (`EXEC` first to commit) |
 //! | SQLite | `SELECT 1` | `false` | `ROLLBACK`/`COMMIT` only if `!is_autocommit()` |
 //! | r2d2 | forwarded | forwarded | nothing |
+//!
+//! The MySQL and Redis managers implement
+//! [`is_valid_within`](crate::ManageConnection::is_valid_within): for the check, the
+//! socket's read and write timeouts are lowered to the pool's
+//! [`validation_timeout`](crate::Builder::validation_timeout) when it is shorter than
+//! the manager's own, and restored afterwards. SQLite's check does no I/O that can
+//! hang; an r2d2 manager's check is forwarded unbounded.
+
+use std::time::Duration;
 
 #[cfg(feature = "mysql")]
 pub mod mysql;
@@ -38,3 +47,31 @@ pub mod r2d2;
 pub mod redis;
 #[cfg(feature = "sqlite")]
 pub mod sqlite;
+
+/// The socket timeout a check within `validation` needs, if it is shorter than the
+/// `io` timeout the connection already has; `None` when the connection's own is as
+/// short (or `validation` is, in effect, for ever).
+#[cfg_attr(not(any(feature = "mysql", feature = "redis")), allow(dead_code))]
+fn shorter_for_check(validation: Duration, io: Option<Duration>) -> Option<Duration> {
+    let forever = validation >= crate::builder::LONGEST_PERIOD;
+    match io {
+        _ if forever => None,
+        Some(io) if io <= validation => None,
+        _ => Some(validation),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_lowers_only_a_longer_timeout() {
+        let s = Duration::from_secs;
+        assert_eq!(shorter_for_check(s(5), Some(s(60))), Some(s(5)));
+        assert_eq!(shorter_for_check(s(5), None), Some(s(5)));
+        assert_eq!(shorter_for_check(s(5), Some(s(1))), None);
+        assert_eq!(shorter_for_check(s(5), Some(s(5))), None);
+        assert_eq!(shorter_for_check(Duration::MAX, None), None);
+    }
+}

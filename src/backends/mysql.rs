@@ -248,6 +248,18 @@ impl ManageConnection for MysqlManager {
         conn.ping()
     }
 
+    fn is_valid_within(&self, conn: &mut Conn, timeout: Duration) -> Result<(), mysql::Error> {
+        let (read, write) = (self.opts.get_read_timeout(), self.opts.get_write_timeout());
+        let bound = super::shorter_for_check(timeout, read.copied())
+            .or_else(|| super::shorter_for_check(timeout, write.copied()));
+        let Some(bound) = bound else {
+            return conn.ping();
+        };
+        set_socket_timeouts(conn, Some(bound), Some(bound))?;
+        let checked = conn.ping();
+        checked.and(set_socket_timeouts(conn, read.copied(), write.copied()))
+    }
+
     fn has_broken(&self, _conn: &mut Conn) -> bool {
         // See the module docs: the driver exposes nothing that answers this without I/O.
         false
@@ -261,4 +273,34 @@ impl ManageConnection for MysqlManager {
             ResetAction::Session => conn.reset(),
         }
     }
+}
+
+/// Sets the read and write timeouts of the connection's socket. The driver sets them
+/// once, when it connects, and has no setter; the socket is the driver's, so this goes
+/// through its file descriptor.
+#[cfg(unix)]
+fn set_socket_timeouts(
+    conn: &Conn,
+    read: Option<Duration>,
+    write: Option<Duration>,
+) -> Result<(), mysql::Error> {
+    use std::os::fd::{AsRawFd, BorrowedFd};
+    // SAFETY: the descriptor is the open socket of `conn`, which is borrowed for the
+    // whole lifetime of `fd` and is neither closed nor replaced meanwhile; `SockRef`
+    // only calls `setsockopt` on it and never closes it.
+    let fd = unsafe { BorrowedFd::borrow_raw(conn.as_raw_fd()) };
+    let socket = socket2::SockRef::from(&fd);
+    socket.set_read_timeout(read)?;
+    socket.set_write_timeout(write)?;
+    Ok(())
+}
+
+/// Elsewhere the check keeps the connection's own timeouts.
+#[cfg(not(unix))]
+fn set_socket_timeouts(
+    _: &Conn,
+    _: Option<Duration>,
+    _: Option<Duration>,
+) -> Result<(), mysql::Error> {
+    Ok(())
 }

@@ -231,6 +231,18 @@ impl ManageConnection for RedisManager {
         ping(conn)
     }
 
+    fn is_valid_within(&self, conn: &mut Connection, timeout: Duration) -> RedisResult<()> {
+        match super::shorter_for_check(timeout, self.response_timeout) {
+            None => ping(conn),
+            Some(bound) => {
+                let set = |c: &Connection, t| c.set_read_timeout(t).and(c.set_write_timeout(t));
+                set(conn, Some(bound))?;
+                let checked = ping(conn);
+                checked.and(set(conn, self.response_timeout))
+            }
+        }
+    }
+
     fn has_broken(&self, conn: &mut Connection) -> bool {
         !conn.is_open()
     }
@@ -280,6 +292,9 @@ impl ManageConnection for RedisManager {
 pub struct RedisClusterManager {
     client: ClusterClient,
     nodes: Vec<ConnectionInfo>,
+    /// The read/write timeout set on every connection; `None` inside means none.
+    /// `None` outside: the client's own, which this manager cannot know.
+    response_timeout: Option<Option<Duration>>,
 }
 
 impl RedisClusterManager {
@@ -296,16 +311,33 @@ impl RedisClusterManager {
             .map(IntoConnectionInfo::into_connection_info)
             .collect::<RedisResult<Vec<_>>>()?;
         let client = ClusterClient::new(nodes.clone())?;
-        Ok(RedisClusterManager { client, nodes })
+        Ok(RedisClusterManager {
+            client,
+            nodes,
+            response_timeout: Some(Some(DEFAULT_RESPONSE_TIMEOUT)),
+        })
     }
 
     /// A manager opening its connections from this client, built with
     /// [`ClusterClient::builder`] for timeouts, retries, TLS or reads from replicas.
+    /// The client's response timeout is kept (the driver's default is none), and the
+    /// pool's checks are bounded only once [`response_timeout`](Self::response_timeout)
+    /// is set here too, since the manager cannot read the client's.
     pub fn from_client(client: ClusterClient) -> RedisClusterManager {
         RedisClusterManager {
             client,
             nodes: Vec::new(),
+            response_timeout: None,
         }
+    }
+
+    /// How long a reply from any node may take (read and write timeout of every node's
+    /// socket); `None` for no limit. Default for [`new`](Self::new): 60 s
+    /// ([`DEFAULT_RESPONSE_TIMEOUT`]). Connecting to a node is bounded by the driver
+    /// (1 s per node unless the client sets `connection_timeout`).
+    pub fn response_timeout(mut self, timeout: impl Into<Option<Duration>>) -> RedisClusterManager {
+        self.response_timeout = Some(timeout.into());
+        self
     }
 
     /// The client connections are opened from.
@@ -331,6 +363,10 @@ impl fmt::Debug for RedisClusterManager {
         } else {
             s.field("nodes", &self.nodes.iter().map(Addr).collect::<Vec<_>>());
         }
+        match self.response_timeout {
+            Some(timeout) => s.field("response_timeout", &timeout),
+            None => s.field("response_timeout", &"<the client's>"),
+        };
         s.finish()
     }
 }
@@ -340,11 +376,33 @@ impl ManageConnection for RedisClusterManager {
     type Error = RedisError;
 
     fn connect(&self) -> RedisResult<ClusterConnection> {
-        self.client.get_connection()
+        let conn = self.client.get_connection()?;
+        if let Some(timeout) = self.response_timeout {
+            conn.set_read_timeout(timeout)?;
+            conn.set_write_timeout(timeout)?;
+        }
+        Ok(conn)
     }
 
     fn is_valid(&self, conn: &mut ClusterConnection) -> RedisResult<()> {
         ping(conn)
+    }
+
+    fn is_valid_within(&self, conn: &mut ClusterConnection, timeout: Duration) -> RedisResult<()> {
+        // With the client's own timeout, which cannot be read, it could not be restored.
+        let Some(response_timeout) = self.response_timeout else {
+            return ping(conn);
+        };
+        match super::shorter_for_check(timeout, response_timeout) {
+            None => ping(conn),
+            Some(bound) => {
+                let set =
+                    |c: &ClusterConnection, t| c.set_read_timeout(t).and(c.set_write_timeout(t));
+                set(conn, Some(bound))?;
+                let checked = ping(conn);
+                checked.and(set(conn, response_timeout))
+            }
+        }
     }
 
     fn has_broken(&self, conn: &mut ClusterConnection) -> bool {

@@ -174,22 +174,23 @@ impl PoolConfig {
                         .flatten()
                         .map(|u| expand(u, alias, "urls", secrets))
                         .collect::<Result<Vec<_>, _>>()?;
-                    let manager =
-                        if self.connect_timeout.is_none() && self.response_timeout.is_none() {
-                            RedisClusterManager::new(urls.iter().map(String::as_str))
-                        } else {
-                            let mut client = ::redis::cluster::ClusterClient::builder(
-                                urls.iter().map(String::as_str),
-                            );
-                            if let Some(t) = self.connect_timeout {
-                                client = client.connection_timeout(t.0);
-                            }
-                            if let Some(t) = self.response_timeout {
-                                client = client.response_timeout(t.0);
-                            }
-                            client.build().map(RedisClusterManager::from_client)
-                        }
-                        .map_err(|e| failed(format!("invalid `urls`: {e}")))?;
+                    let manager = match self.connect_timeout {
+                        None => RedisClusterManager::new(urls.iter().map(String::as_str)),
+                        Some(t) => ::redis::cluster::ClusterClient::builder(
+                            urls.iter().map(String::as_str),
+                        )
+                        .connection_timeout(t.0)
+                        .build()
+                        .map(|client| {
+                            RedisClusterManager::from_client(client)
+                                .response_timeout(crate::backends::redis::DEFAULT_RESPONSE_TIMEOUT)
+                        }),
+                    }
+                    .map_err(|e| failed(format!("invalid `urls`: {e}")))?;
+                    let manager = match self.response_timeout {
+                        Some(t) => manager.response_timeout(t.0),
+                        None => manager,
+                    };
                     let pool = self
                         .builder(alias)
                         .build(manager)

@@ -234,6 +234,8 @@ pub struct PoolConfig {
     max_waiters: Option<Off<usize>>,
     #[serde(default)]
     circuit_breaker: Option<bool>,
+    #[serde(default)]
+    validation_timeout: Option<DurationSetting>,
 }
 
 impl PoolConfig {
@@ -281,6 +283,9 @@ impl PoolConfig {
         }
         if let Some(v) = self.circuit_breaker {
             b = b.circuit_breaker(v);
+        }
+        if let Some(v) = self.validation_timeout {
+            b = b.validation_timeout(v.0);
         }
         b
     }

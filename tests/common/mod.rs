@@ -37,6 +37,8 @@ pub struct Script {
     pub panics: Mutex<HashMap<&'static str, u32>>,
     /// Connect attempts (numbered from 1, in the order they start) that fail.
     pub fail_attempts: Mutex<Vec<u64>>,
+    /// The bound the pool passed to each `is_valid_within`.
+    pub check_timeouts: Mutex<Vec<Duration>>,
 }
 
 impl Script {
@@ -172,6 +174,11 @@ impl ManageConnection for FakeManager {
             return Err(FakeError("ping failed (scripted)".into()));
         }
         Ok(())
+    }
+
+    fn is_valid_within(&self, conn: &mut FakeConn, timeout: Duration) -> Result<(), FakeError> {
+        self.script.check_timeouts.lock().unwrap().push(timeout);
+        self.is_valid(conn)
     }
 
     fn has_broken(&self, conn: &mut FakeConn) -> bool {
