@@ -261,3 +261,29 @@ fn validity_broken_and_detach() {
     assert_eq!(count(&raw, "d"), 1, "the detached connection still works");
     assert_eq!(count(&pool.get().unwrap(), "d"), 1);
 }
+
+#[test]
+fn the_busy_timeout_is_set_on_every_connection_before_the_init_hook() {
+    let busy_ms = |conn: &rusqlite::Connection| -> i64 {
+        conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .unwrap()
+    };
+    let default = SqliteManager::memory().connect().unwrap();
+    assert_eq!(busy_ms(&default), 5_000);
+
+    let seen_by_init = std::sync::Arc::new(std::sync::atomic::AtomicI64::new(-1));
+    let seen = seen_by_init.clone();
+    let manager = SqliteManager::memory()
+        .busy_timeout(Duration::from_millis(1_250))
+        .with_init(move |conn| {
+            let ms: i64 = conn.query_row("PRAGMA busy_timeout", [], |r| r.get(0))?;
+            seen.store(ms, std::sync::atomic::Ordering::SeqCst);
+            Ok(())
+        });
+    let conn = manager.connect().unwrap();
+    assert_eq!(busy_ms(&conn), 1_250);
+    assert_eq!(
+        seen_by_init.load(std::sync::atomic::Ordering::SeqCst),
+        1_250
+    );
+}

@@ -320,6 +320,7 @@ init = "PRAGMA journal_mode = WAL; CREATE TABLE IF NOT EXISTS kv (k TEXT PRIMARY
 max_size = 3
 min_idle = 2
 reset_on_return = "rollback"
+busy_timeout = "1500ms"
 
 [pools.scratch]
 backend = "sqlite"
@@ -338,6 +339,10 @@ min_idle = 0
             .query_row("PRAGMA journal_mode", [], |r| r.get(0))
             .unwrap();
         assert_eq!(mode, "wal", "init ran");
+        let busy: i64 = conn
+            .query_row("PRAGMA busy_timeout", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(busy, 1_500, "busy_timeout reached the connection");
         conn.execute("INSERT INTO kv VALUES ('a', 'b')", [])
             .unwrap();
         drop(conn);

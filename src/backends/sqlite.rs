@@ -12,12 +12,13 @@
 //! use stickypool::{Pool, ResetAction};
 //!
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
-//! // The busy timeout first: switching to WAL takes a lock, and the pool opens
-//! // connections concurrently.
-//! let manager = SqliteManager::file("app.db").with_init(|conn| {
-//!     conn.busy_timeout(Duration::from_secs(2))?;
-//!     conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
-//! });
+//! // The busy timeout is set before the init hook runs: switching to WAL takes a
+//! // lock, and the pool opens connections concurrently.
+//! let manager = SqliteManager::file("app.db")
+//!     .busy_timeout(Duration::from_secs(2))
+//!     .with_init(|conn| {
+//!         conn.execute_batch("PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL;")
+//!     });
 //! let pool = Pool::builder()
 //!     .max_size(8)
 //!     .reset_on_return(ResetAction::Rollback)
@@ -68,6 +69,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use parking_lot::Mutex;
 use rusqlite::{Connection, OpenFlags};
@@ -85,6 +87,9 @@ enum Source {
     },
 }
 
+/// The busy timeout of a [`SqliteManager`] unless set (rusqlite's own default).
+pub const DEFAULT_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// A [`ManageConnection`] for SQLite connections ([`rusqlite::Connection`]).
 ///
 /// See the [module documentation](self) for an example and for what each hook does.
@@ -92,6 +97,7 @@ pub struct SqliteManager {
     source: Source,
     flags: OpenFlags,
     init: Option<Arc<InitFn>>,
+    busy_timeout: Duration,
     /// Runs the init hook of one connection at a time (see `connect`).
     init_serial: Mutex<()>,
 }
@@ -105,6 +111,7 @@ impl SqliteManager {
             source: Source::File(path.as_ref().to_path_buf()),
             flags: OpenFlags::default(),
             init: None,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
             init_serial: Mutex::new(()),
         }
     }
@@ -126,8 +133,17 @@ impl SqliteManager {
             },
             flags: OpenFlags::default(),
             init: None,
+            busy_timeout: DEFAULT_BUSY_TIMEOUT,
             init_serial: Mutex::new(()),
         }
+    }
+
+    /// How long a statement waits for a database that another connection has locked
+    /// before it fails with `SQLITE_BUSY` (SQLite's busy timeout), set on every new
+    /// connection before the init hook runs. Default: 5 s ([`DEFAULT_BUSY_TIMEOUT`]).
+    pub fn busy_timeout(mut self, timeout: Duration) -> SqliteManager {
+        self.busy_timeout = timeout;
+        self
     }
 
     /// Opens connections with these flags instead of [`OpenFlags::default`] (read-only,
@@ -188,6 +204,7 @@ impl fmt::Debug for SqliteManager {
             Source::Memory { name, .. } => s.field("memory", name),
         };
         s.field("flags", &self.flags)
+            .field("busy_timeout", &self.busy_timeout)
             .field("init", &self.init.as_ref().map(|_| "Fn(&mut Connection)"))
             .finish()
     }
@@ -199,6 +216,7 @@ impl ManageConnection for SqliteManager {
 
     fn connect(&self) -> rusqlite::Result<Connection> {
         let mut conn = self.open()?;
+        conn.busy_timeout(self.busy_timeout)?;
         if let Some(init) = &self.init {
             let _one_at_a_time = self.init_serial.lock();
             init(&mut conn)?;

@@ -15,7 +15,7 @@ impl PoolConfig {
 
     /// Checks that the backend's keys are there and no other backend's are.
     fn check_keys(&self, alias: &str) -> Result<(), ConfigError> {
-        let given: [(&'static str, bool); 9] = [
+        let given: [(&'static str, bool); 10] = [
             ("url", self.url.is_some()),
             ("connect_timeout", self.connect_timeout.is_some()),
             ("response_timeout", self.response_timeout.is_some()),
@@ -25,12 +25,13 @@ impl PoolConfig {
             ("path", self.path.is_some()),
             ("memory", self.memory.is_some()),
             ("init", self.init.is_some()),
+            ("busy_timeout", self.busy_timeout.is_some()),
         ];
         let allowed: &[&str] = match self.backend {
             Backend::Mysql => &["url", "connect_timeout", "read_timeout", "write_timeout"],
             Backend::Redis => &["url", "connect_timeout", "response_timeout"],
             Backend::RedisCluster => &["urls", "connect_timeout", "response_timeout"],
-            Backend::Sqlite => &["path", "memory", "init"],
+            Backend::Sqlite => &["path", "memory", "init", "busy_timeout"],
         };
         for (key, present) in given {
             if present && !allowed.contains(&key) {
@@ -207,6 +208,9 @@ impl PoolConfig {
                         Some(path) => SqliteManager::file(expand(path, alias, "path", secrets)?),
                         None => SqliteManager::memory(),
                     };
+                    if let Some(t) = self.busy_timeout {
+                        manager = manager.busy_timeout(t.0);
+                    }
                     if let Some(init) = &self.init {
                         let sql = expand(init, alias, "init", secrets)?;
                         manager = manager.with_init(move |conn| conn.execute_batch(&sql));

@@ -204,6 +204,9 @@ pub struct PoolConfig {
     /// Bound on each write to the server, or `"off"` (`mysql`).
     #[serde(default)]
     write_timeout: Option<Off<DurationSetting>>,
+    /// How long a statement waits for a locked database (`sqlite`).
+    #[serde(default)]
+    busy_timeout: Option<DurationSetting>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]
