@@ -135,7 +135,16 @@ fn keepalive_replaces_a_dead_idle_connection() {
         &pool,
         CloseReason::KeepaliveFailed
     ) == 1));
-    assert!(logged(log::Level::Warn, "keepalive", "keepalive"));
+    assert!(logged(
+        log::Level::Warn,
+        "keepalive",
+        &format!("checking a connection failed: connection {id} is dead")
+    ));
+    assert!(logged(
+        log::Level::Info,
+        "keepalive",
+        &format!("keepalive of connection {id} failed")
+    ));
     // The housekeeper opens a replacement without anyone asking.
     assert!(wait_until(SOON, || pool.state().idle_connections == 1));
     assert_ne!(pool.get().unwrap().id, id);
@@ -240,10 +249,11 @@ fn a_failed_reset_closes_the_connection() {
     drop(conn);
     assert_eq!(manager.script.closes.lock().unwrap().get(&id), Some(&1));
     assert_eq!(closed(&pool, CloseReason::ResetFailed), 1);
+    // The default error handler logs it, with the pool and what failed.
     assert!(logged(
         log::Level::Warn,
         "reset-fails",
-        "rollback on return failed"
+        "resetting a returned connection failed: reset failed (scripted)"
     ));
     manager.script.fail_reset.store(false, Ordering::SeqCst);
     assert_ne!(pool.get().unwrap().id, id);
