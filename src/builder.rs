@@ -6,54 +6,15 @@ use std::time::Duration;
 
 use scheduled_thread_pool::ScheduledThreadPool;
 
+use crate::engine::config::{
+    Config, DEFAULT_VALIDATION_TIMEOUT, LONGEST_PERIOD, MAX_POOL_SIZE, MIN_INTERVAL,
+};
 use crate::error::Error;
 use crate::manager::{
     CustomizeConnection, HandleError, HandleEvent, LoggingErrorHandler, ManageConnection,
     ResetAction,
 };
 use crate::pool::Pool;
-
-/// The largest `max_size` accepted.
-pub const MAX_POOL_SIZE: u32 = 1 << 16;
-
-/// The shortest `reap_interval` and `keepalive_interval` accepted: shorter ones would
-/// keep a scheduler thread busy doing nothing useful.
-pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
-
-/// Periods longer than this (100 years) are treated as this, so that the scheduler's
-/// deadline arithmetic cannot overflow: in effect, never.
-pub(crate) const LONGEST_PERIOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
-
-/// The default [`Builder::validation_timeout`], HikariCP's.
-pub const DEFAULT_VALIDATION_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// The pool's settings, after validation.
-pub(crate) struct Config<M: ManageConnection> {
-    pub(crate) name: String,
-    pub(crate) max_size: u32,
-    pub(crate) min_idle: u32,
-    pub(crate) connection_timeout: Duration,
-    pub(crate) test_on_check_out: bool,
-    pub(crate) validation_bypass_ms: u64,
-    pub(crate) test_on_check_in: bool,
-    pub(crate) idle_timeout: Option<Duration>,
-    pub(crate) max_lifetime: Option<Duration>,
-    pub(crate) reap_interval: Duration,
-    pub(crate) keepalive_interval: Option<Duration>,
-    pub(crate) reset_on_return: ResetAction,
-    pub(crate) leak_detection_threshold: Option<Duration>,
-    pub(crate) max_waiters: Option<usize>,
-    pub(crate) circuit_breaker: bool,
-    pub(crate) customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
-    pub(crate) event_handler: Option<Box<dyn HandleEvent>>,
-    pub(crate) error_handler: Box<dyn HandleError<M::Error>>,
-    pub(crate) validation_timeout: Duration,
-    pub(crate) thread_pool: Arc<ScheduledThreadPool>,
-    /// Leak detection or an event handler is on: borrows and returns record more.
-    pub(crate) observed: bool,
-    /// Something runs on return beyond `has_broken`: a reset, a customizer, a check.
-    pub(crate) resets: bool,
-}
 
 /// Builds a [`Pool`]. Names and defaults follow r2d2's `Builder`, with the additions
 /// of the lifecycle settings.
@@ -417,7 +378,7 @@ impl<M: ManageConnection> Builder<M> {
             validation_timeout: self.validation_timeout,
             thread_pool: self
                 .thread_pool
-                .unwrap_or_else(crate::housekeeper::shared_scheduler),
+                .unwrap_or_else(crate::engine::housekeeper::shared_scheduler),
         })
     }
 }

@@ -5,8 +5,8 @@ use std::fmt;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
+use crate::engine::{Checkout, Shared};
 use crate::manager::ManageConnection;
-use crate::pool::{Checkout, Shared};
 
 /// A borrowed connection. Derefs to the connection; dropping it gives the connection
 /// back to the pool (reset first if the pool is set to). A panic while it is held

@@ -70,13 +70,13 @@ pub mod config;
 #[cfg(not(loom))]
 mod connector;
 #[cfg(not(loom))]
+mod engine;
+#[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
 mod guard;
 #[cfg(not(loom))]
 mod hook;
-#[cfg(not(loom))]
-mod housekeeper;
 #[cfg(not(loom))]
 mod manager;
 #[cfg(all(feature = "metrics", not(loom)))]
@@ -99,7 +99,11 @@ mod sync;
 #[cfg(not(loom))]
 pub use bound::BoundConnection;
 #[cfg(not(loom))]
-pub use builder::{Builder, DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE};
+pub use builder::Builder;
+#[cfg(not(loom))]
+pub use engine::State;
+#[cfg(not(loom))]
+pub use engine::config::{DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE};
 #[cfg(not(loom))]
 pub use error::{Error, SharedError};
 #[cfg(not(loom))]
@@ -113,7 +117,7 @@ pub use manager::{
     NopErrorHandler, NopEventHandler, ReleaseEvent, ResetAction, TimeoutEvent,
 };
 #[cfg(not(loom))]
-pub use pool::{Pool, State};
+pub use pool::Pool;
 #[cfg(not(loom))]
 pub use registry::Pools;
 #[cfg(not(loom))]

@@ -87,8 +87,9 @@ use ::metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
 use parking_lot::Mutex;
 use scheduled_thread_pool::JobHandle;
 
+use crate::engine::{Shared, State};
 use crate::manager::ManageConnection;
-use crate::pool::{Pool, Shared, State};
+use crate::pool::Pool;
 use crate::stats::{Histogram, Stats};
 
 /// Quantiles published for wait and connect times.

@@ -34,8 +34,9 @@ use std::any::Any;
 use std::collections::BTreeMap;
 use std::fmt;
 
+use crate::engine::State;
 use crate::manager::ManageConnection;
-use crate::pool::{Pool, State};
+use crate::pool::Pool;
 use crate::stats::Stats;
 
 /// A pool with its type erased.

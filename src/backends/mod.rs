@@ -53,7 +53,7 @@ pub mod sqlite;
 /// short (or `validation` is, in effect, for ever).
 #[cfg_attr(not(any(feature = "mysql", feature = "redis")), allow(dead_code))]
 fn shorter_for_check(validation: Duration, io: Option<Duration>) -> Option<Duration> {
-    let forever = validation >= crate::builder::LONGEST_PERIOD;
+    let forever = validation >= crate::engine::config::LONGEST_PERIOD;
     match io {
         _ if forever => None,
         Some(io) if io <= validation => None,

@@ -24,11 +24,11 @@ use std::time::{Duration, Instant};
 
 use scheduled_thread_pool::ScheduledThreadPool;
 
+use super::Shared;
+use super::config::LONGEST_PERIOD;
 use crate::bag;
-use crate::builder::LONGEST_PERIOD;
 use crate::clock;
 use crate::manager::{CloseReason, ManageConnection};
-use crate::pool::Shared;
 use crate::stats::Counters;
 
 /// Threads of the shared scheduler: enough that a slow connect of one pool does not

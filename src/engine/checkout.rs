@@ -1,0 +1,285 @@
+//! Borrow and return: the hot path first, everything `#[cold]` after it.
+
+use std::ptr::NonNull;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use super::slot::{BorrowSite, Checkout, NOT_BORROWED, SlotMeta, bump};
+use crate::affinity;
+use crate::bag::{self, Deadline, NO_HINT, Ticket, Turn, Wait};
+use crate::clock;
+use crate::error::Error;
+use crate::manager::{CheckinEvent, CheckoutEvent, CloseReason, ManageConnection, TimeoutEvent};
+use crate::stats::Counters;
+
+impl<M: ManageConnection> Shared<M> {
+    /// Borrows: the fast path inline, the rest out of line.
+    #[inline]
+    pub(crate) fn checkout(&self, timeout: Duration) -> Result<Checkout<M::Connection>, Error> {
+        if let Some(checkout) = self.try_checkout() {
+            return Ok(checkout);
+        }
+        self.checkout_slow(timeout)
+    }
+
+    /// No check of `closed` here: closing sweeps every idle slot, so on a closed pool
+    /// this finds nothing and `get` goes on to the slow path, which reports it.
+    #[inline]
+    pub(crate) fn try_checkout(&self) -> Option<Checkout<M::Connection>> {
+        loop {
+            let ticket = self
+                .bag
+                .try_take(affinity::hint(self.id), affinity::scan_start)?;
+            if let Some(checkout) = self.accept(ticket, None) {
+                return Some(checkout);
+            }
+        }
+    }
+
+    /// Finishes a borrow of the slot `ticket` owns: checks the connection if asked and
+    /// records the borrow. `None` if the check failed (the connection is closed).
+    #[inline]
+    pub(super) fn accept(
+        &self,
+        ticket: Ticket,
+        waited: Option<Duration>,
+    ) -> Option<Checkout<M::Connection>> {
+        let ptr = self.bag.value_ptr(&ticket);
+        // SAFETY: the ticket owns the slot, and an owned slot taken from `IDLE` (or
+        // handed over) always holds a connection: slots are published `IDLE` only with
+        // their entry in place.
+        let entry = unsafe { (*ptr).as_mut().unwrap_unchecked() };
+        let now = clock::now_ms();
+        if self.config.test_on_check_out
+            && now.saturating_sub(entry.last_checked_ms) >= self.config.validation_bypass_ms
+        {
+            if !self.check(&mut entry.conn) {
+                self.close_slot(ticket, CloseReason::Broken);
+                return None;
+            }
+            entry.last_checked_ms = now;
+        }
+        let meta = self.bag.meta(ticket.index());
+        if self.config.observed || waited.is_some() {
+            self.note_checkout(meta, entry.id, waited);
+        }
+        // Stores are what the next CAS waits for (it drains the store buffer), so
+        // skip those that would not change anything: the clock moves once a ms.
+        if meta.borrowed_at_ms.load(Ordering::Relaxed) != now {
+            meta.borrowed_at_ms.store(now, Ordering::Relaxed);
+        }
+        bump(&meta.borrows, 1);
+        Some(Checkout {
+            ticket,
+            entry: NonNull::from(entry),
+        })
+    }
+
+    /// Takes a connection back from a guard. `discard` closes it instead.
+    #[inline]
+    pub(crate) fn checkin(&self, checkout: Checkout<M::Connection>, discard: bool) {
+        let Checkout { ticket, entry } = checkout;
+        // SAFETY: the guard owned the slot until now and hands ownership to us; the
+        // entry pointer is valid while the slot is owned.
+        let entry = unsafe { &mut *entry.as_ptr() };
+        let now = clock::now_ms();
+        let meta = self.bag.meta(ticket.index());
+        let held_ms = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
+        if held_ms != 0 {
+            bump(&meta.hold_ms, held_ms);
+        }
+        if self.config.observed {
+            self.note_checkin(meta, entry.id, held_ms);
+        }
+        let close = if discard || std::thread::panicking() {
+            Some(CloseReason::Discarded)
+        } else if self
+            .hook("ManageConnection::has_broken", || {
+                self.manager.has_broken(&mut entry.conn)
+            })
+            .unwrap_or(true)
+        {
+            Some(CloseReason::Broken)
+        } else if now >= entry.expires_ms {
+            Some(CloseReason::Lifetime)
+        } else if self.config.resets {
+            self.reset(entry)
+        } else {
+            None
+        };
+        if let Some(reason) = close {
+            self.close_slot(ticket, reason);
+            return;
+        }
+        if entry.last_used_ms != now {
+            entry.last_used_ms = now;
+        }
+        affinity::remember(self.id, ticket.index());
+        self.give_back(ticket);
+    }
+
+    /// Gives an owned slot (with its connection) back to the bag, closing the
+    /// connection if the pool closed meanwhile.
+    pub(crate) fn give_back(&self, ticket: Ticket) {
+        if let Err(ticket) = self.bag.give_back(ticket) {
+            self.close_slot(ticket, CloseReason::PoolClosed);
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(super) fn checkout_slow(
+        &self,
+        timeout: Duration,
+    ) -> Result<Checkout<M::Connection>, Error> {
+        let started = Instant::now();
+        clock::tick();
+        let timer = BorrowTimer {
+            deadline: Deadline::after(timeout),
+            shared: self,
+        };
+        let mut turn = Turn::new(started);
+        loop {
+            if self.bag.is_closed() {
+                return Err(Error::Closed);
+            }
+            let ticket = match self.bag.try_take(NO_HINT, affinity::scan_start) {
+                Some(ticket) => ticket,
+                None if self.backend_down() => return Err(self.unavailable()),
+                None => {
+                    let outcome = self
+                        .bag
+                        .wait(&mut turn, &timer, self.config.max_waiters, || {
+                            self.spawn_creators()
+                        });
+                    clock::tick();
+                    match outcome {
+                        Wait::Got(ticket) => ticket,
+                        Wait::TimedOut if self.backend_down() => {
+                            return Err(self.unavailable());
+                        }
+                        Wait::TimedOut => return Err(self.timed_out(started)),
+                        Wait::Closed => return Err(Error::Closed),
+                        Wait::TooManyWaiters => {
+                            Counters::bump(&self.counters.rejected);
+                            return Err(Error::TooManyWaiters {
+                                limit: self.config.max_waiters.unwrap_or(0),
+                            });
+                        }
+                    }
+                }
+            };
+            // Once queued, the borrow counts as a wait however it ends.
+            let waited = turn.has_waited().then(|| started.elapsed());
+            if let Some(checkout) = self.accept(ticket, waited) {
+                return Ok(checkout);
+            }
+        }
+    }
+
+    /// Whether waiting could not help: the breaker is open (the backend refused every
+    /// recent connect) and the pool has no connection that could come back.
+    pub(super) fn backend_down(&self) -> bool {
+        self.breaker.is_open() && self.connections_estimate() == 0
+    }
+
+    #[cold]
+    pub(super) fn unavailable(&self) -> Error {
+        Counters::bump(&self.counters.unavailable);
+        Error::Unavailable {
+            down_for: self.breaker.open_for(clock::now_ms()).unwrap_or_default(),
+            last_error: self.last_error.lock().clone(),
+        }
+    }
+
+    #[cold]
+    pub(super) fn timed_out(&self, started: Instant) -> Error {
+        let waited = started.elapsed();
+        Counters::bump(&self.counters.timeouts);
+        if let Some(handler) = &self.config.event_handler {
+            self.hook("HandleEvent::handle_timeout", || {
+                handler.handle_timeout(TimeoutEvent { timeout: waited })
+            });
+        }
+        Error::Timeout {
+            waited,
+            last_error: self.last_error.lock().clone(),
+        }
+    }
+
+    /// What a borrow records beyond the fast path: the wait, the borrow site for leak
+    /// detection, the event. Done before the borrow time is stored, so the leak scan
+    /// never pairs a new borrow time with the previous borrow's site.
+    #[cold]
+    pub(super) fn note_checkout(&self, meta: &SlotMeta, id: u64, waited: Option<Duration>) {
+        if let Some(waited) = waited {
+            Counters::bump(&self.counters.waits);
+            self.counters.wait_time.record(waited);
+        }
+        if self.config.leak_detection_threshold.is_some() {
+            self.record_borrow_site(meta);
+        }
+        if let Some(handler) = &self.config.event_handler {
+            self.hook("HandleEvent::handle_checkout", || {
+                handler.handle_checkout(CheckoutEvent {
+                    id,
+                    duration: waited.unwrap_or_default(),
+                })
+            });
+        }
+    }
+
+    pub(super) fn record_borrow_site(&self, meta: &SlotMeta) {
+        let site = BorrowSite {
+            thread: std::thread::current()
+                .name()
+                .unwrap_or("<unnamed>")
+                .to_owned(),
+            backtrace: std::backtrace::Backtrace::force_capture(),
+        };
+        *meta.borrow_site.lock() = Some(site);
+        meta.leak_reported.store(false, Ordering::Relaxed);
+    }
+
+    /// What a return records beyond the fast path: the leak follow-up, the event.
+    #[cold]
+    pub(super) fn note_checkin(&self, meta: &SlotMeta, id: u64, held_ms: u64) {
+        if self.config.leak_detection_threshold.is_some() {
+            meta.borrowed_at_ms.store(NOT_BORROWED, Ordering::Relaxed);
+            if meta.leak_reported.swap(false, Ordering::Relaxed) {
+                log::info!(
+                    "pool '{}': connection {id}, reported as leaked, was returned after {:?}",
+                    self.config.name,
+                    Duration::from_millis(held_ms)
+                );
+            }
+        }
+        if let Some(handler) = &self.config.event_handler {
+            self.hook("HandleEvent::handle_checkin", || {
+                handler.handle_checkin(CheckinEvent {
+                    id,
+                    duration: Duration::from_millis(held_ms),
+                })
+            });
+        }
+    }
+}
+
+/// A borrower's timer: its deadline, or the backend found down while it waits (the
+/// bag looks at least every `bag::RESCAN`), so that waiters learn of an outage as fast
+/// as new borrowers do.
+struct BorrowTimer<'a, M: ManageConnection> {
+    deadline: Deadline,
+    shared: &'a Shared<M>,
+}
+
+impl<M: ManageConnection> bag::Timer for BorrowTimer<'_, M> {
+    fn expired(&self) -> bool {
+        self.deadline.expired() || self.shared.backend_down()
+    }
+
+    fn park(&self) {
+        self.deadline.park();
+    }
+}

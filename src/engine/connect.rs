@@ -1,0 +1,432 @@
+//! Opening connections: on demand for waiters, to keep `min_idle`, as retries with
+//! jittered backoff, and as the circuit breaker's probe.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use super::Shared;
+use super::slot::Entry;
+use crate::bag::{self, Ticket};
+use crate::clock;
+use crate::error::{Error, SharedError};
+use crate::hook;
+use crate::manager::{AcquireEvent, ErrorOrigin, ManageConnection};
+use crate::stats::Counters;
+
+/// Why opening a connection failed: the driver's (or customizer's) error, still
+/// typed for the error handler, or a panic in one of them.
+pub(super) enum OpenFailure<E> {
+    Error(E),
+    Panicked(SharedError),
+}
+
+impl<M: ManageConnection> Shared<M> {
+    /// Blocks until `min_idle` connections are open; see [`Builder::build`].
+    pub(crate) fn wait_for_min_idle(&self) -> Result<(), Error> {
+        let shared = self;
+        let want = shared.config.min_idle;
+        let started = Instant::now();
+        // A timeout too large for the clock waits for ever.
+        let deadline = started.checked_add(shared.config.connection_timeout);
+        let mut progress = shared.progress.lock();
+        loop {
+            // The counters first (constant time), the slots only to confirm, so
+            // waiting for a large pool stays linear in its size.
+            if shared.connections_estimate() >= want && shared.state().connections >= want {
+                return Ok(());
+            }
+            if shared.consistently_refused()
+                && let Some(e) = shared.last_error.lock().clone()
+            {
+                return Err(Error::Connect(e));
+            }
+            if shared.bag.is_closed() {
+                return Err(Error::Closed);
+            }
+            let timed_out = match deadline {
+                Some(deadline) => shared
+                    .progress_cond
+                    .wait_until(&mut progress, deadline)
+                    .timed_out(),
+                None => {
+                    shared.progress_cond.wait(&mut progress);
+                    false
+                }
+            };
+            if timed_out && shared.state().connections < want {
+                return Err(Error::Timeout {
+                    waited: started.elapsed(),
+                    last_error: shared.last_error.lock().clone(),
+                });
+            }
+        }
+    }
+
+    /// Queues a refill of `min_idle` on the connector if the pool is below it: a
+    /// connection closed for any reason is replaced at once, not at the next reap.
+    /// One refill is queued at a time, so closing many connections costs one.
+    pub(crate) fn refill_soon(&self) {
+        if self.bag.is_closed()
+            || self.connections_estimate() >= self.config.min_idle
+            || self.refill_queued.swap(true, Ordering::AcqRel)
+        {
+            return;
+        }
+        let weak = self.weak.clone();
+        self.connector.run(move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.refill_queued.store(false, Ordering::Release);
+                shared.fill_min_idle();
+            }
+        });
+    }
+
+    /// Opens connections for waiting threads: one more whenever more threads wait
+    /// than connections are being opened, while there are empty slots. Threads never
+    /// open connections themselves, so a burst of them cannot open one each.
+    pub(crate) fn spawn_creators(&self) {
+        loop {
+            // While the backend is down, the breaker's probe is the only connect.
+            // Checked on every round: a connect that fails at once frees `pending`
+            // again before this loop looks.
+            let pending = self.pending.load(Ordering::Acquire);
+            if pending >= self.bag.waiters() || self.bag.is_closed() || self.breaker.is_open() {
+                return;
+            }
+            if !self.start_connect(pending) {
+                return;
+            }
+        }
+    }
+
+    /// Opens connections until `min_idle` are open or being opened. Linear in the
+    /// pool's size: one count, then one pass claiming empty slots.
+    pub(crate) fn fill_min_idle(&self) {
+        if self.breaker.is_open() {
+            return; // the probe's success refills
+        }
+        let _filling = self.filling.lock();
+        let open = (0..self.bag.len())
+            .filter(|&i| self.bag.state(i) != bag::EMPTY)
+            .count();
+        let mut missing = (self.config.min_idle as usize).saturating_sub(open);
+        let mut from = 0;
+        while missing > 0 && !self.bag.is_closed() {
+            self.pending.fetch_add(1, Ordering::AcqRel);
+            let Some(ticket) = self.bag.reserve_empty(from) else {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                return;
+            };
+            from = ticket.index() + 1;
+            self.schedule_connect(ticket, 0, false);
+            missing -= 1;
+        }
+    }
+
+    /// Claims an empty slot and schedules a connect for it, if `pending` is still
+    /// the number of connects under way. False if no slot is free.
+    pub(super) fn start_connect(&self, pending: usize) -> bool {
+        if self
+            .pending
+            .compare_exchange(pending, pending + 1, Ordering::AcqRel, Ordering::Relaxed)
+            .is_err()
+        {
+            return true; // raced with another creator; the caller looks again
+        }
+        match self.bag.reserve_empty(0) {
+            Some(ticket) => {
+                self.schedule_connect(ticket, 0, false);
+                true
+            }
+            None => {
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                false
+            }
+        }
+    }
+
+    /// Schedules attempt `attempt` (0 = at once) to open a connection into the
+    /// `CONNECTING` slot `ticket` owns; `probe` if it is the breaker's probe.
+    pub(super) fn schedule_connect(&self, ticket: Ticket, attempt: u32, probe: bool) {
+        let weak = self.weak.clone();
+        let job = move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.connect_job(ticket, attempt, probe);
+            }
+        };
+        if attempt == 0 {
+            self.connector.run(job);
+        } else {
+            // The shared scheduler only waits out the backoff; the connect itself runs
+            // on this pool's connector.
+            let connector = self.connector.clone();
+            let seed = self.id ^ u64::from(attempt) << 48 ^ clock::now_ms();
+            self.config
+                .thread_pool
+                .execute_after(backoff(attempt, seed), move || connector.run(job));
+        }
+    }
+
+    /// Opens a connection into the `CONNECTING` slot `ticket` owns; on failure retries
+    /// with backoff while anyone still needs it, or, while the backend is down, as the
+    /// breaker's one probe.
+    pub(super) fn connect_job(&self, ticket: Ticket, attempt: u32, probe: bool) {
+        // Demand is checked again when the job runs, not only when it was queued: by
+        // then connections opened earlier may have served the waiters (HikariCP does
+        // the same), so a burst of threads does not open a connection each. The probe
+        // runs whatever the demand, so that the first borrow after the backend comes
+        // back finds a connection.
+        let wanted = if probe {
+            !self.bag.is_closed()
+        } else {
+            self.still_needed()
+        };
+        if !wanted {
+            if probe {
+                self.breaker.end_probe();
+            }
+            return self.abandon_connect(ticket);
+        }
+        let started = Instant::now();
+        match self.open() {
+            Ok(conn) => {
+                self.counters.connect_time.record(started.elapsed());
+                let now = clock::tick();
+                let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+                let expires_ms = match self.config.max_lifetime {
+                    Some(lifetime) => now.saturating_add(lifetime_with_jitter(lifetime, id)),
+                    None => u64::MAX,
+                };
+                if let Some(handler) = &self.config.event_handler {
+                    self.hook("HandleEvent::handle_acquire", || {
+                        handler.handle_acquire(AcquireEvent { id })
+                    });
+                }
+                self.bag.with_value(&ticket, |value| {
+                    *value = Some(Entry {
+                        conn,
+                        id,
+                        created_ms: now,
+                        expires_ms,
+                        last_used_ms: now,
+                        last_checked_ms: now,
+                    });
+                });
+                *self.last_error.lock() = None;
+                self.give_back(ticket);
+                // Counted once it is in its slot, so `connections_estimate` never runs
+                // ahead of `state()`.
+                Counters::bump(&self.counters.created);
+                self.pending.fetch_sub(1, Ordering::AcqRel);
+                if let Some(down_for) = self.breaker.succeeded(now) {
+                    log::info!(
+                        "pool '{}': the backend is back after {down_for:?} down",
+                        self.config.name
+                    );
+                }
+                self.note_progress();
+                self.spawn_creators();
+                self.refill_soon();
+            }
+            Err(e) => self.connect_failed(ticket, attempt, probe, e),
+        }
+    }
+
+    pub(super) fn connect_failed(
+        &self,
+        ticket: Ticket,
+        attempt: u32,
+        probe: bool,
+        failure: OpenFailure<M::Error>,
+    ) {
+        Counters::bump(&self.counters.connect_failures);
+        let now = clock::tick();
+        let name = &self.config.name;
+        let just_opened = self.breaker.failed(now);
+        let down_for = if just_opened {
+            None
+        } else {
+            self.breaker.open_for(now)
+        };
+        let summary = down_for.is_some() && self.breaker.summary_due(now);
+        // While the breaker is open, the probes' errors reach the handler only with
+        // the periodic summary: one report per state change or period, not per probe.
+        let error = match failure {
+            OpenFailure::Error(e) if down_for.is_none() || summary => {
+                self.report(ErrorOrigin::Connect, e)
+            }
+            OpenFailure::Error(e) => Arc::new(e),
+            OpenFailure::Panicked(panic) => panic,
+        };
+        if just_opened {
+            log::warn!(
+                "pool '{name}': the backend refused {} connects in a row; borrows fail at \
+                 once while no connection is open, and one connect at a time probes it",
+                self.breaker.failures()
+            );
+        } else if let (Some(down_for), true) = (down_for, summary) {
+            log::warn!(
+                "pool '{name}': the backend is still unavailable after {down_for:?} \
+                 ({} connects failed)",
+                self.breaker.failures()
+            );
+        } else {
+            log::debug!("pool '{name}': connect attempt {} failed", attempt + 1);
+        }
+        *self.last_error.lock() = Some(error);
+        self.last_failed_attempt
+            .fetch_max(attempt.saturating_add(1), Ordering::AcqRel);
+        self.note_progress();
+        let next = attempt.saturating_add(1);
+        if self.breaker.is_open() {
+            if probe || self.breaker.claim_probe() {
+                self.schedule_connect(ticket, next, true);
+            } else {
+                self.abandon_connect(ticket);
+            }
+        } else if self.still_needed() {
+            self.schedule_connect(ticket, next, false);
+        } else {
+            self.abandon_connect(ticket);
+        }
+    }
+
+    pub(super) fn abandon_connect(&self, ticket: Ticket) {
+        self.bag.free(ticket);
+        self.pending.fetch_sub(1, Ordering::AcqRel);
+        self.note_progress();
+    }
+
+    /// Whether the backend refuses consistently, so `build` should fail now rather than
+    /// wait out its timeout: no connect has ever succeeded and some connection's
+    /// first [`BUILD_ATTEMPTS`] attempts all failed (about 60 ms with the retry
+    /// backoff). One failure among successes never fails `build`.
+    pub(super) fn consistently_refused(&self) -> bool {
+        self.counters.created.load(Ordering::Acquire) == 0
+            && self.last_failed_attempt.load(Ordering::Acquire) >= BUILD_ATTEMPTS
+    }
+
+    /// Whether a failed connect should be retried: someone waits, or the pool is
+    /// below `min_idle`. Constant time: it runs once per connect.
+    pub(super) fn still_needed(&self) -> bool {
+        if self.bag.is_closed() {
+            return false;
+        }
+        self.bag.waiters() > 0 || self.connections_estimate() < self.config.min_idle
+    }
+
+    /// Open connections by the counters (opened less closed), without a scan of the
+    /// slots. Never above `state().connections` except for a moment while a
+    /// connection is being closed.
+    pub(super) fn connections_estimate(&self) -> u32 {
+        let stats = &self.counters;
+        let created = stats.created.load(Ordering::Relaxed);
+        let closed: u64 = stats.closed.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+        u32::try_from(created.saturating_sub(closed)).unwrap_or(u32::MAX)
+    }
+
+    /// Opens a connection and runs `on_acquire`; a panic in either is a connect error
+    /// that says so.
+    pub(super) fn open(&self) -> Result<M::Connection, OpenFailure<M::Error>> {
+        let mut conn = match hook::catch("ManageConnection::connect", || self.manager.connect()) {
+            Ok(Ok(conn)) => conn,
+            Ok(Err(e)) => return Err(OpenFailure::Error(e)),
+            Err(panic) => {
+                self.note_panic(&panic);
+                return Err(OpenFailure::Panicked(Arc::new(panic)));
+            }
+        };
+        if let Some(customizer) = &self.config.customizer {
+            let outcome = hook::catch("CustomizeConnection::on_acquire", || {
+                customizer.on_acquire(&mut conn)
+            });
+            let error = match outcome {
+                Ok(Ok(())) => return Ok(conn),
+                Ok(Err(e)) => OpenFailure::Error(e),
+                Err(panic) => {
+                    self.note_panic(&panic);
+                    OpenFailure::Panicked(Arc::new(panic))
+                }
+            };
+            self.hook("Connection::drop", || drop(conn));
+            return Err(error);
+        }
+        Ok(conn)
+    }
+
+    pub(super) fn note_progress(&self) {
+        *self.progress.lock() += 1;
+        self.progress_cond.notify_all();
+    }
+}
+
+/// How many attempts of one connection must fail, with none ever succeeding, before
+/// `build` gives up early; see `Shared::consistently_refused`.
+const BUILD_ATTEMPTS: u32 = 3;
+
+/// The delay before connect attempt `attempt` (1-based retries): 10 ms doubling up
+/// to [`PROBE_CAP`](crate::breaker::PROBE_CAP) (1 s), less a pseudo-random part of up
+/// to half of it from `seed`, so that pools (and a fleet's instances) that lost a
+/// backend together do not retry in step.
+fn backoff(attempt: u32, seed: u64) -> Duration {
+    let full = Duration::from_millis(10u64 << attempt.min(7)).min(crate::breaker::PROBE_CAP);
+    let ms = clock::millis(full);
+    Duration::from_millis(ms - splitmix(seed) % (ms / 2 + 1))
+}
+
+/// `lifetime` in milliseconds less a pseudo-random 0 to 2.5%, derived from `seed`.
+pub(crate) fn lifetime_with_jitter(lifetime: Duration, seed: u64) -> u64 {
+    let ms = clock::millis(lifetime);
+    let spread = ms / 40;
+    if spread == 0 {
+        return ms;
+    }
+    ms - splitmix(seed) % (spread + 1)
+}
+
+/// splitmix64: cheap and well spread for consecutive seeds.
+fn splitmix(seed: u64) -> u64 {
+    let mut x = seed.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    x ^ (x >> 31)
+}
+
+#[cfg(test)]
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jitter_stays_within_two_and_a_half_percent() {
+        let lifetime = Duration::from_secs(1000);
+        let values: Vec<u64> = (0..1000)
+            .map(|seed| lifetime_with_jitter(lifetime, seed))
+            .collect();
+        assert!(values.iter().all(|&v| (975_000..=1_000_000).contains(&v)));
+        let distinct: std::collections::HashSet<_> = values.iter().collect();
+        assert!(
+            distinct.len() > 900,
+            "jitter should spread: {}",
+            distinct.len()
+        );
+        assert_eq!(lifetime_with_jitter(Duration::from_millis(10), 3), 10);
+    }
+
+    #[test]
+    fn backoff_grows_is_capped_and_jittered() {
+        for seed in 0..100 {
+            let first = backoff(1, seed);
+            assert!((10..=20).contains(&first.as_millis()), "{first:?}");
+            let late = backoff(30, seed);
+            assert!((500..=1000).contains(&late.as_millis()), "{late:?}");
+        }
+        let spread: std::collections::HashSet<_> = (0..100).map(|s| backoff(30, s)).collect();
+        assert!(
+            spread.len() > 50,
+            "jitter spreads retries: {}",
+            spread.len()
+        );
+    }
+}

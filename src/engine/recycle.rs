@@ -1,0 +1,176 @@
+//! What happens to a connection on its way back or out: the reset ("fake close"), the
+//! checks, reporting errors, and closing.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::Shared;
+use super::slot::{Checkout, Entry};
+use crate::bag::Ticket;
+use crate::clock;
+use crate::error::{ErrorMessage, SharedError};
+use crate::manager::{CloseReason, ErrorOrigin, ManageConnection, ReleaseEvent, ResetAction};
+use crate::stats::Counters;
+
+impl<M: ManageConnection> Shared<M> {
+    /// The fake close and the optional check on return; `Some` if the connection
+    /// must be closed.
+    pub(super) fn reset(&self, entry: &mut Entry<M::Connection>) -> Option<CloseReason> {
+        let (action, id) = (self.config.reset_on_return, entry.id);
+        if action != ResetAction::None {
+            let failed = self.reset_step("ManageConnection::reset", id, || {
+                self.manager.reset(&mut entry.conn, action)
+            });
+            if failed.is_some() {
+                return failed;
+            }
+        }
+        if let Some(customizer) = &self.config.customizer {
+            let failed = self.reset_step("CustomizeConnection::on_check_in", id, || {
+                customizer.on_check_in(&mut entry.conn)
+            });
+            if failed.is_some() {
+                return failed;
+            }
+        }
+        if self.config.test_on_check_in {
+            if !self.check(&mut entry.conn) {
+                return Some(CloseReason::Broken);
+            }
+            entry.last_checked_ms = clock::now_ms();
+        }
+        None
+    }
+
+    /// One step of the reset on return: `Some` (close the connection) if it failed or
+    /// panicked.
+    pub(super) fn reset_step(
+        &self,
+        hook: &'static str,
+        id: u64,
+        f: impl FnOnce() -> Result<(), M::Error>,
+    ) -> Option<CloseReason> {
+        match self.hook(hook, f) {
+            Some(Ok(())) => None,
+            Some(Err(e)) => {
+                log::debug!(
+                    "pool '{}': {hook} failed, closing connection {id}",
+                    self.config.name
+                );
+                self.report(ErrorOrigin::Reset, e);
+                Some(CloseReason::ResetFailed)
+            }
+            None => Some(CloseReason::ResetFailed), // logged by `hook`
+        }
+    }
+
+    /// `validate`, counting a failure (or a panic) in `validation_failures`.
+    pub(super) fn check(&self, conn: &mut M::Connection) -> bool {
+        let valid = self.validate(conn);
+        if !valid {
+            Counters::bump(&self.counters.validation_failures);
+        }
+        valid
+    }
+
+    /// `is_valid_within` the validation timeout; a failure goes to the error handler.
+    pub(crate) fn validate(&self, conn: &mut M::Connection) -> bool {
+        let timeout = self.config.validation_timeout;
+        match self.hook("ManageConnection::is_valid", || {
+            self.manager.is_valid_within(conn, timeout)
+        }) {
+            Some(Ok(())) => true,
+            Some(Err(e)) => {
+                self.report(ErrorOrigin::Check, e);
+                false
+            }
+            None => false, // logged by `hook`
+        }
+    }
+
+    /// Hands an error to the error handler and returns what the pool keeps of it: the
+    /// error itself when the handler looked at it in place, else its message.
+    pub(super) fn report(&self, origin: ErrorOrigin, error: M::Error) -> SharedError {
+        let handler = &self.config.error_handler;
+        let in_place = self.hook("HandleError::handle_error_in_place", || {
+            handler.handle_error_in_place(&self.config.name, origin, &error)
+        });
+        if in_place == Some(false) {
+            let kept = Arc::new(ErrorMessage(error.to_string()));
+            self.hook("HandleError::handle_error", || handler.handle_error(error));
+            kept
+        } else {
+            Arc::new(error)
+        }
+    }
+
+    /// Takes a borrowed connection out of the pool for good and frees its slot.
+    pub(crate) fn detach(&self, checkout: Checkout<M::Connection>) -> M::Connection {
+        let entry = self
+            .bag
+            .with_value(&checkout.ticket, Option::take)
+            .expect("a borrowed slot holds a connection");
+        self.bag.free(checkout.ticket);
+        let conn = self.release(entry, CloseReason::Detached);
+        // The freed slot may be what a waiter needs, or `min_idle` wants refilling.
+        self.spawn_creators();
+        self.refill_soon();
+        conn.expect("a detached connection is handed back, not closed")
+    }
+
+    /// Closes the connection in an owned slot and frees the slot. The connection is
+    /// closed before the slot is freed, so the pool never has more than `max_size`.
+    pub(crate) fn close_slot(&self, ticket: Ticket, reason: CloseReason) {
+        let entry = self.bag.with_value(&ticket, Option::take);
+        if let Some(entry) = entry {
+            self.release(entry, reason);
+        }
+        self.bag.free(ticket);
+        self.spawn_creators();
+        self.refill_soon();
+    }
+
+    /// Counts and reports a connection leaving the pool, and closes it, unless it is
+    /// being detached: then it is handed back.
+    pub(crate) fn release(
+        &self,
+        entry: Entry<M::Connection>,
+        reason: CloseReason,
+    ) -> Option<M::Connection> {
+        Counters::bump(&self.counters.closed[reason.index()]);
+        log::debug!(
+            "pool '{}': closing connection {} ({reason})",
+            self.config.name,
+            entry.id
+        );
+        if let Some(handler) = &self.config.event_handler {
+            self.hook("HandleEvent::handle_release", || {
+                handler.handle_release(ReleaseEvent {
+                    id: entry.id,
+                    age: Duration::from_millis(clock::now_ms().saturating_sub(entry.created_ms)),
+                    reason,
+                })
+            });
+        }
+        if reason == CloseReason::Detached {
+            return Some(entry.conn);
+        }
+        self.close_connection(entry.conn);
+        None
+    }
+
+    /// Closes a connection: through `on_release` if there is a customizer, else by
+    /// dropping it. A panic in either is caught like any hook's.
+    pub(super) fn close_connection(&self, conn: M::Connection) {
+        match &self.config.customizer {
+            Some(customizer) => {
+                self.hook("CustomizeConnection::on_release", || {
+                    customizer.on_release(conn)
+                });
+            }
+            None => {
+                self.hook("Connection::drop", || drop(conn));
+            }
+        }
+    }
+}
