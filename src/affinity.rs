@@ -23,13 +23,16 @@ thread_local! {
     static HINTS: [Cell<Hint>; HINT_ENTRIES] =
         const { [const { Cell::new(Hint { pool: 0, slot: 0 }) }; HINT_ENTRIES] };
     /// Where this thread starts scanning when its hint misses; spreads threads out.
-    static SCAN_START: Cell<usize> = const { Cell::new(usize::MAX) };
+    static SCAN_START: Cell<usize> = const { Cell::new(UNASSIGNED) };
 }
 
 /// 64-bit, so ids never repeat within a process: a hint or a bound connection of a
 /// dropped pool can never be mistaken for another pool's.
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
 static NEXT_SCAN_START: AtomicUsize = AtomicUsize::new(0);
+
+/// A thread's `SCAN_START` before its first scan.
+const UNASSIGNED: usize = usize::MAX;
 
 /// A new pool id, unique in the process (never 0).
 pub(crate) fn new_pool_id() -> u64 {
@@ -66,7 +69,7 @@ pub(crate) fn remember(pool: u64, slot: usize) {
 pub(crate) fn scan_start() -> usize {
     SCAN_START.with(|start| {
         let value = start.get();
-        if value != usize::MAX {
+        if value != UNASSIGNED {
             return value;
         }
         let value = NEXT_SCAN_START.fetch_add(1, Ordering::Relaxed) % (usize::MAX / 2);

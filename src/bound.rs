@@ -89,7 +89,7 @@ thread_local! {
 }
 
 /// What the thread-local map and the guards share.
-struct Cell<M: ManageConnection> {
+struct BoundCell<M: ManageConnection> {
     conn: RefCell<OwnedConnection<M>>,
     /// Close the connection instead of returning it, when the last guard drops.
     discard: std::cell::Cell<bool>,
@@ -104,7 +104,7 @@ pub struct BoundConnection<M: ManageConnection> {
     pool_id: u64,
     conn_id: u64,
     name: String,
-    conn: Option<Rc<Cell<M>>>,
+    conn: Option<Rc<BoundCell<M>>>,
 }
 
 /// A [`BoundConnection::try_borrow_mut`] or [`BoundConnection::try_borrow`] that would
@@ -133,25 +133,24 @@ impl<M: ManageConnection> Pool<M> {
     /// same connection. Waits up to `connection_timeout` for the first one. See
     /// [`BoundConnection`].
     pub fn bind(&self) -> Result<BoundConnection<M>, Error> {
-        self.bind_timeout(self.shared.config.connection_timeout)
+        self.bind_timeout(self.connection_timeout())
     }
 
     /// [`bind`](Pool::bind), waiting up to `timeout` if this thread has no bound
     /// connection of this pool yet. Errors are those of [`get_timeout`](Pool::get_timeout).
     pub fn bind_timeout(&self, timeout: Duration) -> Result<BoundConnection<M>, Error> {
-        let id = self.shared.id;
+        let id = self.id();
         let existing = BOUND.with(|bound| bound.borrow().get(&id).cloned());
         let (conn_id, conn) = match existing {
-            Some((conn_id, conn)) => match Rc::downcast::<Cell<M>>(conn) {
+            Some((conn_id, conn)) => match Rc::downcast::<BoundCell<M>>(conn) {
                 Ok(conn) => (conn_id, conn),
                 // Pool ids are unique in the process, so the type always matches.
                 Err(_) => unreachable!("pool ids are unique"),
             },
             None => {
-                let checkout = self.shared.checkout(timeout)?;
-                let owned = OwnedConnection::new(self.shared.clone(), checkout);
+                let owned = self.get_owned_timeout(timeout)?;
                 let conn_id = owned.id();
-                let conn = Rc::new(Cell {
+                let conn = Rc::new(BoundCell {
                     conn: RefCell::new(owned),
                     discard: std::cell::Cell::new(false),
                 });
@@ -163,14 +162,14 @@ impl<M: ManageConnection> Pool<M> {
         Ok(BoundConnection {
             pool_id: id,
             conn_id,
-            name: self.shared.config.name.clone(),
+            name: self.name().to_owned(),
             conn: Some(conn),
         })
     }
 
     /// Whether this thread has a bound connection of this pool.
     pub fn is_bound(&self) -> bool {
-        let id = self.shared.id;
+        let id = self.id();
         BOUND
             .try_with(|bound| bound.borrow().contains_key(&id))
             .unwrap_or(false)
@@ -178,7 +177,7 @@ impl<M: ManageConnection> Pool<M> {
 }
 
 impl<M: ManageConnection> BoundConnection<M> {
-    fn cell(&self) -> &Cell<M> {
+    fn cell(&self) -> &BoundCell<M> {
         // `Some` until `drop`.
         self.conn.as_deref().expect("bound guard already dropped")
     }
@@ -276,7 +275,7 @@ impl<M: ManageConnection> Drop for BoundConnection<M> {
             .flatten();
         let Some((_, erased)) = entry else { return };
         // The map's reference was the last one: unwrap it to decide how to release.
-        if let Ok(cell) = Rc::downcast::<Cell<M>>(erased)
+        if let Ok(cell) = Rc::downcast::<BoundCell<M>>(erased)
             && let Ok(cell) = Rc::try_unwrap(cell)
         {
             let owned = cell.conn.into_inner();

@@ -23,17 +23,6 @@ pub struct OwnedConnection<M: ManageConnection> {
     checkout: Option<Checkout<M::Connection>>,
 }
 
-// SAFETY: a guard is the only owner of its connection (it holds the slot's ticket), so
-// moving it to another thread moves the connection: `Connection: Send` (required by
-// `ManageConnection`) is what that needs. The pool it points to is `Sync`.
-unsafe impl<M: ManageConnection> Send for PooledConnection<'_, M> {}
-// SAFETY: `&guard` gives only `&Connection`, so sharing it needs `Connection: Sync`.
-unsafe impl<M: ManageConnection> Sync for PooledConnection<'_, M> where M::Connection: Sync {}
-// SAFETY: as for `PooledConnection`.
-unsafe impl<M: ManageConnection> Send for OwnedConnection<M> {}
-// SAFETY: as for `PooledConnection`.
-unsafe impl<M: ManageConnection> Sync for OwnedConnection<M> where M::Connection: Sync {}
-
 macro_rules! guard_impl {
     ($guard:ident $(<$lt:lifetime>)?) => {
         impl<$($lt,)? M: ManageConnection> $guard<$($lt,)? M> {
@@ -58,9 +47,7 @@ macro_rules! guard_impl {
 
             /// The id the pool gave this connection (as in events and logs).
             pub fn id(&self) -> u64 {
-                // SAFETY: the guard owns the slot, so the entry is valid and not
-                // touched by any other thread.
-                unsafe { self.checkout().entry.as_ref().id }
+                self.checkout().entry().id
             }
         }
 
@@ -69,18 +56,15 @@ macro_rules! guard_impl {
 
             #[inline]
             fn deref(&self) -> &M::Connection {
-                // SAFETY: the guard owns the slot (it holds its ticket), so the entry
-                // stays in place and no other thread touches it until the guard drops.
-                unsafe { &self.checkout().entry.as_ref().conn }
+                &self.checkout().entry().conn
             }
         }
 
         impl<$($lt,)? M: ManageConnection> DerefMut for $guard<$($lt,)? M> {
             #[inline]
             fn deref_mut(&mut self) -> &mut M::Connection {
-                let entry = self.checkout().entry;
-                // SAFETY: as in `deref`, and `&mut self` makes this the only reference.
-                unsafe { &mut (*entry.as_ptr()).conn }
+                let checkout = self.checkout.as_mut().expect("guard already released");
+                &mut checkout.entry_mut().conn
             }
         }
 
@@ -97,7 +81,7 @@ macro_rules! guard_impl {
         impl<$($lt,)? M: ManageConnection> fmt::Debug for $guard<$($lt,)? M> {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($guard))
-                    .field("pool", &self.pool.config.name)
+                    .field("pool", &self.pool.name())
                     .field("id", &self.id())
                     .finish_non_exhaustive()
             }

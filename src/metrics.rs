@@ -101,7 +101,7 @@ static PREVIOUS: Mutex<Option<HashMap<u64, (Histogram, Histogram)>>> = Mutex::ne
 /// Publishes `pool`'s current state and counters to the installed recorder.
 pub fn publish<M: ManageConnection>(pool: &Pool<M>) {
     publish_parts(
-        pool.shared.id,
+        pool.id(),
         pool.name(),
         pool.state(),
         pool.stats(),
@@ -112,11 +112,11 @@ pub fn publish<M: ManageConnection>(pool: &Pool<M>) {
 /// Publishes the same for a pool known by its shared part (the scheduled job).
 fn publish_shared<M: ManageConnection>(shared: &Shared<M>) {
     publish_parts(
-        shared.id,
-        &shared.config.name,
+        shared.id(),
+        shared.name(),
         shared.state(),
         shared.stats(),
-        shared.bag.is_closed(),
+        shared.is_closed(),
     );
 }
 
@@ -312,15 +312,15 @@ impl Drop for Publisher {
 pub fn publish_every<M: ManageConnection>(pool: Pool<M>, interval: Duration) -> Publisher {
     let interval = interval.max(Duration::from_millis(10));
     publish(&pool);
-    let weak: Weak<Shared<M>> = Arc::downgrade(&pool.shared);
-    let scheduler = pool.shared.config.thread_pool.clone();
+    let weak: Weak<Shared<M>> = pool.downgrade();
+    let scheduler = pool.shared_scheduler();
     drop(pool);
     let slot: Arc<Mutex<Option<JobHandle>>> = Arc::new(Mutex::new(None));
     let job_slot = Arc::downgrade(&slot);
     let job_weak = weak.clone();
     let handle = scheduler.execute_at_fixed_rate(interval, interval, move || {
         match job_weak.upgrade() {
-            Some(shared) if !shared.bag.is_closed() => publish_shared(&shared),
+            Some(shared) if !shared.is_closed() => publish_shared(&shared),
             gone => {
                 // One last publish shows the closed pool's final numbers.
                 if let Some(shared) = gone {
@@ -335,7 +335,7 @@ pub fn publish_every<M: ManageConnection>(pool: Pool<M>, interval: Duration) -> 
         }
     });
     // The job may already have seen the pool closed, before the handle was stored.
-    let closed = weak.upgrade().is_none_or(|s| s.bag.is_closed());
+    let closed = weak.upgrade().is_none_or(|s| s.is_closed());
     if closed {
         handle.cancel();
     } else {

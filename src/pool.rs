@@ -2,7 +2,6 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use crate::builder::Builder;
@@ -38,12 +37,12 @@ use crate::stats::Stats;
 /// # Ok::<(), stickypool::Error>(())
 /// ```
 pub struct Pool<M: ManageConnection> {
-    pub(crate) shared: Arc<Shared<M>>,
+    shared: Arc<Shared<M>>,
 }
 
 impl<M: ManageConnection> Clone for Pool<M> {
     fn clone(&self) -> Self {
-        self.shared.handles.fetch_add(1, Ordering::Relaxed);
+        self.shared.add_handle();
         Pool {
             shared: self.shared.clone(),
         }
@@ -52,18 +51,16 @@ impl<M: ManageConnection> Clone for Pool<M> {
 
 impl<M: ManageConnection> Drop for Pool<M> {
     fn drop(&mut self) {
-        if self.shared.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.shared.close();
-        }
+        self.shared.drop_handle();
     }
 }
 
 impl<M: ManageConnection + fmt::Debug> fmt::Debug for Pool<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Pool")
-            .field("name", &self.shared.config.name)
+            .field("name", &self.shared.name())
             .field("state", &self.state())
-            .field("manager", &self.shared.manager)
+            .field("manager", self.shared.manager())
             .finish_non_exhaustive()
     }
 }
@@ -93,7 +90,7 @@ impl<M: ManageConnection> Pool<M> {
     /// Borrows a connection, waiting up to `connection_timeout`.
     #[inline]
     pub fn get(&self) -> Result<PooledConnection<'_, M>, Error> {
-        self.get_timeout(self.shared.config.connection_timeout)
+        self.get_timeout(self.shared.connection_timeout())
     }
 
     /// Borrows a connection, waiting up to `timeout`.
@@ -113,10 +110,35 @@ impl<M: ManageConnection> Pool<M> {
     /// Borrows a connection with a `'static` guard that can be stored in structs and
     /// sent to other threads. Costs an `Arc` clone more than [`get`](Pool::get).
     pub fn get_owned(&self) -> Result<OwnedConnection<M>, Error> {
-        let checkout = self
-            .shared
-            .checkout(self.shared.config.connection_timeout)?;
+        self.get_owned_timeout(self.shared.connection_timeout())
+    }
+
+    /// [`get_owned`](Pool::get_owned), waiting up to `timeout`.
+    pub(crate) fn get_owned_timeout(&self, timeout: Duration) -> Result<OwnedConnection<M>, Error> {
+        let checkout = self.shared.checkout(timeout)?;
         Ok(OwnedConnection::new(self.shared.clone(), checkout))
+    }
+
+    /// The pool's id, unique in the process.
+    pub(crate) fn id(&self) -> u64 {
+        self.shared.id()
+    }
+
+    /// The engine, for a job that must not keep the pool open (metrics).
+    #[cfg(feature = "metrics")]
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<Shared<M>> {
+        Arc::downgrade(&self.shared)
+    }
+
+    /// The scheduler the pool's jobs run on.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn shared_scheduler(&self) -> Arc<scheduled_thread_pool::ScheduledThreadPool> {
+        self.shared.scheduler().clone()
+    }
+
+    /// How long [`get`](Pool::get) waits (r2d2's getter).
+    pub fn connection_timeout(&self) -> Duration {
+        self.shared.connection_timeout()
     }
 
     /// A snapshot of the pool's connections.
@@ -131,17 +153,17 @@ impl<M: ManageConnection> Pool<M> {
 
     /// The pool's `max_size`.
     pub fn max_size(&self) -> u32 {
-        self.shared.config.max_size
+        self.shared.max_size()
     }
 
     /// The pool's name.
     pub fn name(&self) -> &str {
-        &self.shared.config.name
+        self.shared.name()
     }
 
     /// The pool's manager.
     pub fn manager(&self) -> &M {
-        &self.shared.manager
+        self.shared.manager()
     }
 
     /// Closes the pool: waiting threads and later borrows get [`Error::Closed`], idle
@@ -153,6 +175,6 @@ impl<M: ManageConnection> Pool<M> {
 
     /// Whether the pool is closed.
     pub fn is_closed(&self) -> bool {
-        self.shared.bag.is_closed()
+        self.shared.is_closed()
     }
 }

@@ -59,7 +59,7 @@ impl<M: ManageConnection> AnyPool for Pool<M> {
         Pool::name(self)
     }
     fn id(&self) -> u64 {
-        self.shared.id
+        Pool::id(self)
     }
     fn state(&self) -> State {
         Pool::state(self)
@@ -166,6 +166,12 @@ impl Pools {
         Ok(())
     }
 
+    /// Adds a pool whose alias is known to be new (the key of a map being built from).
+    #[cfg(feature = "config")]
+    pub(crate) fn insert_unique(&mut self, alias: String, entry: Entry) {
+        self.pools.insert(alias, entry);
+    }
+
     /// The pool `alias`, whose manager must be `M`.
     pub fn get<M: ManageConnection>(&self, alias: &str) -> Result<&Pool<M>, LookupError> {
         let entry = self
@@ -258,58 +264,6 @@ fn short_type_name<T>() -> &'static str {
     match base.rfind("::") {
         Some(i) => &full[i + 2..],
         None => full,
-    }
-}
-
-#[cfg(feature = "config")]
-impl Pools {
-    /// Reads a TOML file and builds every pool in it; see [`crate::config`].
-    pub fn from_toml_file(
-        path: impl AsRef<std::path::Path>,
-    ) -> Result<Pools, crate::config::ConfigError> {
-        use crate::config::ConfigError;
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
-        Pools::parse(&text, Some(path))
-    }
-
-    /// Builds every pool of a TOML text; see [`crate::config`].
-    pub fn from_toml_str(text: &str) -> Result<Pools, crate::config::ConfigError> {
-        Pools::parse(text, None)
-    }
-
-    fn parse(
-        text: &str,
-        file: Option<&std::path::Path>,
-    ) -> Result<Pools, crate::config::ConfigError> {
-        let config = crate::config::PoolsConfig::from_toml_str(text).map_err(|e| match e {
-            crate::config::ConfigError::Parse { message, .. } => {
-                crate::config::ConfigError::Parse {
-                    file: file.map(ToOwned::to_owned),
-                    message,
-                }
-            }
-            other => other,
-        })?;
-        Pools::from_config(&config)
-    }
-
-    /// Builds every pool of an already parsed configuration (for a `pools` table
-    /// inside a service's own configuration struct). Pools are built in alias order;
-    /// at the first failure the ones already built are closed and the error returned.
-    pub fn from_config(
-        config: &crate::config::PoolsConfig,
-    ) -> Result<Pools, crate::config::ConfigError> {
-        let mut pools = Pools::new();
-        for (alias, pool) in &config.pools {
-            let entry = pool.build(alias)?;
-            // The aliases are the keys of a map, so none is taken twice.
-            pools.pools.insert(alias.clone(), entry);
-        }
-        Ok(pools)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Counters since the pool started, and the snapshot [`Stats`] users read.
 //!
 //! Nothing here is written on the fast path. Borrow counts and hold times live in each
-//! slot (written by the thread that owns the slot, on a cache line it already owns)
+//! slot's own cache-padded block (written by the thread that owns the slot, so no other
+//! slot's line is touched)
 //! and are summed when read; the counters here change only on slow paths: waiting,
 //! timing out, opening and closing connections.
 

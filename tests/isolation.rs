@@ -280,7 +280,7 @@ fn a_backend_that_dies_under_load_is_probed_not_hammered() {
     let attempts = script.connect_attempts.load(Ordering::SeqCst) - before.into_inner();
     // Up to one or two per slot before the breaker opens, then the probe's few (its
     // backoff starts at 10-20 ms and doubles). Looping on failed connects (0.1's
-    // `spawn_creators` could) makes hundreds.
+    // `open_for_waiters` could) makes hundreds.
     assert!(
         attempts <= 24,
         "{attempts} connects in {window:?} against a dead backend"

@@ -77,6 +77,7 @@ use values::{DurationSetting, Off};
 
 use crate::builder::Builder;
 use crate::manager::{ManageConnection, ResetAction};
+use crate::registry::Pools;
 
 /// Every pool of a file, by alias: the value of the `pools` table.
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -371,5 +372,46 @@ impl ConfigError {
             | ConfigError::Build { alias, .. } => Some(alias),
             _ => None,
         }
+    }
+}
+
+impl Pools {
+    /// Reads a TOML file and builds every pool in it; see [`crate::config`].
+    pub fn from_toml_file(path: impl AsRef<std::path::Path>) -> Result<Pools, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Pools::parse(&text, Some(path))
+    }
+
+    /// Builds every pool of a TOML text; see [`crate::config`].
+    pub fn from_toml_str(text: &str) -> Result<Pools, ConfigError> {
+        Pools::parse(text, None)
+    }
+
+    fn parse(text: &str, file: Option<&std::path::Path>) -> Result<Pools, ConfigError> {
+        let config = PoolsConfig::from_toml_str(text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                file: file.map(ToOwned::to_owned),
+                message,
+            },
+            other => other,
+        })?;
+        Pools::from_config(&config)
+    }
+
+    /// Builds every pool of an already parsed configuration (for a `pools` table
+    /// inside a service's own configuration struct). Pools are built in alias order;
+    /// at the first failure the ones already built are closed and the error returned.
+    pub fn from_config(config: &PoolsConfig) -> Result<Pools, ConfigError> {
+        let mut pools = Pools::new();
+        for (alias, pool) in &config.pools {
+            let entry = pool.build(alias)?;
+            // The aliases are the keys of a map, so none is taken twice.
+            pools.insert_unique(alias.clone(), entry);
+        }
+        Ok(pools)
     }
 }

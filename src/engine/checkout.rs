@@ -1,11 +1,10 @@
 //! Borrow and return: the hot path first, everything `#[cold]` after it.
 
-use std::ptr::NonNull;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use super::slot::{BorrowSite, Checkout, NOT_BORROWED, SlotMeta, bump};
+use super::slot::{BorrowSite, Checkout, NOT_BORROWED, SlotMeta, owner_add};
 use crate::affinity;
 use crate::bag::{self, Deadline, NO_HINT, Ticket, Turn, Wait};
 use crate::clock;
@@ -31,7 +30,7 @@ impl<M: ManageConnection> Shared<M> {
             let ticket = self
                 .bag
                 .try_take(affinity::hint(self.id), affinity::scan_start)?;
-            if let Some(checkout) = self.accept(ticket, None) {
+            if let Some(checkout) = self.finish_checkout(ticket, None) {
                 return Some(checkout);
             }
         }
@@ -40,27 +39,28 @@ impl<M: ManageConnection> Shared<M> {
     /// Finishes a borrow of the slot `ticket` owns: checks the connection if asked and
     /// records the borrow. `None` if the check failed (the connection is closed).
     #[inline]
-    pub(super) fn accept(
+    pub(super) fn finish_checkout(
         &self,
         ticket: Ticket,
         waited: Option<Duration>,
     ) -> Option<Checkout<M::Connection>> {
-        let ptr = self.bag.value_ptr(&ticket);
-        // SAFETY: the ticket owns the slot, and an owned slot taken from `IDLE` (or
-        // handed over) always holds a connection: slots are published `IDLE` only with
-        // their entry in place.
-        let entry = unsafe { (*ptr).as_mut().unwrap_unchecked() };
+        let payload = self.bag.value_ptr(&ticket);
+        let index = ticket.index();
+        // SAFETY: the ticket owns the slot (taken from `IDLE` or handed over), so its
+        // payload holds an entry.
+        let mut checkout = unsafe { Checkout::new(ticket, payload) };
         let now = clock::now_ms();
+        let entry = checkout.entry_mut();
         if self.config.test_on_check_out
             && now.saturating_sub(entry.last_checked_ms) >= self.config.validation_bypass_ms
         {
             if !self.check(&mut entry.conn) {
-                self.close_slot(ticket, CloseReason::Broken);
+                self.close_slot(checkout.into_ticket(), CloseReason::Broken);
                 return None;
             }
             entry.last_checked_ms = now;
         }
-        let meta = self.bag.meta(ticket.index());
+        let meta = self.bag.meta(index);
         if self.config.observed || waited.is_some() {
             self.note_checkout(meta, entry.id, waited);
         }
@@ -69,25 +69,20 @@ impl<M: ManageConnection> Shared<M> {
         if meta.borrowed_at_ms.load(Ordering::Relaxed) != now {
             meta.borrowed_at_ms.store(now, Ordering::Relaxed);
         }
-        bump(&meta.borrows, 1);
-        Some(Checkout {
-            ticket,
-            entry: NonNull::from(entry),
-        })
+        owner_add(&meta.borrows, 1);
+        Some(checkout)
     }
 
     /// Takes a connection back from a guard. `discard` closes it instead.
     #[inline]
-    pub(crate) fn checkin(&self, checkout: Checkout<M::Connection>, discard: bool) {
-        let Checkout { ticket, entry } = checkout;
-        // SAFETY: the guard owned the slot until now and hands ownership to us; the
-        // entry pointer is valid while the slot is owned.
-        let entry = unsafe { &mut *entry.as_ptr() };
+    pub(crate) fn checkin(&self, mut checkout: Checkout<M::Connection>, discard: bool) {
+        let index = checkout.ticket().index();
+        let entry = checkout.entry_mut();
         let now = clock::now_ms();
-        let meta = self.bag.meta(ticket.index());
+        let meta = self.bag.meta(index);
         let held_ms = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
         if held_ms != 0 {
-            bump(&meta.hold_ms, held_ms);
+            owner_add(&meta.hold_ms, held_ms);
         }
         if self.config.observed {
             self.note_checkin(meta, entry.id, held_ms);
@@ -104,19 +99,19 @@ impl<M: ManageConnection> Shared<M> {
         } else if now >= entry.expires_ms {
             Some(CloseReason::Lifetime)
         } else if self.config.resets {
-            self.reset(entry)
+            self.recycle(entry)
         } else {
             None
         };
         if let Some(reason) = close {
-            self.close_slot(ticket, reason);
+            self.close_slot(checkout.into_ticket(), reason);
             return;
         }
         if entry.last_used_ms != now {
             entry.last_used_ms = now;
         }
-        affinity::remember(self.id, ticket.index());
-        self.give_back(ticket);
+        affinity::remember(self.id, index);
+        self.give_back(checkout.into_ticket());
     }
 
     /// Gives an owned slot (with its connection) back to the bag, closing the
@@ -151,7 +146,7 @@ impl<M: ManageConnection> Shared<M> {
                     let outcome = self
                         .bag
                         .wait(&mut turn, &timer, self.config.max_waiters, || {
-                            self.spawn_creators()
+                            self.open_for_waiters()
                         });
                     clock::tick();
                     match outcome {
@@ -172,7 +167,7 @@ impl<M: ManageConnection> Shared<M> {
             };
             // Once queued, the borrow counts as a wait however it ends.
             let waited = turn.has_waited().then(|| started.elapsed());
-            if let Some(checkout) = self.accept(ticket, waited) {
+            if let Some(checkout) = self.finish_checkout(ticket, waited) {
                 return Ok(checkout);
             }
         }
@@ -181,15 +176,15 @@ impl<M: ManageConnection> Shared<M> {
     /// Whether waiting could not help: the breaker is open (the backend refused every
     /// recent connect) and the pool has no connection that could come back.
     pub(super) fn backend_down(&self) -> bool {
-        self.breaker.is_open() && self.connections_estimate() == 0
+        self.connects.breaker_open() && self.connections_estimate() == 0
     }
 
     #[cold]
     pub(super) fn unavailable(&self) -> Error {
         Counters::bump(&self.counters.unavailable);
         Error::Unavailable {
-            down_for: self.breaker.open_for(clock::now_ms()).unwrap_or_default(),
-            last_error: self.last_error.lock().clone(),
+            down_for: self.connects.down_for(clock::now_ms()).unwrap_or_default(),
+            last_error: self.connects.last_error(),
         }
     }
 
@@ -204,7 +199,7 @@ impl<M: ManageConnection> Shared<M> {
         }
         Error::Timeout {
             waited,
-            last_error: self.last_error.lock().clone(),
+            last_error: self.connects.last_error(),
         }
     }
 

@@ -2,17 +2,72 @@
 //! jittered backoff, and as the circuit breaker's probe.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use parking_lot::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use super::slot::Entry;
+use super::slot::PoolEntry;
 use crate::bag::{self, Ticket};
+use crate::breaker::Breaker;
 use crate::clock;
 use crate::error::{Error, SharedError};
 use crate::hook;
 use crate::manager::{AcquireEvent, ErrorOrigin, ManageConnection};
 use crate::stats::Counters;
+
+/// The connecting side's state, owned by this module: the rest of the engine reads it
+/// through the methods below.
+pub(super) struct Connects {
+    /// Connections being opened (slots in `CONNECTING`).
+    pending: AtomicUsize,
+    /// Held while `fill_min_idle` counts and claims slots, so two fills do not both
+    /// open the same shortfall.
+    filling: Mutex<()>,
+    last_error: Mutex<Option<SharedError>>,
+    /// The highest attempt number (0-based) of any connect that failed, for `build`.
+    last_failed_attempt: AtomicU32,
+    /// Fails borrows fast while the backend is down (module `breaker`).
+    breaker: Breaker,
+    /// Bumped after every connect attempt; `build` waits on it.
+    progress: Mutex<u64>,
+    progress_cond: Condvar,
+    /// A refill of `min_idle` is queued on the connector (one at a time).
+    refill_queued: AtomicBool,
+    next_conn_id: AtomicU64,
+}
+
+impl Connects {
+    pub(super) fn new(circuit_breaker: bool) -> Connects {
+        Connects {
+            pending: AtomicUsize::new(0),
+            filling: Mutex::new(()),
+            last_error: Mutex::new(None),
+            last_failed_attempt: AtomicU32::new(0),
+            breaker: Breaker::new(circuit_breaker),
+            progress: Mutex::new(0),
+            progress_cond: Condvar::new(),
+            refill_queued: AtomicBool::new(false),
+            next_conn_id: AtomicU64::new(1),
+        }
+    }
+
+    /// The last connect error since the last successful connect.
+    pub(super) fn last_error(&self) -> Option<SharedError> {
+        self.last_error.lock().clone()
+    }
+
+    /// Whether the circuit breaker is open.
+    pub(super) fn breaker_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
+    /// How long the breaker has been open, if it is.
+    pub(super) fn down_for(&self, now_ms: u64) -> Option<Duration> {
+        self.breaker.open_for(now_ms)
+    }
+}
 
 /// Why opening a connection failed: the driver's (or customizer's) error, still
 /// typed for the error handler, or a panic in one of them.
@@ -29,7 +84,7 @@ impl<M: ManageConnection> Shared<M> {
         let started = Instant::now();
         // A timeout too large for the clock waits for ever.
         let deadline = started.checked_add(shared.config.connection_timeout);
-        let mut progress = shared.progress.lock();
+        let mut progress = shared.connects.progress.lock();
         loop {
             // The counters first (constant time), the slots only to confirm, so
             // waiting for a large pool stays linear in its size.
@@ -37,7 +92,7 @@ impl<M: ManageConnection> Shared<M> {
                 return Ok(());
             }
             if shared.consistently_refused()
-                && let Some(e) = shared.last_error.lock().clone()
+                && let Some(e) = shared.connects.last_error.lock().clone()
             {
                 return Err(Error::Connect(e));
             }
@@ -46,18 +101,19 @@ impl<M: ManageConnection> Shared<M> {
             }
             let timed_out = match deadline {
                 Some(deadline) => shared
+                    .connects
                     .progress_cond
                     .wait_until(&mut progress, deadline)
                     .timed_out(),
                 None => {
-                    shared.progress_cond.wait(&mut progress);
+                    shared.connects.progress_cond.wait(&mut progress);
                     false
                 }
             };
             if timed_out && shared.state().connections < want {
                 return Err(Error::Timeout {
                     waited: started.elapsed(),
-                    last_error: shared.last_error.lock().clone(),
+                    last_error: shared.connects.last_error.lock().clone(),
                 });
             }
         }
@@ -69,14 +125,17 @@ impl<M: ManageConnection> Shared<M> {
     pub(crate) fn refill_soon(&self) {
         if self.bag.is_closed()
             || self.connections_estimate() >= self.config.min_idle
-            || self.refill_queued.swap(true, Ordering::AcqRel)
+            || self.connects.refill_queued.swap(true, Ordering::AcqRel)
         {
             return;
         }
         let weak = self.weak.clone();
         self.connector.run(move || {
             if let Some(shared) = weak.upgrade() {
-                shared.refill_queued.store(false, Ordering::Release);
+                shared
+                    .connects
+                    .refill_queued
+                    .store(false, Ordering::Release);
                 shared.fill_min_idle();
             }
         });
@@ -85,13 +144,16 @@ impl<M: ManageConnection> Shared<M> {
     /// Opens connections for waiting threads: one more whenever more threads wait
     /// than connections are being opened, while there are empty slots. Threads never
     /// open connections themselves, so a burst of them cannot open one each.
-    pub(crate) fn spawn_creators(&self) {
+    pub(crate) fn open_for_waiters(&self) {
         loop {
             // While the backend is down, the breaker's probe is the only connect.
             // Checked on every round: a connect that fails at once frees `pending`
             // again before this loop looks.
-            let pending = self.pending.load(Ordering::Acquire);
-            if pending >= self.bag.waiters() || self.bag.is_closed() || self.breaker.is_open() {
+            let pending = self.connects.pending.load(Ordering::Acquire);
+            if pending >= self.bag.waiters()
+                || self.bag.is_closed()
+                || self.connects.breaker.is_open()
+            {
                 return;
             }
             if !self.start_connect(pending) {
@@ -103,19 +165,19 @@ impl<M: ManageConnection> Shared<M> {
     /// Opens connections until `min_idle` are open or being opened. Linear in the
     /// pool's size: one count, then one pass claiming empty slots.
     pub(crate) fn fill_min_idle(&self) {
-        if self.breaker.is_open() {
+        if self.connects.breaker.is_open() {
             return; // the probe's success refills
         }
-        let _filling = self.filling.lock();
+        let _filling = self.connects.filling.lock();
         let open = (0..self.bag.len())
             .filter(|&i| self.bag.state(i) != bag::EMPTY)
             .count();
         let mut missing = (self.config.min_idle as usize).saturating_sub(open);
         let mut from = 0;
         while missing > 0 && !self.bag.is_closed() {
-            self.pending.fetch_add(1, Ordering::AcqRel);
+            self.connects.pending.fetch_add(1, Ordering::AcqRel);
             let Some(ticket) = self.bag.reserve_empty(from) else {
-                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.connects.pending.fetch_sub(1, Ordering::AcqRel);
                 return;
             };
             from = ticket.index() + 1;
@@ -128,6 +190,7 @@ impl<M: ManageConnection> Shared<M> {
     /// the number of connects under way. False if no slot is free.
     pub(super) fn start_connect(&self, pending: usize) -> bool {
         if self
+            .connects
             .pending
             .compare_exchange(pending, pending + 1, Ordering::AcqRel, Ordering::Relaxed)
             .is_err()
@@ -140,7 +203,7 @@ impl<M: ManageConnection> Shared<M> {
                 true
             }
             None => {
-                self.pending.fetch_sub(1, Ordering::AcqRel);
+                self.connects.pending.fetch_sub(1, Ordering::AcqRel);
                 false
             }
         }
@@ -184,7 +247,7 @@ impl<M: ManageConnection> Shared<M> {
         };
         if !wanted {
             if probe {
-                self.breaker.end_probe();
+                self.connects.breaker.end_probe();
             }
             return self.abandon_connect(ticket);
         }
@@ -193,7 +256,7 @@ impl<M: ManageConnection> Shared<M> {
             Ok(conn) => {
                 self.counters.connect_time.record(started.elapsed());
                 let now = clock::tick();
-                let id = self.next_conn_id.fetch_add(1, Ordering::Relaxed);
+                let id = self.connects.next_conn_id.fetch_add(1, Ordering::Relaxed);
                 let expires_ms = match self.config.max_lifetime {
                     Some(lifetime) => now.saturating_add(lifetime_with_jitter(lifetime, id)),
                     None => u64::MAX,
@@ -204,7 +267,7 @@ impl<M: ManageConnection> Shared<M> {
                     });
                 }
                 self.bag.with_value(&ticket, |value| {
-                    *value = Some(Entry {
+                    *value = Some(PoolEntry {
                         conn,
                         id,
                         created_ms: now,
@@ -213,20 +276,20 @@ impl<M: ManageConnection> Shared<M> {
                         last_checked_ms: now,
                     });
                 });
-                *self.last_error.lock() = None;
+                *self.connects.last_error.lock() = None;
                 self.give_back(ticket);
                 // Counted once it is in its slot, so `connections_estimate` never runs
                 // ahead of `state()`.
                 Counters::bump(&self.counters.created);
-                self.pending.fetch_sub(1, Ordering::AcqRel);
-                if let Some(down_for) = self.breaker.succeeded(now) {
+                self.connects.pending.fetch_sub(1, Ordering::AcqRel);
+                if let Some(down_for) = self.connects.breaker.succeeded(now) {
                     log::info!(
                         "pool '{}': the backend is back after {down_for:?} down",
                         self.config.name
                     );
                 }
                 self.note_progress();
-                self.spawn_creators();
+                self.open_for_waiters();
                 self.refill_soon();
             }
             Err(e) => self.connect_failed(ticket, attempt, probe, e),
@@ -243,13 +306,13 @@ impl<M: ManageConnection> Shared<M> {
         Counters::bump(&self.counters.connect_failures);
         let now = clock::tick();
         let name = &self.config.name;
-        let just_opened = self.breaker.failed(now);
+        let just_opened = self.connects.breaker.failed(now);
         let down_for = if just_opened {
             None
         } else {
-            self.breaker.open_for(now)
+            self.connects.breaker.open_for(now)
         };
-        let summary = down_for.is_some() && self.breaker.summary_due(now);
+        let summary = down_for.is_some() && self.connects.breaker.summary_due(now);
         // While the breaker is open, the probes' errors reach the handler only with
         // the periodic summary: one report per state change or period, not per probe.
         let error = match failure {
@@ -263,24 +326,25 @@ impl<M: ManageConnection> Shared<M> {
             log::warn!(
                 "pool '{name}': the backend refused {} connects in a row; borrows fail at \
                  once while no connection is open, and one connect at a time probes it",
-                self.breaker.failures()
+                self.connects.breaker.failures()
             );
         } else if let (Some(down_for), true) = (down_for, summary) {
             log::warn!(
                 "pool '{name}': the backend is still unavailable after {down_for:?} \
                  ({} connects failed)",
-                self.breaker.failures()
+                self.connects.breaker.failures()
             );
         } else {
             log::debug!("pool '{name}': connect attempt {} failed", attempt + 1);
         }
-        *self.last_error.lock() = Some(error);
-        self.last_failed_attempt
+        *self.connects.last_error.lock() = Some(error);
+        self.connects
+            .last_failed_attempt
             .fetch_max(attempt.saturating_add(1), Ordering::AcqRel);
         self.note_progress();
         let next = attempt.saturating_add(1);
-        if self.breaker.is_open() {
-            if probe || self.breaker.claim_probe() {
+        if self.connects.breaker.is_open() {
+            if probe || self.connects.breaker.claim_probe() {
                 self.schedule_connect(ticket, next, true);
             } else {
                 self.abandon_connect(ticket);
@@ -294,7 +358,7 @@ impl<M: ManageConnection> Shared<M> {
 
     pub(super) fn abandon_connect(&self, ticket: Ticket) {
         self.bag.free(ticket);
-        self.pending.fetch_sub(1, Ordering::AcqRel);
+        self.connects.pending.fetch_sub(1, Ordering::AcqRel);
         self.note_progress();
     }
 
@@ -304,7 +368,7 @@ impl<M: ManageConnection> Shared<M> {
     /// backoff). One failure among successes never fails `build`.
     pub(super) fn consistently_refused(&self) -> bool {
         self.counters.created.load(Ordering::Acquire) == 0
-            && self.last_failed_attempt.load(Ordering::Acquire) >= BUILD_ATTEMPTS
+            && self.connects.last_failed_attempt.load(Ordering::Acquire) >= BUILD_ATTEMPTS
     }
 
     /// Whether a failed connect should be retried: someone waits, or the pool is
@@ -356,8 +420,8 @@ impl<M: ManageConnection> Shared<M> {
     }
 
     pub(super) fn note_progress(&self) {
-        *self.progress.lock() += 1;
-        self.progress_cond.notify_all();
+        *self.connects.progress.lock() += 1;
+        self.connects.progress_cond.notify_all();
     }
 }
 

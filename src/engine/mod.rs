@@ -6,8 +6,8 @@
 //! when threads wait, and the per-slot bookkeeping behind `stats()`.
 //!
 //! The fast path of `get` is: read the thread's hint, one CAS on that slot, read the
-//! coarse clock, write the borrow time and count into the slot (a line the CAS already
-//! owns). Giving back is the reverse plus the `has_broken` check and one store and one
+//! coarse clock, write the borrow time and count into the slot's own cache-padded
+//! block. Giving back is the reverse plus the `has_broken` check and one store and one
 //! load in `bag`. No `Instant::now()`, no allocation, no lock, no shared write.
 //!
 //! Every call into user code goes through [`Shared::hook`] (see `hook`): a panic is
@@ -20,19 +20,17 @@
 //! breaker (`breaker`) is open, none of those start: one probe connect at a time runs,
 //! and a borrow that finds no open connection fails at once.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use scheduled_thread_pool::JobHandle;
 
 use crate::affinity;
 use crate::bag::{self, Bag};
-use crate::breaker::Breaker;
 use crate::clock;
 use crate::connector::Connector;
-use crate::error::SharedError;
 use crate::hook::{self, HookPanic};
 use crate::manager::{CloseReason, ManageConnection};
 use crate::stats::{Counters, Stats};
@@ -45,37 +43,24 @@ mod recycle;
 pub(crate) mod slot;
 
 pub(crate) use config::Config;
-pub(crate) use slot::{Checkout, Entry, SlotMeta};
+use connect::Connects;
+pub(crate) use slot::{Checkout, PoolEntry, SlotMeta};
 
 /// What every handle, guard and background job shares.
 pub(crate) struct Shared<M: ManageConnection> {
-    pub(crate) id: u64,
-    pub(crate) bag: Bag<Entry<M::Connection>, SlotMeta>,
-    pub(crate) manager: M,
-    pub(crate) config: Config<M>,
-    pub(crate) counters: Counters,
+    id: u64,
+    bag: Bag<PoolEntry<M::Connection>, SlotMeta>,
+    manager: M,
+    config: Config<M>,
+    counters: Counters,
     /// Live `Pool` handles; the pool closes when the last one goes.
-    pub(crate) handles: AtomicUsize,
-    /// Connections being opened (slots in `CONNECTING`).
-    pending: AtomicUsize,
-    /// Held while `fill_min_idle` counts and claims slots, so two fills do not both
-    /// open the same shortfall.
-    filling: Mutex<()>,
-    last_error: Mutex<Option<SharedError>>,
-    /// The highest attempt number (0-based) of any connect that failed, for `build`.
-    last_failed_attempt: AtomicU32,
-    /// Fails borrows fast while the backend is down (module `breaker`).
-    breaker: Breaker,
-    /// Bumped after every connect attempt; `build` waits on it.
-    progress: Mutex<u64>,
-    progress_cond: Condvar,
-    pub(crate) jobs: Mutex<Vec<JobHandle>>,
+    handles: AtomicUsize,
+    /// The connecting side's state (module `connect`).
+    connects: Connects,
+    jobs: Mutex<Vec<JobHandle>>,
     /// Runs this pool's blocking background work (module `connector`).
-    pub(crate) connector: Arc<Connector>,
-    /// A refill of `min_idle` is queued on the connector (one at a time).
-    refill_queued: AtomicBool,
-    next_conn_id: AtomicU64,
-    pub(crate) weak: Weak<Shared<M>>,
+    connector: Arc<Connector>,
+    weak: Weak<Shared<M>>,
     _clock: clock::Running,
 }
 
@@ -98,6 +83,52 @@ pub struct State {
 }
 
 impl<M: ManageConnection> Shared<M> {
+    // What the facade and the service layer read.
+
+    /// The pool's id, unique in the process (affinity hints, bound connections,
+    /// metrics).
+    pub(crate) fn id(&self) -> u64 {
+        self.id
+    }
+
+    pub(crate) fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    pub(crate) fn manager(&self) -> &M {
+        &self.manager
+    }
+
+    pub(crate) fn max_size(&self) -> u32 {
+        self.config.max_size
+    }
+
+    pub(crate) fn connection_timeout(&self) -> Duration {
+        self.config.connection_timeout
+    }
+
+    /// The scheduler the pool's periodic jobs run on.
+    #[cfg(feature = "metrics")]
+    pub(crate) fn scheduler(&self) -> &Arc<scheduled_thread_pool::ScheduledThreadPool> {
+        &self.config.thread_pool
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.bag.is_closed()
+    }
+
+    /// Counts a new `Pool` handle.
+    pub(crate) fn add_handle(&self) {
+        self.handles.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a `Pool` handle out; the last one closes the pool.
+    pub(crate) fn drop_handle(&self) {
+        if self.handles.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.close();
+        }
+    }
+
     /// Starts a pool: its state, its background jobs, and the `min_idle` connects.
     pub(crate) fn start(mut config: Config<M>, manager: M) -> Arc<Shared<M>> {
         let id = affinity::new_pool_id();
@@ -106,7 +137,7 @@ impl<M: ManageConnection> Shared<M> {
         }
         let size = config.max_size as usize;
         let connector = Connector::new(&config.name);
-        let breaker = Breaker::new(config.circuit_breaker);
+        let connects = Connects::new(config.circuit_breaker);
         let shared = Arc::new_cyclic(|weak| Shared {
             id,
             bag: Bag::new(size, FAIR_AFTER),
@@ -114,17 +145,9 @@ impl<M: ManageConnection> Shared<M> {
             config,
             counters: Counters::default(),
             handles: AtomicUsize::new(1),
-            pending: AtomicUsize::new(0),
-            filling: Mutex::new(()),
-            last_error: Mutex::new(None),
-            last_failed_attempt: AtomicU32::new(0),
-            breaker,
-            progress: Mutex::new(0),
-            progress_cond: Condvar::new(),
+            connects,
             jobs: Mutex::new(Vec::new()),
             connector,
-            refill_queued: AtomicBool::new(false),
-            next_conn_id: AtomicU64::new(1),
             weak: weak.clone(),
             _clock: clock::Running::start(),
         });

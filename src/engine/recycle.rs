@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Shared;
-use super::slot::{Checkout, Entry};
+use super::slot::{Checkout, PoolEntry};
 use crate::bag::Ticket;
 use crate::clock;
 use crate::error::{ErrorMessage, SharedError};
@@ -15,7 +15,7 @@ use crate::stats::Counters;
 impl<M: ManageConnection> Shared<M> {
     /// The fake close and the optional check on return; `Some` if the connection
     /// must be closed.
-    pub(super) fn reset(&self, entry: &mut Entry<M::Connection>) -> Option<CloseReason> {
+    pub(super) fn recycle(&self, entry: &mut PoolEntry<M::Connection>) -> Option<CloseReason> {
         let (action, id) = (self.config.reset_on_return, entry.id);
         if action != ResetAction::None {
             let failed = self.reset_step("ManageConnection::reset", id, || {
@@ -108,12 +108,12 @@ impl<M: ManageConnection> Shared<M> {
     pub(crate) fn detach(&self, checkout: Checkout<M::Connection>) -> M::Connection {
         let entry = self
             .bag
-            .with_value(&checkout.ticket, Option::take)
+            .with_value(checkout.ticket(), Option::take)
             .expect("a borrowed slot holds a connection");
-        self.bag.free(checkout.ticket);
+        self.bag.free(checkout.into_ticket());
         let conn = self.release(entry, CloseReason::Detached);
         // The freed slot may be what a waiter needs, or `min_idle` wants refilling.
-        self.spawn_creators();
+        self.open_for_waiters();
         self.refill_soon();
         conn.expect("a detached connection is handed back, not closed")
     }
@@ -126,7 +126,7 @@ impl<M: ManageConnection> Shared<M> {
             self.release(entry, reason);
         }
         self.bag.free(ticket);
-        self.spawn_creators();
+        self.open_for_waiters();
         self.refill_soon();
     }
 
@@ -134,7 +134,7 @@ impl<M: ManageConnection> Shared<M> {
     /// being detached: then it is handed back.
     pub(crate) fn release(
         &self,
-        entry: Entry<M::Connection>,
+        entry: PoolEntry<M::Connection>,
         reason: CloseReason,
     ) -> Option<M::Connection> {
         Counters::bump(&self.counters.closed[reason.index()]);

@@ -9,7 +9,7 @@ use parking_lot::Mutex;
 use crate::bag::Ticket;
 
 /// A connection in its slot, with what the pool knows about it.
-pub(crate) struct Entry<C> {
+pub(crate) struct PoolEntry<C> {
     pub(crate) conn: C,
     pub(crate) id: u64,
     pub(crate) created_ms: u64,
@@ -59,7 +59,7 @@ pub(crate) struct BorrowSite {
 }
 
 #[inline]
-pub(super) fn bump(counter: &AtomicU64, by: u64) {
+pub(super) fn owner_add(counter: &AtomicU64, by: u64) {
     // Only the slot's owner writes, so a load and a store (no locked RMW) are enough.
     counter.store(
         counter.load(Ordering::Relaxed).wrapping_add(by),
@@ -67,8 +67,69 @@ pub(super) fn bump(counter: &AtomicU64, by: u64) {
     );
 }
 
-/// A borrowed slot: its ticket and the connection inside.
+/// A borrowed slot: its ticket and a pointer to the connection inside.
+///
+/// The one place the pool reaches into a slot without `Bag::with_value`, so that the
+/// borrow, the return and the guards' `Deref` cost a pointer load. Why that is sound,
+/// once for all its accessors: a `Checkout` is made only from the ticket of an owned
+/// slot whose payload holds an entry (`new`'s contract), and it keeps that ticket
+/// until it is consumed. While a ticket is held no other thread touches the slot's
+/// payload (`bag`), and slots never move (the bag's slot array is never resized), so
+/// the pointer stays valid and unaliased. The accessors tie each reference to a borrow
+/// of the `Checkout`: `&self` gives `&`, `&mut self` gives the only `&mut`.
 pub(crate) struct Checkout<C> {
-    pub(crate) ticket: Ticket,
-    pub(crate) entry: NonNull<Entry<C>>,
+    ticket: Ticket,
+    entry: NonNull<PoolEntry<C>>,
+}
+
+// SAFETY: a `Checkout` is the only way to its entry (above), so sending it sends the
+// connection (`C: Send`) and sharing it shares `&C` (`C: Sync`).
+unsafe impl<C: Send> Send for Checkout<C> {}
+// SAFETY: as for `Send`.
+unsafe impl<C: Sync> Sync for Checkout<C> {}
+
+impl<C> Checkout<C> {
+    /// The borrow of the slot `ticket` owns, whose payload is at `payload`.
+    ///
+    /// # Safety
+    ///
+    /// `payload` is the payload of the slot that `ticket` owns (`Bag::value_ptr`), and
+    /// it holds an entry: slots are published `IDLE`, or handed over, only with their
+    /// entry in place.
+    #[inline]
+    pub(super) unsafe fn new(ticket: Ticket, payload: *mut Option<PoolEntry<C>>) -> Self {
+        // SAFETY: the caller's contract: the payload is owned through `ticket` and
+        // holds an entry.
+        let entry = unsafe { (*payload).as_mut().unwrap_unchecked() };
+        Checkout {
+            ticket,
+            entry: NonNull::from(entry),
+        }
+    }
+
+    /// The connection's entry.
+    #[inline]
+    pub(crate) fn entry(&self) -> &PoolEntry<C> {
+        // SAFETY: see the type's docs; shared for as long as `self` is borrowed.
+        unsafe { self.entry.as_ref() }
+    }
+
+    /// The connection's entry, mutably.
+    #[inline]
+    pub(crate) fn entry_mut(&mut self) -> &mut PoolEntry<C> {
+        // SAFETY: see the type's docs; `&mut self` makes this the only reference.
+        unsafe { self.entry.as_mut() }
+    }
+
+    /// The ticket of the borrowed slot.
+    #[inline]
+    pub(crate) fn ticket(&self) -> &Ticket {
+        &self.ticket
+    }
+
+    /// Ends the borrow, keeping the slot's ownership.
+    #[inline]
+    pub(crate) fn into_ticket(self) -> Ticket {
+        self.ticket
+    }
 }

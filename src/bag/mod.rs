@@ -1,0 +1,330 @@
+//! The hand-out algorithm: a fixed array of slots, each with an atomic state, and a FIFO
+//! queue of parked waiters for when every slot is taken.
+//!
+//! The algorithm, its invariant (no waiter stays parked while a slot is `IDLE`) and the
+//! argument for its barriers are on the crate's `implementation` page
+//! (`docs/implementation.md`). This module is the uncontended path (taking a slot,
+//! giving it back) and the slot states; `wait` is everything about waiting.
+
+use std::time::Duration;
+
+use crossbeam_utils::CachePadded;
+
+use crate::sync::{
+    AtomicU32, AtomicUsize, Mutex, Ordering, UnsafeCell, fence, init_barriers, light_barrier,
+};
+
+mod wait;
+
+use wait::Queue;
+pub use wait::{Deadline, Timer, Turn, Wait};
+
+/// No connection.
+pub const EMPTY: u32 = 0;
+/// A creator is opening a connection for this slot.
+pub const CONNECTING: u32 = 1;
+/// A connection waits to be borrowed.
+pub const IDLE: u32 = 2;
+/// A connection is borrowed.
+pub const IN_USE: u32 = 3;
+/// The housekeeper holds an idle connection to check or close it.
+pub const RESERVED: u32 = 4;
+
+/// The `hint` for [`Bag::try_take`] that names no slot.
+pub const NO_HINT: usize = usize::MAX;
+
+/// The longest a waiter parks before it looks at the slots again (module docs). Waits
+/// this long mean every connection is busy, and one wake-up per waiter per interval
+/// costs a few microseconds of CPU.
+pub const RESCAN: Duration = Duration::from_millis(10);
+
+/// The `signal` word, written only under the queue lock, read by every giver.
+///
+/// | bits | meaning | set by | cleared by |
+/// |---|---|---|---|
+/// | `COUNT` | queued waiters | a waiter registering | a waiter leaving (popped or cancelled) |
+/// | `FENCED` | a waiter of this busy period completed a heavy barrier; later waiters use plain fences | that waiter, while still queued | the last waiter leaving, `close` |
+/// | `CLOSED` | the bag is closed (for good) | `close` | never |
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Signal(usize);
+
+impl Signal {
+    const CLOSED: usize = 1 << (usize::BITS - 1);
+    const FENCED: usize = 1 << (usize::BITS - 2);
+    const COUNT: usize = !(Self::CLOSED | Self::FENCED);
+
+    fn waiters(self) -> usize {
+        self.0 & Self::COUNT
+    }
+
+    fn is_closed(self) -> bool {
+        self.0 & Self::CLOSED != 0
+    }
+
+    fn is_fenced(self) -> bool {
+        self.0 & Self::FENCED != 0
+    }
+
+    /// Nobody waits and the bag is open: a giver may just publish.
+    fn is_quiet(self) -> bool {
+        self.0 & !Self::FENCED == 0
+    }
+
+    fn with_waiters(self, waiters: usize) -> Signal {
+        debug_assert!(waiters <= Self::COUNT);
+        let fenced = if waiters == 0 {
+            0
+        } else {
+            self.0 & Self::FENCED
+        };
+        Signal((self.0 & Self::CLOSED) | fenced | waiters)
+    }
+
+    fn fenced(self) -> Signal {
+        Signal(self.0 | Self::FENCED)
+    }
+}
+
+/// Proof that the holder owns one slot's payload. Not `Clone`: there is one per owned
+/// slot, and it is consumed by giving the slot back, freeing it or handing it off.
+#[derive(Debug)]
+#[must_use = "a ticket owns a slot; dropping it leaks the slot"]
+pub struct Ticket(usize);
+
+impl Ticket {
+    /// The slot's index.
+    pub fn index(&self) -> usize {
+        self.0
+    }
+}
+
+/// One slot: its state, per-slot data `X` the pool keeps beside it, and the payload.
+#[derive(Debug)]
+pub struct Slot<T, X> {
+    state: AtomicU32,
+    meta: X,
+    value: UnsafeCell<Option<T>>,
+}
+
+impl<T, X> Slot<T, X> {
+    /// `IDLE` to `IN_USE`: the one transition that borrows.
+    #[inline]
+    fn try_borrow(&self) -> bool {
+        self.state
+            .compare_exchange(IDLE, IN_USE, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    fn is_idle(&self) -> bool {
+        self.state.load(Ordering::Relaxed) == IDLE
+    }
+}
+
+/// The slot array and the waiter queue.
+#[derive(Debug)]
+pub struct Bag<T, X = ()> {
+    slots: Box<[CachePadded<Slot<T, X>>]>,
+    /// See [`Signal`].
+    signal: CachePadded<AtomicUsize>,
+    queue: Mutex<Queue>,
+    /// Waiters woken to compete that have not looked at the slots yet (see
+    /// `take_as_waiter`).
+    competing: AtomicUsize,
+    /// How long the oldest waiter may wait before returns are handed to it rather
+    /// than competed for.
+    fair_after: Duration,
+    /// Loom only: heavy barriers completed (a ghost, read by the assertion that checks
+    /// when `FENCED` may be trusted). A loom atomic, so that loom orders it against the
+    /// registrations that read it.
+    #[cfg(loom)]
+    heavies: AtomicUsize,
+}
+
+// SAFETY: the payloads are only reached through a `Ticket`, and a ticket exists for at
+// most one thread at a time (it is won by CAS or handed over under the queue lock), so
+// sharing the bag lets threads move `T`s between them but never share one: `T: Send`
+// is what that needs. `X` is shared as is, so it must be `Sync`.
+unsafe impl<T: Send, X: Send + Sync> Sync for Bag<T, X> {}
+// SAFETY: as above; moving the bag moves the `T`s it holds.
+unsafe impl<T: Send, X: Send> Send for Bag<T, X> {}
+
+impl<T, X: Default> Bag<T, X> {
+    /// A bag of `size` empty slots; see the module docs for `fair_after`.
+    pub fn new(size: usize, fair_after: Duration) -> Self {
+        init_barriers();
+        let slots = (0..size)
+            .map(|_| {
+                CachePadded::new(Slot {
+                    state: AtomicU32::new(EMPTY),
+                    meta: X::default(),
+                    value: UnsafeCell::new(None),
+                })
+            })
+            .collect();
+        Bag {
+            slots,
+            signal: CachePadded::new(AtomicUsize::new(0)),
+            queue: Mutex::new(Queue::default()),
+            competing: AtomicUsize::new(0),
+            fair_after,
+            #[cfg(loom)]
+            heavies: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl<T, X> Bag<T, X> {
+    // The hot path, in the order it runs: take, give back, publish.
+
+    /// Takes an idle slot without waiting: first `hint` (or [`NO_HINT`]), then the
+    /// others from `start()` (only called on a miss).
+    #[inline]
+    pub fn try_take(&self, hint: usize, start: impl FnOnce() -> usize) -> Option<Ticket> {
+        if let Some(slot) = self.slots.get(hint)
+            && slot.try_borrow()
+        {
+            return Some(Ticket(hint));
+        }
+        self.scan(start(), IDLE, IN_USE)
+    }
+
+    /// Gives an owned slot (with its payload in place) back: hands it to the oldest
+    /// waiter or publishes it `IDLE`. If the bag is closed the ticket comes back in
+    /// `Err`, and the caller must close the payload and [`free`](Bag::free) the slot.
+    #[inline]
+    pub fn give_back(&self, ticket: Ticket) -> Result<(), Ticket> {
+        let slot = &self.slots[ticket.0];
+        let before = self.signal();
+        if before.is_quiet() {
+            if self.publish(slot, before).is_quiet() {
+                return Ok(());
+            }
+            // A waiter registered (or the bag closed) while we published; it may have
+            // re-scanned before our store. Take the slot back for it, unless another
+            // thread took it first (module docs: then that thread sees to the waiter).
+            if !slot.try_borrow() {
+                return Ok(());
+            }
+        }
+        self.give_back_slow(ticket)
+    }
+
+    /// Publishes an owned slot `IDLE` and returns `signal` as read after the barrier
+    /// that pairs with the waiters' re-check; `before` is `signal` as read before.
+    #[inline]
+    fn publish(&self, slot: &Slot<T, X>, before: Signal) -> Signal {
+        slot.state.store(IDLE, Ordering::Release);
+        if before.is_fenced() {
+            fence(Ordering::SeqCst);
+            return self.signal();
+        }
+        light_barrier();
+        let after = self.signal();
+        if !after.is_fenced() {
+            return after;
+        }
+        // Waiters switched to plain fences while we published: pair with them.
+        fence(Ordering::SeqCst);
+        self.signal()
+    }
+
+    #[inline]
+    fn signal(&self) -> Signal {
+        Signal(self.signal.load(Ordering::Relaxed))
+    }
+
+    // Everything below is off the uncontended path.
+
+    /// The number of slots.
+    pub fn len(&self) -> usize {
+        self.slots.len()
+    }
+
+    /// The per-slot data of slot `index`.
+    pub fn meta(&self, index: usize) -> &X {
+        &self.slots[index].meta
+    }
+
+    /// The current state of slot `index` (a snapshot, for statistics and scans).
+    pub fn state(&self, index: usize) -> u32 {
+        self.slots[index].state.load(Ordering::Relaxed)
+    }
+
+    /// The number of threads waiting.
+    pub fn waiters(&self) -> usize {
+        self.signal().waiters()
+    }
+
+    /// Whether [`close`](Bag::close) was called.
+    pub fn is_closed(&self) -> bool {
+        self.signal().is_closed()
+    }
+
+    /// Claims an empty slot for a creator (`EMPTY` to `CONNECTING`), scanning from
+    /// `start`.
+    pub fn reserve_empty(&self, start: usize) -> Option<Ticket> {
+        self.scan(start, EMPTY, CONNECTING)
+    }
+
+    /// Claims idle slot `index` for the housekeeper (`IDLE` to `RESERVED`).
+    pub fn try_reserve(&self, index: usize) -> Option<Ticket> {
+        self.slots[index]
+            .state
+            .compare_exchange(IDLE, RESERVED, Ordering::Acquire, Ordering::Relaxed)
+            .ok()
+            .map(|_| Ticket(index))
+    }
+
+    fn scan(&self, start: usize, from: u32, to: u32) -> Option<Ticket> {
+        let len = self.slots.len();
+        if len == 0 {
+            return None;
+        }
+        let start = start % len;
+        for index in (start..len).chain(0..start) {
+            let state = &self.slots[index].state;
+            // Load first: a failed CAS would still pull the line in exclusive mode.
+            if state.load(Ordering::Relaxed) == from
+                && state
+                    .compare_exchange(from, to, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Some(Ticket(index));
+            }
+        }
+        None
+    }
+
+    fn any_idle(&self) -> bool {
+        self.slots.iter().any(|slot| slot.is_idle())
+    }
+
+    /// Runs `f` on the payload of the slot `ticket` owns.
+    pub fn with_value<R>(&self, ticket: &Ticket, f: impl FnOnce(&mut Option<T>) -> R) -> R {
+        // SAFETY: the ticket proves this thread owns the slot's payload (module docs),
+        // and `&Ticket` cannot be used to give the slot away during `f`.
+        self.slots[ticket.0]
+            .value
+            .with_mut(|value| f(unsafe { &mut *value }))
+    }
+
+    /// A pointer to the payload of the slot `ticket` owns; valid while the ticket is
+    /// held, since slots never move.
+    #[cfg(not(loom))]
+    pub fn value_ptr(&self, ticket: &Ticket) -> *mut Option<T> {
+        self.slots[ticket.0].value.get()
+    }
+
+    /// Frees an owned slot whose payload has been taken out (`EMPTY`).
+    pub fn free(&self, ticket: Ticket) {
+        let slot = &self.slots[ticket.0];
+        debug_assert!(slot.value.with_mut(|v| {
+            // SAFETY: the ticket owns the payload.
+            unsafe { (*v).is_none() }
+        }));
+        slot.state.store(EMPTY, Ordering::Release);
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests;

@@ -1,0 +1,254 @@
+//! The bag's contract, deterministically: each test drives the threads through one
+//! interleaving with `wait_for` (polling with a deadline, no fixed sleeps).
+
+use std::sync::Arc;
+use std::thread;
+use std::time::Instant;
+
+use super::*;
+
+const SOON: Duration = Duration::from_secs(10);
+
+fn idle_bag(size: usize, fair_after: Duration) -> Arc<Bag<u32>> {
+    let bag = Arc::new(Bag::<u32>::new(size, fair_after));
+    for i in 0..size {
+        let ticket = bag.reserve_empty(i).unwrap();
+        bag.with_value(&ticket, |v| *v = Some(i as u32));
+        bag.give_back(ticket).unwrap();
+    }
+    bag
+}
+
+fn wait_for(mut condition: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SOON;
+    while !condition() {
+        assert!(
+            Instant::now() < deadline,
+            "condition not met within {SOON:?}"
+        );
+        thread::yield_now();
+    }
+}
+
+/// A thread that borrows with `since` and sends back what it got.
+fn waiter(bag: &Arc<Bag<u32>>, since: Instant, max: Option<usize>) -> thread::JoinHandle<Wait> {
+    let bag = bag.clone();
+    thread::spawn(move || {
+        let mut turn = Turn::new(since);
+        bag.wait(&mut turn, &Deadline::after(SOON), max, || {})
+    })
+}
+
+fn got(outcome: Wait) -> Ticket {
+    match outcome {
+        Wait::Got(ticket) => ticket,
+        other => panic!("expected a slot, got {other:?}"),
+    }
+}
+
+fn queued_since(bag: &Bag<u32>) -> Vec<Instant> {
+    bag.queue.lock().waiters.iter().map(|w| w.since).collect()
+}
+
+#[test]
+fn an_old_waiter_is_handed_the_slot_directly() {
+    let bag = idle_bag(1, Duration::ZERO);
+    let held = bag.try_take(0, || 0).unwrap();
+    let w = waiter(&bag, Instant::now(), None);
+    wait_for(|| bag.waiters() == 1);
+    bag.give_back(held).unwrap();
+    // Handed over: still owned, so nobody can barge in.
+    assert_eq!(bag.state(0), IN_USE);
+    assert!(bag.try_take(0, || 0).is_none());
+    let ticket = got(w.join().unwrap());
+    assert_eq!(ticket.index(), 0);
+    bag.give_back(ticket).unwrap();
+}
+
+#[test]
+fn a_new_slot_handed_to_a_waiter_is_in_use() {
+    // A creator gives a `CONNECTING` slot back straight to a waiter.
+    let bag = Arc::new(Bag::<u32>::new(1, Duration::ZERO));
+    let creating = bag.reserve_empty(0).unwrap();
+    let w = waiter(&bag, Instant::now(), None);
+    wait_for(|| bag.waiters() == 1);
+    bag.with_value(&creating, |v| *v = Some(7));
+    bag.give_back(creating).unwrap();
+    assert_eq!(bag.state(0), IN_USE);
+    let ticket = got(w.join().unwrap());
+    assert_eq!(bag.state(0), IN_USE);
+    bag.give_back(ticket).unwrap();
+    assert_eq!(bag.state(0), IDLE);
+}
+
+#[test]
+fn a_young_waiter_competes_and_a_loser_keeps_its_place() {
+    let bag = idle_bag(1, Duration::from_secs(3600));
+    let held = bag.try_take(0, || 0).unwrap();
+    let first = Instant::now();
+    let w0 = waiter(&bag, first, None);
+    wait_for(|| bag.waiters() == 1);
+    let w1 = waiter(&bag, Instant::now(), None);
+    wait_for(|| bag.waiters() == 2);
+    // Published and competed for: the giver barges straight back in.
+    bag.give_back(held).unwrap();
+    let barged = bag.try_take(0, || 0);
+    if let Some(ticket) = barged {
+        // The woken waiter lost; it queues up again ahead of the younger one.
+        wait_for(|| bag.waiters() == 2);
+        assert_eq!(queued_since(&bag)[0], first, "the loser kept its place");
+        bag.give_back(ticket).unwrap();
+    }
+    // Either way both are served in the end.
+    let t0 = got(w0.join().unwrap());
+    bag.give_back(t0).unwrap();
+    let t1 = got(w1.join().unwrap());
+    bag.give_back(t1).unwrap();
+    assert_eq!(bag.waiters(), 0);
+}
+
+#[test]
+fn waiters_beyond_max_waiters_are_refused_at_once() {
+    let bag = idle_bag(1, Duration::ZERO);
+    let held = bag.try_take(0, || 0).unwrap();
+    let w = waiter(&bag, Instant::now(), Some(1));
+    wait_for(|| bag.waiters() == 1);
+    let mut turn = Turn::new(Instant::now());
+    assert!(matches!(
+        bag.wait(&mut turn, &Deadline::after(SOON), Some(1), || {}),
+        Wait::TooManyWaiters
+    ));
+    assert!(!turn.has_waited());
+    bag.give_back(held).unwrap();
+    bag.give_back(got(w.join().unwrap())).unwrap();
+}
+
+#[test]
+fn an_admitted_turn_is_not_refused_again() {
+    let bag = idle_bag(1, Duration::ZERO);
+    let held = bag.try_take(0, || 0).unwrap();
+    let w = waiter(&bag, Instant::now(), Some(1));
+    wait_for(|| bag.waiters() == 1);
+    // A turn admitted earlier (it lost a competition) re-queues past the limit.
+    let mut turn = Turn::new(Instant::now());
+    turn.admitted = true;
+    let outcome = bag.wait(
+        &mut turn,
+        &Deadline::after(Duration::from_millis(1)),
+        Some(1),
+        || {},
+    );
+    assert!(matches!(outcome, Wait::TimedOut), "{outcome:?}");
+    bag.give_back(held).unwrap();
+    bag.give_back(got(w.join().unwrap())).unwrap();
+}
+
+#[test]
+fn a_timed_out_waiter_leaves_the_queue() {
+    let bag = idle_bag(1, Duration::ZERO);
+    let held = bag.try_take(0, || 0).unwrap();
+    let mut turn = Turn::new(Instant::now());
+    let outcome = bag.wait(
+        &mut turn,
+        &Deadline::after(Duration::from_millis(2)),
+        None,
+        || {},
+    );
+    assert!(matches!(outcome, Wait::TimedOut));
+    assert_eq!(bag.waiters(), 0);
+    // The return is not handed to the thread that left.
+    bag.give_back(held).unwrap();
+    assert_eq!(bag.state(0), IDLE);
+}
+
+#[test]
+fn a_huge_timeout_waits_for_ever() {
+    let deadline = Deadline::after(Duration::MAX);
+    assert!(!deadline.expired());
+    let bag = idle_bag(1, Duration::ZERO);
+    let held = bag.try_take(0, || 0).unwrap();
+    let bag2 = bag.clone();
+    let w = thread::spawn(move || {
+        let mut turn = Turn::new(Instant::now());
+        bag2.wait(&mut turn, &Deadline::after(Duration::MAX), None, || {})
+    });
+    wait_for(|| bag.waiters() == 1);
+    bag.give_back(held).unwrap();
+    bag.give_back(got(w.join().unwrap())).unwrap();
+}
+
+#[test]
+fn close_wakes_waiters_and_returns_tickets() {
+    let bag = idle_bag(1, Duration::ZERO);
+    let held = bag.try_take(0, || 0).unwrap();
+    let w = waiter(&bag, Instant::now(), None);
+    wait_for(|| bag.waiters() == 1);
+    bag.close();
+    assert!(matches!(w.join().unwrap(), Wait::Closed));
+    assert!(bag.is_closed());
+    let ticket = bag
+        .give_back(held)
+        .expect_err("closed: the ticket comes back");
+    bag.with_value(&ticket, |v| *v = None);
+    bag.free(ticket);
+    let mut turn = Turn::new(Instant::now());
+    assert!(matches!(
+        bag.wait(&mut turn, &Deadline::after(SOON), None, || {}),
+        Wait::Closed
+    ));
+}
+
+#[test]
+fn the_bounded_park_recovers_a_lost_wake_up() {
+    let bag = idle_bag(1, Duration::ZERO);
+    let held = bag.try_take(0, || 0).unwrap();
+    let w = waiter(&bag, Instant::now(), None);
+    wait_for(|| bag.waiters() == 1);
+    // Publish behind the protocol's back, as a buggy giver would: nobody is woken.
+    let _ = held.index(); // the ticket is given up without `give_back`
+    bag.slots[0].state.store(IDLE, Ordering::Release);
+    let started = Instant::now();
+    let ticket = got(w.join().unwrap());
+    assert_eq!(ticket.index(), 0);
+    // Within a few rescans, not the 10 s timeout.
+    assert!(started.elapsed() < SOON / 2, "{:?}", started.elapsed());
+    bag.give_back(ticket).unwrap();
+}
+
+#[test]
+fn a_woken_waiter_passes_the_baton() {
+    // Two slots handed out, two waiters, both slots back at once in compete mode:
+    // whichever slot the first woken waiter takes, the second waiter is served.
+    for _ in 0..200 {
+        let bag = idle_bag(2, Duration::from_secs(3600));
+        let a = bag.try_take(0, || 0).unwrap();
+        let b = bag.try_take(1, || 1).unwrap();
+        let w0 = waiter(&bag, Instant::now(), None);
+        let w1 = waiter(&bag, Instant::now(), None);
+        wait_for(|| bag.waiters() == 2);
+        let giver = {
+            let bag = bag.clone();
+            thread::spawn(move || bag.give_back(b).unwrap())
+        };
+        bag.give_back(a).unwrap();
+        giver.join().unwrap();
+        let t0 = got(w0.join().unwrap());
+        let t1 = got(w1.join().unwrap());
+        assert_ne!(t0.index(), t1.index());
+        bag.give_back(t0).unwrap();
+        bag.give_back(t1).unwrap();
+    }
+}
+
+#[test]
+fn a_failing_membarrier_falls_back_to_fences_without_panicking() {
+    crate::sync::fail_membarrier();
+    let bag = idle_bag(1, Duration::ZERO);
+    let held = bag.try_take(0, || 0).unwrap();
+    let w = waiter(&bag, Instant::now(), None);
+    wait_for(|| bag.waiters() == 1);
+    bag.give_back(held).unwrap();
+    bag.give_back(got(w.join().unwrap())).unwrap();
+    // After the first failed call, every barrier is a real fence.
+    assert!(!crate::sync::barriers_are_asymmetric());
+}

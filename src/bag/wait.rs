@@ -1,0 +1,381 @@
+//! Waiting for a slot, and giving one back while threads wait: the waiter queue, the
+//! hand-off, the baton, the bounded park and the slow side of the barriers (see the
+//! crate's `implementation` page).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use super::{Bag, IDLE, IN_USE, RESCAN, Signal, Ticket};
+use crate::sync::{
+    Arc, AtomicUsize, Ordering, Thread, current, fence, heavy_barrier, park_timeout,
+};
+
+/// A waiter's cell before anything happens to it.
+const WAITING: usize = usize::MAX;
+/// A waiter's cell when the bag closed under it.
+const WOKEN_CLOSED: usize = usize::MAX - 1;
+/// A waiter's cell when it was woken to compete for an `IDLE` slot.
+const WOKEN_COMPETE: usize = usize::MAX - 2;
+
+/// How a wait ended.
+#[derive(Debug)]
+pub enum Wait {
+    /// A slot is this thread's: handed over, or taken after a wake-up.
+    Got(Ticket),
+    /// The timer expired.
+    TimedOut,
+    /// The bag was closed.
+    Closed,
+    /// `max_waiters` threads were already waiting.
+    TooManyWaiters,
+}
+
+/// A borrower's place in line, kept across the waits of one borrow: when it started to
+/// wait (its place in the queue), and whether it was admitted past `max_waiters` (an
+/// admitted borrower is never turned away later in the same borrow).
+#[derive(Debug, Clone, Copy)]
+pub struct Turn {
+    since: Instant,
+    pub(super) admitted: bool,
+}
+
+impl Turn {
+    /// A borrow that started at `since`.
+    pub fn new(since: Instant) -> Turn {
+        Turn {
+            since,
+            admitted: false,
+        }
+    }
+
+    /// Whether this borrow has queued up at least once.
+    pub fn has_waited(&self) -> bool {
+        self.admitted
+    }
+}
+
+/// When a wait gives up, and how the waiting thread sleeps meanwhile.
+pub trait Timer {
+    /// Whether the wait is over.
+    fn expired(&self) -> bool;
+    /// Parks until unparked, or for a while (the bag re-checks after any return).
+    fn park(&self);
+}
+
+/// A [`Timer`] with a deadline (`None`: wait for ever) that parks at most [`RESCAN`].
+#[derive(Debug, Clone, Copy)]
+pub struct Deadline(Option<Instant>);
+
+impl Deadline {
+    /// `timeout` from now; one too large for the clock means for ever.
+    pub fn after(timeout: Duration) -> Deadline {
+        Deadline(Instant::now().checked_add(timeout))
+    }
+}
+
+impl Timer for Deadline {
+    fn expired(&self) -> bool {
+        self.0.is_some_and(|at| Instant::now() >= at)
+    }
+
+    fn park(&self) {
+        let left = match self.0 {
+            Some(at) => at.saturating_duration_since(Instant::now()),
+            None => RESCAN,
+        };
+        park_timeout(left.min(RESCAN));
+    }
+}
+
+#[derive(Debug)]
+pub(super) struct Waiter {
+    /// `WAITING`, `WOKEN_CLOSED`, `WOKEN_COMPETE` or the index of the slot handed over.
+    /// Set only under the queue lock, when the waiter is popped.
+    cell: AtomicUsize,
+    thread: Thread,
+    /// When the thread started waiting (its place in the queue).
+    pub(super) since: Instant,
+}
+
+impl Waiter {
+    fn wake(&self, cell: usize) {
+        self.cell.store(cell, Ordering::Release);
+    }
+}
+
+/// The waiter queue, behind the bag's mutex.
+#[derive(Debug, Default)]
+pub(super) struct Queue {
+    pub(super) waiters: VecDeque<Arc<Waiter>>,
+    /// Loom only: heavy barriers completed when the current busy period began.
+    #[cfg(loom)]
+    heavies_at_period_start: usize,
+}
+
+impl<T, X> Bag<T, X> {
+    /// `give_back` when there are waiters or the bag is closed.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn give_back_slow(&self, mut ticket: Ticket) -> Result<(), Ticket> {
+        let slot = &self.slots[ticket.0];
+        loop {
+            let signal = self.signal();
+            if signal.is_closed() {
+                return Err(ticket);
+            }
+            if signal.waiters() != 0 {
+                match self.hand_off(ticket) {
+                    Ok(()) => return Ok(()),
+                    Err(back) => ticket = back,
+                }
+            }
+            if self.publish(slot, signal).is_quiet() {
+                return Ok(());
+            }
+            // As in `give_back`: take it back for the waiter, or leave it to the thread
+            // that took it.
+            if !slot.try_borrow() {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Gives `ticket` to the oldest waiter: directly if it has waited `fair_after`,
+    /// else by publishing the slot and waking the waiter to compete for it. Returns
+    /// the ticket if nobody waits.
+    fn hand_off(&self, ticket: Ticket) -> Result<(), Ticket> {
+        let mut queue = self.queue.lock();
+        let Some(waiter) = self.pop(&mut queue) else {
+            return Err(ticket);
+        };
+        let slot = &self.slots[ticket.0];
+        if waiter.since.elapsed() >= self.fair_after {
+            // Ownership moves with the index in the cell. The slot may come from
+            // `CONNECTING` or `RESERVED` (a creator or the housekeeper giving back):
+            // it is `IN_USE` from now on, published by the cell's release store.
+            slot.state.store(IN_USE, Ordering::Relaxed);
+            waiter.wake(ticket.0);
+        } else {
+            // Published before the cell is set, so the woken waiter sees it idle (or
+            // taken since); no re-check is needed for it, and waiters that queue later
+            // see it in their own re-check. Under the lock, so a `close` either saw it
+            // idle in its sweep or happened before this hand-off looked at the queue.
+            slot.state.store(IDLE, Ordering::Release);
+            self.wake_to_compete(&waiter);
+        }
+        drop(queue);
+        waiter.thread.unpark();
+        Ok(())
+    }
+
+    /// Pops the oldest waiter and counts it out (under the queue lock).
+    fn pop(&self, queue: &mut Queue) -> Option<Arc<Waiter>> {
+        let waiter = queue.waiters.pop_front()?;
+        self.leave();
+        Some(waiter)
+    }
+
+    /// Waits until this thread owns a slot, the timer expires or the bag closes. `turn`
+    /// keeps the borrow's place in the queue across calls. `registered` runs each time
+    /// the thread has queued up and re-checked the slots: the pool uses it to ask for a
+    /// new connection.
+    pub fn wait(
+        &self,
+        turn: &mut Turn,
+        timer: &impl Timer,
+        max_waiters: Option<usize>,
+        mut registered: impl FnMut(),
+    ) -> Wait {
+        'queue: loop {
+            let waiter = match self.register(turn, max_waiters) {
+                Ok(waiter) => waiter,
+                Err(outcome) => return outcome,
+            };
+            if self.any_idle() {
+                if self.cancel(&waiter) {
+                    match self.take_as_waiter() {
+                        Some(ticket) => return Wait::Got(ticket),
+                        None => continue 'queue,
+                    }
+                }
+                // Popped meanwhile: the cell says what for.
+            } else {
+                registered();
+            }
+            loop {
+                match waiter.cell.load(Ordering::Acquire) {
+                    WAITING => {}
+                    WOKEN_CLOSED => return Wait::Closed,
+                    WOKEN_COMPETE => {
+                        // Looking now: no longer a competitor on its way.
+                        self.competing.fetch_sub(1, Ordering::SeqCst);
+                        match self.take_as_waiter() {
+                            Some(ticket) => return Wait::Got(ticket),
+                            None => continue 'queue,
+                        }
+                    }
+                    index => return Wait::Got(Ticket(index)),
+                }
+                if timer.expired() {
+                    if self.cancel(&waiter) {
+                        return Wait::TimedOut;
+                    }
+                    continue; // popped just before: the cell is set
+                }
+                timer.park();
+                // The backstop (module docs): after any wake-up without news, look.
+                if waiter.cell.load(Ordering::Relaxed) == WAITING {
+                    fence(Ordering::SeqCst);
+                    if self.any_idle() && self.cancel(&waiter) {
+                        match self.take_as_waiter() {
+                            Some(ticket) => return Wait::Got(ticket),
+                            None => continue 'queue,
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues a waiter for `turn` and runs the barrier that pairs with `publish`; the
+    /// caller then re-checks the slots.
+    fn register(&self, turn: &mut Turn, max_waiters: Option<usize>) -> Result<Arc<Waiter>, Wait> {
+        let waiter = Arc::new(Waiter {
+            cell: AtomicUsize::new(WAITING),
+            thread: current(),
+            since: turn.since,
+        });
+        let fenced = {
+            let mut queue = self.queue.lock();
+            let signal = self.signal();
+            if signal.is_closed() {
+                return Err(Wait::Closed);
+            }
+            if !turn.admitted && max_waiters.is_some_and(|max| signal.waiters() >= max) {
+                return Err(Wait::TooManyWaiters);
+            }
+            turn.admitted = true;
+            #[cfg(loom)]
+            self.check_fenced_premise(&mut queue, signal);
+            // Behind everyone who has waited longer: at the back for a new waiter,
+            // back in its place for one that lost a competition.
+            let place = queue.waiters.partition_point(|w| w.since <= turn.since);
+            queue.waiters.insert(place, waiter.clone());
+            // Changed only under the lock, so a plain store will do.
+            let registered = signal.with_waiters(signal.waiters() + 1);
+            self.signal.store(registered.0, Ordering::Relaxed);
+            signal.is_fenced()
+        };
+        if fenced {
+            fence(Ordering::SeqCst);
+        } else {
+            self.heavy();
+            // Only now may later waiters rely on this barrier (module docs), and only
+            // while this waiter is still queued: then the busy period it paid for goes
+            // on. Its cell is `WAITING` exactly as long as it is queued.
+            let _queue = self.queue.lock();
+            let signal = self.signal();
+            if !signal.is_closed() && waiter.cell.load(Ordering::Relaxed) == WAITING {
+                self.signal.store(signal.fenced().0, Ordering::Relaxed);
+            }
+        }
+        Ok(waiter)
+    }
+
+    /// Takes a slot for a thread that was queued, and if others still wait while a
+    /// slot is idle, wakes the next one to compete (the baton, module docs).
+    ///
+    /// Only idle slots beyond the competitors already woken and not yet looking
+    /// (`competing`) need a new one: each of those takes one, or passes the baton in
+    /// turn, or finds none idle. Without that count every taker would wake a waiter
+    /// for a slot that a competitor on its way is about to take.
+    fn take_as_waiter(&self) -> Option<Ticket> {
+        let ticket = self.scan(0, IDLE, IN_USE)?;
+        fence(Ordering::SeqCst);
+        if self.waiters() != 0 && self.idle_slots() > self.competing.load(Ordering::SeqCst) {
+            let mut queue = self.queue.lock();
+            if let Some(next) = self.pop(&mut queue) {
+                self.wake_to_compete(&next);
+                drop(queue);
+                next.thread.unpark();
+            }
+        }
+        Some(ticket)
+    }
+
+    /// Sets a popped waiter's cell to "compete" and counts it in `competing` until it
+    /// looks at the slots (under the queue lock).
+    fn wake_to_compete(&self, waiter: &Waiter) {
+        self.competing.fetch_add(1, Ordering::SeqCst);
+        waiter.wake(WOKEN_COMPETE);
+    }
+
+    fn idle_slots(&self) -> usize {
+        self.slots.iter().filter(|slot| slot.is_idle()).count()
+    }
+
+    /// Removes `waiter` from the queue; false if it was already popped (its cell is
+    /// set).
+    fn cancel(&self, waiter: &Arc<Waiter>) -> bool {
+        let mut queue = self.queue.lock();
+        match queue.waiters.iter().position(|w| Arc::ptr_eq(w, waiter)) {
+            Some(position) => {
+                queue.waiters.remove(position);
+                self.leave();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Counts a waiter out (under the queue lock); the last one out clears `FENCED`.
+    fn leave(&self) {
+        let signal = self.signal();
+        let left = signal.with_waiters(signal.waiters() - 1);
+        self.signal.store(left.0, Ordering::Relaxed);
+    }
+
+    fn heavy(&self) {
+        heavy_barrier();
+        #[cfg(loom)]
+        self.heavies.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Loom only: a waiter about to skip the heavy barrier (it sees `FENCED`) checks
+    /// the premise of the light/plain case in the module docs: some heavy barrier has
+    /// completed since this busy period began. Setting `FENCED` before the barrier ran
+    /// fails this as soon as two waiters register at once.
+    #[cfg(loom)]
+    fn check_fenced_premise(&self, queue: &mut Queue, signal: Signal) {
+        let heavies = self.heavies.load(Ordering::Relaxed);
+        if signal.waiters() == 0 {
+            queue.heavies_at_period_start = heavies;
+        } else if signal.is_fenced() {
+            assert!(
+                heavies > queue.heavies_at_period_start,
+                "FENCED trusted before any heavy barrier of this busy period completed"
+            );
+        }
+    }
+
+    /// Closes the bag: every waiter wakes with [`Wait::Closed`], later waits fail at
+    /// once and [`give_back`](Bag::give_back) returns tickets to their holders.
+    pub fn close(&self) {
+        let woken: Vec<_> = {
+            let mut queue = self.queue.lock();
+            self.signal
+                .store(Signal(Signal::CLOSED).0, Ordering::Relaxed);
+            // Cells are set under the lock, as in `hand_off`.
+            for waiter in &queue.waiters {
+                waiter.wake(WOKEN_CLOSED);
+            }
+            queue.waiters.drain(..).collect()
+        };
+        for waiter in woken {
+            waiter.thread.unpark();
+        }
+        // Pairs with `give_back` as the waiter's barrier does: the caller's sweep of
+        // idle slots either sees a racing `IDLE` publish, or that giver sees `CLOSED`.
+        self.heavy();
+    }
+}
