@@ -2,19 +2,19 @@
 //! a load run and started again; wrong passwords, closed ports and bad URLs at `build`.
 //!
 //! This is a test binary of its own because it kills servers. Inside it, every test
-//! that touches a server holds that server's lock (`support::lock`), so nothing else
+//! that touches a server holds that server's lock (`servers::lock`), so nothing else
 //! in the binary uses a server while it is down.
 #![cfg(any(feature = "mysql", feature = "redis"))]
 
-mod support;
+mod servers;
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 use std::time::{Duration, Instant};
 
+use servers::{Server, ServerCtl};
 use stickypool::{Error, ManageConnection, Pool, ResetAction};
-use support::{Server, ServerCtl};
 
 const WORKERS: usize = 16;
 const MAX_SIZE: u32 = 8;
@@ -168,7 +168,7 @@ fn kill_under_load<M: ManageConnection>(
         assert!(state.in_use <= MAX_SIZE, "{name}: {state:?}");
     };
 
-    support::wait_until(&format!("{name}: load is running"), RECOVERY, || {
+    servers::wait_until(&format!("{name}: load is running"), RECOVERY, || {
         sample();
         seen.ok(0) >= 200
     });
@@ -178,7 +178,7 @@ fn kill_under_load<M: ManageConnection>(
     let failures_before = pool.stats().connect_failures;
     let killed_at = Instant::now();
     let outage = ctl.kill(server);
-    support::wait_until(
+    servers::wait_until(
         &format!("{name}: borrowers see the outage"),
         RECOVERY,
         || {
@@ -187,7 +187,7 @@ fn kill_under_load<M: ManageConnection>(
         },
     );
     // Stay down long enough that borrowers run into the borrow timeout.
-    support::wait_until(&format!("{name}: outage lasts"), RECOVERY, || {
+    servers::wait_until(&format!("{name}: outage lasts"), RECOVERY, || {
         sample();
         killed_at.elapsed() >= CONNECTION_TIMEOUT + Duration::from_millis(500)
     });
@@ -198,13 +198,13 @@ fn kill_under_load<M: ManageConnection>(
     outage.restart();
     let restarted_at = Instant::now();
     seen.phase.store(2, Ordering::SeqCst);
-    support::wait_until(
+    servers::wait_until(
         &format!("{name}: a first borrow after the restart"),
         RECOVERY,
         || seen.ok(2) >= 1,
     );
     let first_ok = restarted_at.elapsed();
-    support::wait_until(
+    servers::wait_until(
         &format!("{name}: the pool recovers by itself"),
         RECOVERY,
         || {
@@ -215,7 +215,7 @@ fn kill_under_load<M: ManageConnection>(
     let recovery = restarted_at.elapsed();
 
     seen.stop.store(true, Ordering::SeqCst);
-    support::join_all(
+    servers::join_all(
         &format!("{name}: workers"),
         handles,
         &done,
@@ -337,14 +337,14 @@ mod redis_faults {
     #[test]
     fn redis_killed_under_load() {
         let test = "redis_killed_under_load";
-        let Some(url) = support::redis_url(test) else {
+        let Some(url) = servers::redis_url(test) else {
             return;
         };
         let Some(ctl) = ServerCtl::from_env(test) else {
             return;
         };
-        let _redis = support::lock(Server::Redis);
-        let key = support::unique("fault");
+        let _redis = servers::lock(Server::Redis);
+        let key = servers::unique("fault");
         let op: Op<redis::Connection> = Arc::new(move |conn| {
             redis::cmd("INCR")
                 .arg(&key)
@@ -357,10 +357,10 @@ mod redis_faults {
 
     #[test]
     fn redis_wrong_password() {
-        let Some(url) = support::redis_url("redis_wrong_password") else {
+        let Some(url) = servers::redis_url("redis_wrong_password") else {
             return;
         };
-        let _redis = support::lock(Server::Redis);
+        let _redis = servers::lock(Server::Redis);
         let rest = url.split_once("://").unwrap().1;
         let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
         let wrong = format!("redis://stickypool-nobody:wrong-password@{host}");
@@ -373,11 +373,11 @@ mod redis_faults {
 
     #[test]
     fn redis_closed_port() {
-        let url = format!("redis://127.0.0.1:{}/", support::closed_port());
+        let url = format!("redis://127.0.0.1:{}/", servers::closed_port());
         build_fails_fast("redis, closed port", manager(&url), &["refused"]);
         let nodes = [
-            format!("redis://127.0.0.1:{}/", support::closed_port()),
-            format!("redis://127.0.0.1:{}/", support::closed_port()),
+            format!("redis://127.0.0.1:{}/", servers::closed_port()),
+            format!("redis://127.0.0.1:{}/", servers::closed_port()),
         ];
         build_fails_fast(
             "redis cluster, closed ports",
@@ -423,13 +423,13 @@ mod mysql_faults {
     #[test]
     fn mysql_killed_under_load() {
         let test = "mysql_killed_under_load";
-        let Some(url) = support::mysql_url(test) else {
+        let Some(url) = servers::mysql_url(test) else {
             return;
         };
         let Some(ctl) = ServerCtl::from_env(test) else {
             return;
         };
-        let _mysql = support::lock(Server::Mysql);
+        let _mysql = servers::lock(Server::Mysql);
         let op: Op<mysql::Conn> = Arc::new(|conn| {
             let one: Option<u32> = conn.query_first("SELECT 1").map_err(|e| e.to_string())?;
             if one == Some(1) {
@@ -446,13 +446,13 @@ mod mysql_faults {
     #[test]
     fn mysql_killed_under_load_without_reset() {
         let test = "mysql_killed_under_load_without_reset";
-        let Some(url) = support::mysql_url(test) else {
+        let Some(url) = servers::mysql_url(test) else {
             return;
         };
         let Some(ctl) = ServerCtl::from_env(test) else {
             return;
         };
-        let _mysql = support::lock(Server::Mysql);
+        let _mysql = servers::lock(Server::Mysql);
         let op: Op<mysql::Conn> =
             Arc::new(|conn| conn.query_drop("DO 1").map_err(|e| e.to_string()));
         let pool = fault_pool_with(manager(&url), ResetAction::None, Duration::ZERO);
@@ -461,10 +461,10 @@ mod mysql_faults {
 
     #[test]
     fn mysql_wrong_password() {
-        let Some(url) = support::mysql_url("mysql_wrong_password") else {
+        let Some(url) = servers::mysql_url("mysql_wrong_password") else {
             return;
         };
-        let _mysql = support::lock(Server::Mysql);
+        let _mysql = servers::lock(Server::Mysql);
         let opts = OptsBuilder::from_opts(Opts::from_url(&url).unwrap())
             .pass(Some("wrong-password"))
             .tcp_connect_timeout(Some(CONNECTION_TIMEOUT));
@@ -479,7 +479,7 @@ mod mysql_faults {
     fn mysql_closed_port() {
         let url = format!(
             "mysql://stickypool:secret@127.0.0.1:{}/stickypool",
-            support::closed_port()
+            servers::closed_port()
         );
         build_fails_fast("mysql, closed port", manager(&url), &["refused"]);
     }
@@ -574,7 +574,7 @@ fn a_hung_server_stalls_only_its_own_pool<H: ManageConnection, G: ManageConnecti
         let started = Instant::now();
         let healthy = build_healthy();
         let built = started.elapsed();
-        support::wait_until(
+        servers::wait_until(
             &format!("{name}: the healthy pool's reap runs"),
             RECOVERY,
             || healthy.stats().closed.get(CloseReason::Lifetime) >= 4,
@@ -583,7 +583,7 @@ fn a_hung_server_stalls_only_its_own_pool<H: ManageConnection, G: ManageConnecti
         eprintln!("{name}: the healthy pool built in {built:?} while the other server hung");
         assert!(built < Duration::from_secs(2), "{name}: built in {built:?}");
         // Let the hung pool's borrowers run into the hang for a while.
-        support::wait_until(
+        servers::wait_until(
             &format!("{name}: borrowers ran into the hang"),
             RECOVERY,
             || started.elapsed() > CONNECTION_TIMEOUT + io * 2,
@@ -599,7 +599,7 @@ fn a_hung_server_stalls_only_its_own_pool<H: ManageConnection, G: ManageConnecti
         "{name}: a borrow and query took {slowest:?} on the hung pool"
     );
     drop(paused);
-    support::wait_until(&format!("{name}: the hung pool recovers"), RECOVERY, || {
+    servers::wait_until(&format!("{name}: the hung pool recovers"), RECOVERY, || {
         hung.get_timeout(Duration::from_secs(5))
             .ok()
             .is_some_and(|mut c| op(&mut *c).is_ok())
@@ -642,10 +642,10 @@ mod hung_servers {
 
     /// The servers' addresses and control, holding both servers' locks.
     fn servers(test: &str) -> Option<(String, String, ServerCtl, [MutexGuard<'static, ()>; 2])> {
-        let mysql_url = support::mysql_url(test)?;
-        let redis_url = support::redis_url(test)?;
+        let mysql_url = servers::mysql_url(test)?;
+        let redis_url = servers::redis_url(test)?;
         let ctl = ServerCtl::from_env(test)?;
-        let locks = [support::lock(Server::Mysql), support::lock(Server::Redis)];
+        let locks = [servers::lock(Server::Mysql), servers::lock(Server::Redis)];
         Some((mysql_url, redis_url, ctl, locks))
     }
 
@@ -758,7 +758,7 @@ mod hung_servers {
             "{name}: a borrow took {slowest:?} on the hung server"
         );
         drop(paused);
-        support::wait_until(&format!("{name}: the pool recovers"), RECOVERY, || {
+        servers::wait_until(&format!("{name}: the pool recovers"), RECOVERY, || {
             pool.get_timeout(Duration::from_secs(5)).is_ok()
         });
     }

@@ -2,7 +2,7 @@
 //! the server is asked how many connections it has: never more than 8 from the pool.
 #![cfg(any(feature = "mysql", feature = "redis", feature = "sqlite"))]
 
-mod support;
+mod servers;
 
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -121,7 +121,7 @@ fn mysql_under_load() {
     use mysql::{Opts, OptsBuilder};
     use stickypool::backends::mysql::MysqlManager;
 
-    let Some(url) = support::mysql_url("mysql_under_load") else {
+    let Some(url) = servers::mysql_url("mysql_under_load") else {
         return;
     };
     // TCP only: by default the driver, connecting over TCP to a local server, opens a
@@ -166,14 +166,14 @@ fn mysql_under_load() {
 fn redis_under_load() {
     use stickypool::backends::redis::RedisManager;
 
-    let Some(url) = support::redis_url("redis_under_load") else {
+    let Some(url) = servers::redis_url("redis_under_load") else {
         return;
     };
     let manager = RedisManager::new(url.as_str())
         .unwrap()
         .connect_timeout(Duration::from_secs(2))
         .response_timeout(Duration::from_secs(10));
-    let key = support::unique("load");
+    let key = servers::unique("load");
 
     let mut sampler = manager.connect().expect("sampler connection");
     let mut clients = move || -> u32 {
@@ -214,12 +214,12 @@ fn redis_under_load() {
 fn redis_cluster_under_load() {
     use stickypool::backends::redis::RedisClusterManager;
 
-    let Some(urls) = support::redis_cluster_urls("redis_cluster_under_load") else {
+    let Some(urls) = servers::redis_cluster_urls("redis_cluster_under_load") else {
         return;
     };
     let manager = RedisClusterManager::new(urls.iter().map(String::as_str)).unwrap();
     let keys: Vec<String> = (0..64)
-        .map(|i| support::unique(&format!("cl{i}")))
+        .map(|i| servers::unique(&format!("cl{i}")))
         .collect();
 
     let mut nodes: Vec<redis::Connection> = urls
@@ -277,7 +277,7 @@ fn redis_cluster_under_load() {
 fn sqlite_under_load() {
     use stickypool::backends::sqlite::SqliteManager;
 
-    let dir = support::TempDir::new("sqlite-load");
+    let dir = servers::TempDir::new("sqlite-load");
     let manager = SqliteManager::file(dir.path().join("load.db")).with_init(|conn| {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.busy_timeout(Duration::from_secs(10))

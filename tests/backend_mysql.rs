@@ -1,7 +1,7 @@
 //! `MysqlManager` against a real MySQL/MariaDB server (`STICKYPOOL_MYSQL_URL`).
 #![cfg(feature = "mysql")]
 
-mod support;
+mod servers;
 
 use std::time::Duration;
 
@@ -10,7 +10,7 @@ use stickypool::backends::mysql::MysqlManager;
 use stickypool::{CloseReason, ManageConnection, Pool, ResetAction};
 
 fn manager(test: &str) -> Option<MysqlManager> {
-    let url = support::mysql_url(test)?;
+    let url = servers::mysql_url(test)?;
     Some(MysqlManager::from_url(&url).expect("STICKYPOOL_MYSQL_URL parses"))
 }
 
@@ -44,7 +44,7 @@ struct Table<'a> {
 
 impl<'a> Table<'a> {
     fn create(manager: &'a MysqlManager) -> Table<'a> {
-        let name = support::unique("t");
+        let name = servers::unique("t");
         let mut conn = manager.connect().expect("connect");
         conn.query_drop(format!(
             "CREATE TABLE {name} (id INT PRIMARY KEY, v VARCHAR(32)) ENGINE=InnoDB"
@@ -67,7 +67,7 @@ fn connect_query_and_validity() {
     let Some(manager) = manager("connect_query_and_validity") else {
         return;
     };
-    let pool = support::pool(manager, 4, ResetAction::None);
+    let pool = servers::pool(manager, 4, ResetAction::None);
     assert!(
         pool.state().connections >= 1,
         "min_idle connection opened by build"
@@ -105,7 +105,7 @@ fn killed_connection_is_detected_and_replaced() {
         // Kill this connection from another one, as a server restart or an admin would.
         let mut admin = manager.connect().expect("connect");
         admin.query_drop(format!("KILL {first_id}")).expect("KILL");
-        support::wait_until(
+        servers::wait_until(
             "the killed connection fails its ping",
             Duration::from_secs(5),
             || pool.manager().is_valid(&mut conn).is_err(),
@@ -129,7 +129,7 @@ fn rollback_on_return_leaves_no_transaction_or_data() {
     };
     let table = Table::create(&manager);
     // One connection, so the next borrower gets the very same session.
-    let pool = support::pool(manager.clone(), 1, ResetAction::Rollback);
+    let pool = servers::pool(manager.clone(), 1, ResetAction::Rollback);
 
     let id;
     {
@@ -163,7 +163,7 @@ fn commit_on_return_commits_the_open_transaction() {
         return;
     };
     let table = Table::create(&manager);
-    let pool = support::pool(manager.clone(), 1, ResetAction::Commit);
+    let pool = servers::pool(manager.clone(), 1, ResetAction::Commit);
 
     {
         let mut conn = pool.get().expect("borrow");
@@ -191,7 +191,7 @@ fn session_reset_on_return_clears_session_state() {
         return;
     };
     let table = Table::create(&manager);
-    let pool = support::pool(manager.clone(), 1, ResetAction::Session);
+    let pool = servers::pool(manager.clone(), 1, ResetAction::Session);
 
     let id;
     {
@@ -228,7 +228,7 @@ fn detach_takes_the_connection_out_of_the_pool() {
     let Some(manager) = manager("detach_takes_the_connection_out_of_the_pool") else {
         return;
     };
-    let pool = support::pool(manager, 2, ResetAction::Rollback);
+    let pool = servers::pool(manager, 2, ResetAction::Rollback);
     let conn = pool.get().expect("borrow");
     let id = conn.connection_id();
     let before = pool.state().connections;
@@ -279,7 +279,7 @@ fn every_connection_has_connect_read_and_write_timeouts_by_default() {
 #[cfg(feature = "config")]
 #[test]
 fn timeouts_from_a_config_file_reach_the_manager() {
-    let Some(url) = support::mysql_url("timeouts_from_a_config_file_reach_the_manager") else {
+    let Some(url) = servers::mysql_url("timeouts_from_a_config_file_reach_the_manager") else {
         return;
     };
     let toml = format!(

@@ -1,7 +1,7 @@
 //! `R2d2Adapter`: any r2d2 manager in a stickypool pool.
 #![cfg(feature = "r2d2")]
 
-mod support;
+mod servers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -205,7 +205,7 @@ fn r2d2_customizer_hooks_are_forwarded() {
     let conn = pool.get().unwrap();
     assert_eq!(hooks.acquired.load(Ordering::SeqCst), 1);
     conn.discard();
-    support::wait_until("on_release ran", Duration::from_secs(5), || {
+    servers::wait_until("on_release ran", Duration::from_secs(5), || {
         hooks.released.load(Ordering::SeqCst) == 1
     });
 }
@@ -214,7 +214,7 @@ fn r2d2_customizer_hooks_are_forwarded() {
 #[cfg(feature = "compare")]
 #[test]
 fn r2d2_sqlite_manager_works_unchanged() {
-    let dir = support::TempDir::new("r2d2-sqlite");
+    let dir = servers::TempDir::new("r2d2-sqlite");
     let manager = r2d2_sqlite::SqliteConnectionManager::file(dir.path().join("r2d2.db"));
     let pool = Pool::builder()
         .max_size(2)
@@ -234,7 +234,7 @@ fn r2d2_sqlite_manager_works_unchanged() {
 #[cfg(feature = "compare")]
 #[test]
 fn redis_r2d2_manager_works_unchanged() {
-    let Some(url) = support::redis_url("redis_r2d2_manager_works_unchanged") else {
+    let Some(url) = servers::redis_url("redis_r2d2_manager_works_unchanged") else {
         return;
     };
     let client = redis::Client::open(url.as_str()).unwrap();

@@ -2,7 +2,7 @@
 //! (`STICKYPOOL_REDIS_URL`, `STICKYPOOL_REDIS_CLUSTER_URLS`).
 #![cfg(feature = "redis")]
 
-mod support;
+mod servers;
 
 use std::sync::Mutex;
 use std::time::Duration;
@@ -12,7 +12,7 @@ use stickypool::backends::redis::{RedisClusterManager, RedisManager};
 use stickypool::{CloseReason, ManageConnection, Pool, ResetAction};
 
 fn manager(test: &str) -> Option<RedisManager> {
-    let url = support::redis_url(test)?;
+    let url = servers::redis_url(test)?;
     Some(
         RedisManager::new(url.as_str())
             .expect("STICKYPOOL_REDIS_URL parses")
@@ -47,8 +47,8 @@ fn connect_query_and_validity() {
     let Some(manager) = manager("connect_query_and_validity") else {
         return;
     };
-    let pool = support::pool(manager, 4, ResetAction::None);
-    let key = support::unique("k");
+    let pool = servers::pool(manager, 4, ResetAction::None);
+    let key = servers::unique("k");
 
     let mut conn = pool.get().expect("borrow");
     set(&mut *conn, &key, "hello");
@@ -63,7 +63,7 @@ fn killed_connection_is_broken_and_replaced() {
         return;
     };
     let admin_manager = manager.clone();
-    let pool = support::pool(manager, 1, ResetAction::None);
+    let pool = servers::pool(manager, 1, ResetAction::None);
 
     let first_id;
     {
@@ -99,8 +99,8 @@ fn multi_left_open_is_discarded_on_return() {
         return;
     };
     let mut observer = manager.connect().expect("connect");
-    let pool = support::pool(manager, 1, ResetAction::Rollback);
-    let key = support::unique("multi");
+    let pool = servers::pool(manager, 1, ResetAction::Rollback);
+    let key = servers::unique("multi");
 
     let id;
     {
@@ -132,9 +132,9 @@ fn watch_left_behind_is_cleared_on_return() {
         return;
     };
     let mut other = manager.connect().expect("connect");
-    let pool = support::pool(manager, 1, ResetAction::Rollback);
-    let key = support::unique("watched");
-    let mine = support::unique("mine");
+    let pool = servers::pool(manager, 1, ResetAction::Rollback);
+    let key = servers::unique("watched");
+    let mine = servers::unique("mine");
 
     {
         let mut conn = pool.get().expect("borrow");
@@ -166,8 +166,8 @@ fn commit_on_return_executes_the_open_transaction() {
         return;
     };
     let mut observer = manager.connect().expect("connect");
-    let pool = support::pool(manager, 1, ResetAction::Commit);
-    let key = support::unique("commit");
+    let pool = servers::pool(manager, 1, ResetAction::Commit);
+    let key = servers::unique("commit");
 
     {
         let mut conn = pool.get().expect("borrow");
@@ -193,8 +193,8 @@ fn session_reset_selects_the_configured_database_again() {
     };
     let db = manager.client().get_connection_info().redis_settings().db();
     let other_db = if db == 3 { 4 } else { 3 };
-    let pool = support::pool(manager, 1, ResetAction::Session);
-    let key = support::unique("db");
+    let pool = servers::pool(manager, 1, ResetAction::Session);
+    let key = servers::unique("db");
 
     {
         let mut conn = pool.get().expect("borrow");
@@ -224,7 +224,7 @@ fn reset_works_for_a_user_without_transaction_rights() {
     let test = "reset_works_for_a_user_without_transaction_rights";
     let Some(manager) = manager(test) else { return };
     let mut admin = manager.connect().expect("connect");
-    let user = support::unique("notx");
+    let user = servers::unique("notx");
     redis::cmd("ACL")
         .arg("SETUSER")
         .arg(&user)
@@ -249,7 +249,7 @@ fn reset_works_for_a_user_without_transaction_rights() {
         .set_username(&user)
         .set_password("notx-secret");
     info = info.set_redis_settings(settings);
-    let pool = support::pool(RedisManager::new(info).unwrap(), 1, ResetAction::Rollback);
+    let pool = servers::pool(RedisManager::new(info).unwrap(), 1, ResetAction::Rollback);
 
     let id;
     {
@@ -281,7 +281,7 @@ fn detach_takes_the_connection_out_of_the_pool() {
     let Some(manager) = manager("detach_takes_the_connection_out_of_the_pool") else {
         return;
     };
-    let pool = support::pool(manager, 2, ResetAction::Rollback);
+    let pool = servers::pool(manager, 2, ResetAction::Rollback);
     let conn = pool.get().expect("borrow");
     let before = pool.state().connections;
 
@@ -305,7 +305,7 @@ fn detach_takes_the_connection_out_of_the_pool() {
 static CLUSTER: Mutex<()> = Mutex::new(());
 
 fn cluster(test: &str) -> Option<(RedisClusterManager, Vec<String>)> {
-    let urls = support::redis_cluster_urls(test)?;
+    let urls = servers::redis_cluster_urls(test)?;
     let manager = RedisClusterManager::new(urls.iter().map(String::as_str))
         .expect("STICKYPOOL_REDIS_CLUSTER_URLS parse");
     Some((manager, urls))
@@ -332,7 +332,7 @@ fn client_field<'a>(line: &'a str, field: &str) -> Option<&'a str> {
 
 fn keys_on_every_node(n: usize) -> Vec<String> {
     // Enough different keys to hit every node's slots many times over.
-    (0..n).map(|i| support::unique(&format!("c{i}"))).collect()
+    (0..n).map(|i| servers::unique(&format!("c{i}"))).collect()
 }
 
 #[test]
@@ -341,7 +341,7 @@ fn cluster_connect_query_and_validity() {
         return;
     };
     let _serial = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let pool = support::pool(manager, 2, ResetAction::None);
+    let pool = servers::pool(manager, 2, ResetAction::None);
     let mut conn = pool.get().expect("borrow");
     for key in keys_on_every_node(30) {
         set(&mut *conn, &key, "v");
@@ -361,8 +361,8 @@ fn cluster_multi_and_watch_left_open_are_cleared_on_return() {
     };
     let _serial = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
     let mut other = manager.connect().expect("connect");
-    let pool = support::pool(manager, 1, ResetAction::Rollback);
-    let watched = support::unique("watched");
+    let pool = servers::pool(manager, 1, ResetAction::Rollback);
+    let watched = servers::unique("watched");
     let keys = keys_on_every_node(30);
 
     {
@@ -420,7 +420,7 @@ fn cluster_connection_recovers_after_its_sockets_are_killed() {
         .validation_bypass(Duration::ZERO)
         .build(manager)
         .expect("pool builds");
-    let key = support::unique("recover");
+    let key = servers::unique("recover");
     {
         let mut conn = pool.get().expect("borrow");
         set(&mut *conn, &key, "before");
@@ -440,7 +440,7 @@ fn cluster_connection_recovers_after_its_sockets_are_killed() {
             .query::<i64>(&mut node)
             .unwrap();
     }
-    support::wait_until(
+    servers::wait_until(
         "a borrower can use the cluster again",
         Duration::from_secs(20),
         || {
@@ -462,13 +462,13 @@ fn cluster_detach() {
         return;
     };
     let _serial = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let pool = support::pool(manager, 2, ResetAction::Rollback);
+    let pool = servers::pool(manager, 2, ResetAction::Rollback);
     let conn = pool.get().expect("borrow");
     let before = pool.state().connections;
     let mut raw: redis::cluster::ClusterConnection = conn.detach();
     assert_eq!(pool.stats().closed.get(CloseReason::Detached), 1);
     assert!(pool.state().connections <= before);
-    let key = support::unique("detached");
+    let key = servers::unique("detached");
     set(&mut raw, &key, "v");
     assert_eq!(get(&mut raw, &key).as_deref(), Some("v"));
 }

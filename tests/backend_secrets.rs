@@ -1,38 +1,14 @@
 //! Passwords never show in the managers' or pools' `Debug` output, in errors or in logs.
 #![cfg(any(feature = "mysql", feature = "redis"))]
 
-mod support;
+mod logs;
+mod servers;
 
-use std::sync::Mutex;
 use std::time::Duration;
 
 use stickypool::{ManageConnection, Pool};
 
 const SECRET: &str = "hunter2-do-not-print";
-
-/// Records every log message of this test binary.
-struct Recorder(Mutex<Vec<String>>);
-
-static LOGS: Recorder = Recorder(Mutex::new(Vec::new()));
-
-impl log::Log for Recorder {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        let line = format!("{} {}: {}", record.level(), record.target(), record.args());
-        self.0.lock().unwrap().push(line);
-    }
-    fn flush(&self) {}
-}
-
-fn record_logs() {
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| {
-        log::set_logger(&LOGS).expect("no other logger");
-        log::set_max_level(log::LevelFilter::Trace);
-    });
-}
 
 fn assert_no_secret(what: &str, text: &str) {
     assert!(!text.contains(SECRET), "{what} shows the password: {text}");
@@ -41,7 +17,7 @@ fn assert_no_secret(what: &str, text: &str) {
 /// Builds a pool against a closed port, so every connect fails, and checks the error
 /// and everything logged meanwhile.
 fn failing_pool<M: ManageConnection + std::fmt::Debug>(manager: M) {
-    record_logs();
+    logs::capture();
     let err = Pool::builder()
         .max_size(2)
         .min_idle(Some(1))
@@ -50,8 +26,8 @@ fn failing_pool<M: ManageConnection + std::fmt::Debug>(manager: M) {
         .expect_err("nothing listens there");
     assert_no_secret("the build error", &err.to_string());
     assert_no_secret("the build error", &format!("{err:?}"));
-    for line in LOGS.0.lock().unwrap().iter() {
-        assert_no_secret("a log message", line);
+    for (_, line) in logs::all() {
+        assert_no_secret("a log message", &line);
     }
 }
 
@@ -64,7 +40,7 @@ mod mysql_secrets {
 
     #[test]
     fn mysql_manager_debug_hides_the_password() {
-        let port = support::closed_port();
+        let port = servers::closed_port();
         let url = format!("mysql://app:{SECRET}@127.0.0.1:{port}/app");
         let from_url = MysqlManager::from_url(&url).unwrap();
         let debug = format!("{from_url:?}");
@@ -93,7 +69,7 @@ mod mysql_secrets {
 
     #[test]
     fn mysql_pool_debug_hides_the_password() {
-        let Some(url) = support::mysql_url("mysql_pool_debug_hides_the_password") else {
+        let Some(url) = servers::mysql_url("mysql_pool_debug_hides_the_password") else {
             return;
         };
         let pool = Pool::builder()
@@ -101,7 +77,7 @@ mod mysql_secrets {
             .reset_on_return(ResetAction::Rollback)
             .build(MysqlManager::from_url(&url).unwrap())
             .unwrap();
-        let password = support::url_password(&url).expect("the test URL has a password");
+        let password = servers::url_password(&url).expect("the test URL has a password");
         let debug = format!("{pool:?}");
         assert!(
             !debug.contains(&password),
@@ -117,7 +93,7 @@ mod redis_secrets {
 
     #[test]
     fn redis_manager_debug_hides_the_password() {
-        let port = support::closed_port();
+        let port = servers::closed_port();
         let manager = RedisManager::new(format!("redis://app:{SECRET}@127.0.0.1:{port}/2"))
             .unwrap()
             .connect_timeout(Duration::from_secs(1));
@@ -131,7 +107,7 @@ mod redis_secrets {
 
     #[test]
     fn redis_cluster_manager_debug_hides_the_password() {
-        let ports = [support::closed_port(), support::closed_port()];
+        let ports = [servers::closed_port(), servers::closed_port()];
         let urls: Vec<String> = ports
             .iter()
             .map(|p| format!("redis://:{SECRET}@127.0.0.1:{p}/"))
@@ -151,13 +127,13 @@ mod redis_secrets {
 
     #[test]
     fn redis_pool_debug_hides_the_password() {
-        let Some(url) = support::redis_url("redis_pool_debug_hides_the_password") else {
+        let Some(url) = servers::redis_url("redis_pool_debug_hides_the_password") else {
             return;
         };
         let manager = RedisManager::new(url.as_str()).unwrap();
         let pool = Pool::builder().max_size(1).build(manager).unwrap();
         let debug = format!("{pool:?}");
-        if let Some(password) = support::url_password(&url) {
+        if let Some(password) = servers::url_password(&url) {
             assert!(
                 !debug.contains(&password),
                 "Pool shows the password: {debug}"

@@ -1,7 +1,7 @@
 //! `SqliteManager`: shared in-memory databases, files with an init hook, resets.
 #![cfg(feature = "sqlite")]
 
-mod support;
+mod servers;
 
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ fn count(conn: &Connection, table: &str) -> i64 {
 
 #[test]
 fn memory_database_is_shared_by_the_pool_connections() {
-    let pool = support::pool(SqliteManager::memory(), 2, ResetAction::None);
+    let pool = servers::pool(SqliteManager::memory(), 2, ResetAction::None);
     let a = pool.get().expect("first connection");
     let b = pool.get().expect("second connection");
     assert_ne!(a.id(), b.id(), "two different pooled connections");
@@ -34,8 +34,8 @@ fn memory_database_is_shared_by_the_pool_connections() {
 
 #[test]
 fn memory_databases_of_two_managers_are_separate() {
-    let one = support::pool(SqliteManager::memory(), 1, ResetAction::None);
-    let two = support::pool(SqliteManager::memory(), 1, ResetAction::None);
+    let one = servers::pool(SqliteManager::memory(), 1, ResetAction::None);
+    let two = servers::pool(SqliteManager::memory(), 1, ResetAction::None);
     one.get()
         .unwrap()
         .execute_batch("CREATE TABLE only_in_one (x)")
@@ -61,7 +61,7 @@ fn memory_database_outlives_the_pool_connections() {
         .unwrap();
     let id = conn.id();
     conn.discard(); // the pool's only connection is closed
-    support::wait_until(
+    servers::wait_until(
         "the discarded connection is gone",
         Duration::from_secs(5),
         || pool.state().connections == 0,
@@ -74,7 +74,7 @@ fn memory_database_outlives_the_pool_connections() {
 
 #[test]
 fn concurrent_writers_on_a_memory_database_wait_instead_of_failing() {
-    let pool = support::pool(SqliteManager::memory(), 4, ResetAction::Rollback);
+    let pool = servers::pool(SqliteManager::memory(), 4, ResetAction::Rollback);
     pool.get()
         .unwrap()
         .execute_batch("CREATE TABLE w (t INTEGER, i INTEGER)")
@@ -99,14 +99,14 @@ fn concurrent_writers_on_a_memory_database_wait_instead_of_failing() {
 
 #[test]
 fn file_database_with_a_wal_init_hook() {
-    let dir = support::TempDir::new("sqlite-wal");
+    let dir = servers::TempDir::new("sqlite-wal");
     let path = dir.path().join("app.db");
     let manager = SqliteManager::file(&path).with_init(|conn| {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "NORMAL")
     });
     assert_eq!(manager.path(), Some(path.as_path()));
-    let pool = support::pool(manager, 2, ResetAction::Rollback);
+    let pool = servers::pool(manager, 2, ResetAction::Rollback);
 
     let writer = pool.get().unwrap();
     let mode: String = writer
@@ -174,14 +174,14 @@ fn init_hook_error_is_the_rusqlite_error() {
 
 #[test]
 fn open_flags_are_honoured() {
-    let dir = support::TempDir::new("sqlite-ro");
+    let dir = servers::TempDir::new("sqlite-ro");
     let path = dir.path().join("ro.db");
     Connection::open(&path)
         .unwrap()
         .execute_batch("CREATE TABLE r (x); INSERT INTO r VALUES (1);")
         .unwrap();
     let manager = SqliteManager::file(&path).with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY);
-    let pool = support::pool(manager, 1, ResetAction::None);
+    let pool = servers::pool(manager, 1, ResetAction::None);
     let conn = pool.get().unwrap();
     assert_eq!(count(&conn, "r"), 1);
     assert!(
@@ -192,7 +192,7 @@ fn open_flags_are_honoured() {
 
 #[test]
 fn rollback_on_return_leaves_no_transaction_or_data() {
-    let pool = support::pool(SqliteManager::memory(), 1, ResetAction::Rollback);
+    let pool = servers::pool(SqliteManager::memory(), 1, ResetAction::Rollback);
     pool.get()
         .unwrap()
         .execute_batch("CREATE TABLE t (x)")
@@ -213,7 +213,7 @@ fn rollback_on_return_leaves_no_transaction_or_data() {
 
 #[test]
 fn commit_on_return_commits_the_open_transaction() {
-    let pool = support::pool(SqliteManager::memory(), 2, ResetAction::Commit);
+    let pool = servers::pool(SqliteManager::memory(), 2, ResetAction::Commit);
     let observer = pool.get().unwrap();
     observer.execute_batch("CREATE TABLE t (x)").unwrap();
     {
@@ -246,7 +246,7 @@ fn reset_without_a_transaction_does_nothing() {
 
 #[test]
 fn validity_broken_and_detach() {
-    let pool = support::pool(SqliteManager::memory(), 2, ResetAction::Rollback);
+    let pool = servers::pool(SqliteManager::memory(), 2, ResetAction::Rollback);
     let mut conn = pool.get().unwrap();
     pool.manager().is_valid(&mut conn).expect("SELECT 1");
     assert!(!pool.manager().has_broken(&mut conn));

@@ -2,7 +2,7 @@
 #![cfg(feature = "config")]
 
 mod common;
-mod support;
+mod servers;
 
 use common::FakeManager;
 use stickypool::config::{Backend, ConfigError, PoolsConfig};
@@ -305,11 +305,10 @@ mod with_sqlite {
 
     #[test]
     fn pools_are_built_from_a_file() {
-        let dir = support::TempDir::new("config");
+        let dir = servers::TempDir::new("config");
         let db = dir.path().join("app.db");
         let file = dir.path().join("pools.toml");
-        // SAFETY: this variable is used by this test only.
-        unsafe { std::env::set_var("STICKYPOOL_TEST_DATA_DIR", dir.path()) };
+        servers::set_env("STICKYPOOL_TEST_DATA_DIR", dir.path());
         std::fs::write(
             &file,
             r#"
@@ -408,9 +407,8 @@ mod with_mysql {
 
     #[test]
     fn an_unreachable_server_fails_the_start_fast_with_the_alias_and_no_password() {
-        let port = support::closed_port();
-        // SAFETY: this variable is used by this test only.
-        unsafe { std::env::set_var("STICKYPOOL_TEST_DB_PASSWORD", "hunter2-very-secret") };
+        let port = servers::closed_port();
+        servers::set_env("STICKYPOOL_TEST_DB_PASSWORD", "hunter2-very-secret");
         let toml = format!(
             "[pools.main]\nbackend = \"mysql\"\n\
              url = \"mysql://app:${{STICKYPOOL_TEST_DB_PASSWORD}}@127.0.0.1:{port}/app\"\n\
@@ -435,8 +433,7 @@ mod with_mysql {
 
     #[test]
     fn a_bad_url_is_reported_without_the_password() {
-        // SAFETY: this variable is used by this test only.
-        unsafe { std::env::set_var("STICKYPOOL_TEST_DB_PASSWORD2", "hunter3-very-secret") };
+        servers::set_env("STICKYPOOL_TEST_DB_PASSWORD2", "hunter3-very-secret");
         let err = Pools::from_toml_str(
             "[pools.main]\nbackend = \"mysql\"\n\
              url = \"postgres://app:${STICKYPOOL_TEST_DB_PASSWORD2}@127.0.0.1/app\"\n",
@@ -449,12 +446,11 @@ mod with_mysql {
 
     #[test]
     fn a_real_server() {
-        let Some(url) = support::mysql_url("config::with_mysql::a_real_server") else {
+        let Some(url) = servers::mysql_url("config::with_mysql::a_real_server") else {
             return;
         };
-        let _lock = support::lock(support::Server::Mysql);
-        // SAFETY: this variable is used by this test only.
-        unsafe { std::env::set_var("STICKYPOOL_TEST_MYSQL_URL_FROM_ENV", &url) };
+        let _lock = servers::lock(servers::Server::Mysql);
+        servers::set_env("STICKYPOOL_TEST_MYSQL_URL_FROM_ENV", &url);
         let pools = Pools::from_toml_str(
             "[pools.main]\nbackend = \"mysql\"\nurl = \"${STICKYPOOL_TEST_MYSQL_URL_FROM_ENV}\"\n\
              max_size = 4\nmin_idle = 2\nconnection_timeout = \"5s\"\nreset_on_return = \"rollback\"\n",
@@ -467,10 +463,9 @@ mod with_mysql {
         assert_eq!(one, Some(1));
 
         // A wrong password fails the start, naming the alias and not the password.
-        let password = support::url_password(&url).expect("the test URL has a password");
+        let password = servers::url_password(&url).expect("the test URL has a password");
         let wrong = url.replacen(&format!(":{password}@"), ":${STICKYPOOL_TEST_WRONG_PW}@", 1);
-        // SAFETY: this variable is used by this test only.
-        unsafe { std::env::set_var("STICKYPOOL_TEST_WRONG_PW", "wrong-pw-4711") };
+        servers::set_env("STICKYPOOL_TEST_WRONG_PW", "wrong-pw-4711");
         let err = Pools::from_toml_str(&format!(
             "[pools.reporting]\nbackend = \"mysql\"\nurl = \"{wrong}\"\nmin_idle = 1\n\
              connection_timeout = \"5s\"\n"
@@ -493,10 +488,10 @@ mod with_redis {
 
     #[test]
     fn a_real_server() {
-        let Some(url) = support::redis_url("config::with_redis::a_real_server") else {
+        let Some(url) = servers::redis_url("config::with_redis::a_real_server") else {
             return;
         };
-        let _lock = support::lock(support::Server::Redis);
+        let _lock = servers::lock(servers::Server::Redis);
         let pools = Pools::from_toml_str(&format!(
             "[pools.cache]\nbackend = \"redis\"\nurl = \"{url}\"\nmax_size = 3\nmin_idle = 1\n\
              connect_timeout = \"2s\"\nresponse_timeout = \"5s\"\n\
@@ -513,7 +508,7 @@ mod with_redis {
 
     #[test]
     fn a_real_cluster() {
-        let Some(urls) = support::redis_cluster_urls("config::with_redis::a_real_cluster") else {
+        let Some(urls) = servers::redis_cluster_urls("config::with_redis::a_real_cluster") else {
             return;
         };
         let list = urls

@@ -9,7 +9,7 @@
 // Every test needs an example's features; without them only the helpers remain.
 #![cfg_attr(not(any(feature = "compare", feature = "sqlite")), allow(dead_code))]
 
-mod support;
+mod servers;
 
 use std::path::PathBuf;
 use std::process::{Command, Output};
@@ -132,7 +132,7 @@ mod demo {
 
     #[test]
     fn redis_backend() {
-        let Some(url) = support::redis_url("demo redis_backend") else {
+        let Some(url) = servers::redis_url("demo redis_backend") else {
             return;
         };
         let out = run(
@@ -153,7 +153,7 @@ mod demo {
 
     #[test]
     fn mysql_backend() {
-        let Some(url) = support::mysql_url("demo mysql_backend") else {
+        let Some(url) = servers::mysql_url("demo mysql_backend") else {
             return;
         };
         let out = run(
@@ -404,7 +404,7 @@ mod http_server {
 
     #[test]
     fn serves_notes_from_sqlite_without_redis() {
-        let dir = support::TempDir::new("http-sqlite");
+        let dir = servers::TempDir::new("http-sqlite");
         let config = dir.path().join("pools.toml");
         std::fs::write(
             &config,
@@ -426,12 +426,12 @@ reset_on_return = "rollback"
 
     #[test]
     fn serves_notes_with_the_shipped_config_and_redis() {
-        if support::redis_url("http_server with redis").is_none() {
+        if servers::redis_url("http_server with redis").is_none() {
             return;
         }
         // The config file shipped with the example, which reads STICKYPOOL_REDIS_URL;
         // run in a temporary directory so its relative SQLite path lands there.
-        let dir = support::TempDir::new("http-redis");
+        let dir = servers::TempDir::new("http-redis");
         let config =
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/http_server.toml");
         let server = start(&config, dir.path());
@@ -440,7 +440,7 @@ reset_on_return = "rollback"
 
     #[test]
     fn bad_config_fails_at_start_naming_the_problem() {
-        let dir = support::TempDir::new("http-bad");
+        let dir = servers::TempDir::new("http-bad");
         let config = dir.path().join("pools.toml");
         std::fs::write(
             &config,

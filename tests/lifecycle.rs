@@ -2,9 +2,10 @@
 //! max_waiters, stats and events. Short durations, and every wait has a deadline.
 
 mod common;
+mod logs;
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -15,40 +16,10 @@ use stickypool::{
     HandleEvent, Pool, ReleaseEvent, ResetAction, TimeoutEvent,
 };
 
-/// Log records of every test, tagged with their text; tests filter on their pool name.
-fn logs() -> &'static Mutex<Vec<(log::Level, String)>> {
-    static LOGS: OnceLock<Mutex<Vec<(log::Level, String)>>> = OnceLock::new();
-    LOGS.get_or_init(|| {
-        struct Capture;
-        impl log::Log for Capture {
-            fn enabled(&self, _: &log::Metadata) -> bool {
-                true
-            }
-            fn log(&self, record: &log::Record) {
-                logs()
-                    .lock()
-                    .unwrap()
-                    .push((record.level(), record.args().to_string()));
-            }
-            fn flush(&self) {}
-        }
-        static CAPTURE: Capture = Capture;
-        log::set_logger(&CAPTURE).unwrap();
-        log::set_max_level(log::LevelFilter::Debug);
-        Mutex::new(Vec::new())
-    })
-}
-
-fn logged(level: log::Level, pool: &str, needle: &str) -> bool {
-    logs()
-        .lock()
-        .unwrap()
-        .iter()
-        .any(|(l, m)| *l == level && m.contains(&format!("'{pool}'")) && m.contains(needle))
-}
+use logs::logged;
 
 fn builder(name: &str) -> stickypool::Builder<FakeManager> {
-    logs();
+    logs::capture();
     Pool::builder()
         .name(name)
         .connection_timeout(SOON)
@@ -338,12 +309,10 @@ fn a_leak_is_reported_once_with_where_it_was_borrowed_and_again_when_returned() 
         "possible leak"
     )));
     assert_eq!(pool.stats().leaks_reported, 1);
-    let warned = logs()
-        .lock()
-        .unwrap()
-        .iter()
+    let warned = logs::all()
+        .into_iter()
         .filter(|(l, m)| *l == log::Level::Warn && m.contains("'leaky'"))
-        .map(|(_, m)| m.clone())
+        .map(|(_, m)| m)
         .collect::<Vec<_>>();
     assert_eq!(warned.len(), 1, "{warned:?}");
     assert!(warned[0].contains("thread 'leaker'"), "{}", warned[0]);

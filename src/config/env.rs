@@ -94,7 +94,10 @@ mod tests {
 
     #[test]
     fn expansion() {
-        // SAFETY: only this test reads or writes these variables.
+        // SAFETY: `set_var` is unsound while another thread reads the environment
+        // without std's lock (libc's own `getenv`, in `getaddrinfo` or time-zone code);
+        // std's `var` and `set_var` are serialized with each other, and the unit tests
+        // resolve no host names and read no time zones.
         unsafe { std::env::set_var("STICKYPOOL_CONFIG_TEST_PW", "p@ss word") };
         let mut secrets = Vec::new();
         let out = expand(

@@ -295,3 +295,14 @@ pub fn pool<M: stickypool::ManageConnection>(
         .build(manager)
         .expect("pool builds")
 }
+
+/// Sets an environment variable for a test. Every variable the tests set goes through
+/// here, with a name of the test's own, so no test sees another's value.
+pub fn set_env(name: &str, value: impl AsRef<std::ffi::OsStr>) {
+    // SAFETY: `set_var` is unsound while another thread reads the environment without
+    // std's lock: libc's own `getenv` (in `getaddrinfo`, in time-zone code) or C code
+    // of a dependency, on another test thread. Std's `var` and `set_var` are
+    // serialized with each other. The tests connect to IP addresses (parsed, never
+    // resolved) and read no time zones, so nothing reads the environment behind std.
+    unsafe { std::env::set_var(name, value) };
+}
