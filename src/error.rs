@@ -9,6 +9,37 @@ pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
 /// What went wrong. Every variant's `Display` says what happened and what to look at.
 ///
+/// A service maps them to its answers, for example HTTP status codes:
+///
+/// ```
+/// use std::time::Duration;
+/// use stickypool::{Error, ManageConnection, Pool};
+/// # #[derive(Debug)] struct Manager;
+/// # impl ManageConnection for Manager {
+/// #     type Connection = ();
+/// #     type Error = std::io::Error;
+/// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+/// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+/// #     fn has_broken(&self, _: &mut ()) -> bool { false }
+/// # }
+///
+/// fn status(error: &Error) -> u16 {
+///     match error {
+///         // Busy or down: tell the client to come back later.
+///         Error::Timeout { .. } | Error::TooManyWaiters { .. } | Error::Unavailable { .. } => 503,
+///         Error::Connect(_) => 502,
+///         _ => 500,
+///     }
+/// }
+///
+/// let pool = Pool::builder().max_size(1).build(Manager)?;
+/// let held = pool.get()?;
+/// let busy = pool.get_timeout(Duration::from_millis(5)).unwrap_err();
+/// assert_eq!(status(&busy), 503);
+/// # drop(held);
+/// # Ok::<(), Error>(())
+/// ```
+///
 /// `source()` is the driver's error for [`Connect`](Error::Connect) and
 /// [`Unavailable`](Error::Unavailable) and, when connecting is what failed, for
 /// [`Timeout`](Error::Timeout), so error chains

@@ -33,6 +33,24 @@ macro_rules! guard_impl {
 
             /// Takes the connection out of the pool for good. Its slot is freed, and the
             /// pool may open another connection in its place.
+            ///
+            /// ```
+            /// # use stickypool::{ManageConnection, Pool};
+            /// # #[derive(Debug)] struct Manager;
+            /// # impl ManageConnection for Manager {
+            /// #     type Connection = Vec<u8>;
+            /// #     type Error = std::io::Error;
+            /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+            /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+            /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+            /// # }
+            /// let pool = Pool::builder().max_size(1).min_idle(Some(0)).build(Manager)?;
+            /// let conn: Vec<u8> = pool.get()?.detach(); // yours now; the pool forgets it
+            /// assert_eq!(pool.state().connections, 0);
+            /// assert!(pool.get().is_ok(), "the freed slot gets a new connection");
+            /// # drop(conn);
+            /// # Ok::<(), stickypool::Error>(())
+            /// ```
             pub fn detach(mut self) -> M::Connection {
                 let checkout = self.checkout.take().expect("guard already released");
                 self.pool.detach(checkout)
@@ -40,6 +58,25 @@ macro_rules! guard_impl {
 
             /// Closes the connection instead of giving it back, for a connection the
             /// caller knows to be unusable.
+            ///
+            /// ```
+            /// # use stickypool::{ManageConnection, Pool};
+            /// # #[derive(Debug)] struct Manager;
+            /// # impl ManageConnection for Manager {
+            /// #     type Connection = Vec<u8>;
+            /// #     type Error = std::io::Error;
+            /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+            /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+            /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+            /// # }
+            /// let pool = Pool::builder().max_size(1).min_idle(Some(0)).build(Manager)?;
+            /// let conn = pool.get()?;
+            /// let id = conn.id();
+            /// conn.discard(); // closed, not reused
+            /// assert_ne!(pool.get()?.id(), id);
+            /// assert_eq!(pool.stats().closed.get(stickypool::CloseReason::Discarded), 1);
+            /// # Ok::<(), stickypool::Error>(())
+            /// ```
             pub fn discard(mut self) {
                 let checkout = self.checkout.take().expect("guard already released");
                 self.pool.checkin(checkout, true);

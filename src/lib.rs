@@ -42,8 +42,9 @@
 //! the blocking work, so a hung server holds up only its own pool. While a backend
 //! refuses every connect, borrows fail at once with [`Error::Unavailable`] instead of
 //! waiting out their timeout. A panic in a manager, customizer or event handler is
-//! caught where it happens and costs only that call. See the module docs of `bag` and `pool` in the source
-//! for the algorithm and its proofs (loom models in `tests/loom.rs`).
+//! caught where it happens and costs only that call. The [`implementation`] page has the
+//! algorithm, the argument for it, the layout of the source and the hot path (loom
+//! models in `tests/loom.rs`).
 //!
 //! For services: [`Pool::bind`] binds a connection to the calling thread so helpers
 //! deep in a call stack share it and its transaction ([`bound`]); [`Pools`] keeps a
@@ -52,11 +53,16 @@
 //! through the `metrics` facade (`metrics` module).
 
 #![warn(missing_docs)]
+#![warn(clippy::undocumented_unsafe_blocks)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(not(loom))]
 mod affinity;
 #[cfg(not(loom))]
 pub mod backends;
+#[cfg(not(loom))]
+#[doc = include_str!("../docs/implementation.md")]
+pub mod implementation {}
 #[cfg(not(loom))]
 pub mod bound;
 #[cfg(not(loom))]
@@ -66,6 +72,7 @@ mod builder;
 #[cfg(not(loom))]
 mod clock;
 #[cfg(all(feature = "config", not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;
 #[cfg(not(loom))]
 mod connector;
@@ -80,6 +87,7 @@ mod hook;
 #[cfg(not(loom))]
 mod manager;
 #[cfg(all(feature = "metrics", not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
 #[cfg(not(loom))]
 mod pool;
@@ -122,3 +130,8 @@ pub use pool::Pool;
 pub use registry::Pools;
 #[cfg(not(loom))]
 pub use stats::{ClosedCounts, Histogram, Stats};
+
+/// The README's examples, compiled (and, unless marked `no_run`, run) as doctests.
+#[cfg(all(doctest, feature = "compare", feature = "config", feature = "metrics"))]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;

@@ -236,6 +236,40 @@ pub struct TimeoutEvent {
 /// Receives pool events, r2d2's `HandleEvent`. Methods run on the thread where the
 /// event happens, so they should be quick. When no handler is set the pool does not
 /// build events at all.
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use stickypool::{CheckinEvent, CheckoutEvent, HandleEvent, ManageConnection, Pool};
+/// # #[derive(Debug)] struct Manager;
+/// # impl ManageConnection for Manager {
+/// #     type Connection = ();
+/// #     type Error = std::io::Error;
+/// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+/// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+/// #     fn has_broken(&self, _: &mut ()) -> bool { false }
+/// # }
+///
+/// /// Counts borrows and returns, for a dashboard.
+/// #[derive(Debug, Default)]
+/// struct Borrows(Mutex<(u32, u32)>);
+///
+/// impl HandleEvent for Borrows {
+///     fn handle_checkout(&self, _: CheckoutEvent) {
+///         self.0.lock().unwrap().0 += 1;
+///     }
+///     fn handle_checkin(&self, _: CheckinEvent) {
+///         self.0.lock().unwrap().1 += 1;
+///     }
+/// }
+///
+/// let events = Arc::new(Borrows::default());
+/// let pool = Pool::builder()
+///     .event_handler(Box::new(events.clone()))
+///     .build(Manager)?;
+/// drop(pool.get()?);
+/// assert_eq!(*events.0.lock().unwrap(), (1, 1));
+/// # Ok::<(), stickypool::Error>(())
+/// ```
 pub trait HandleEvent: fmt::Debug + Send + Sync + 'static {
     /// A connection was opened.
     fn handle_acquire(&self, event: AcquireEvent) {

@@ -344,6 +344,7 @@ pub fn publish_every<M: ManageConnection>(pool: Pool<M>, interval: Duration) -> 
     Publisher { job: slot }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 impl crate::registry::Pools {
     /// Publishes every pool's metrics (see [`publish`]).
     pub fn publish_metrics(&self) {

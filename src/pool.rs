@@ -88,12 +88,54 @@ impl<M: ManageConnection> Pool<M> {
     }
 
     /// Borrows a connection, waiting up to `connection_timeout`.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// let pool = Pool::builder().max_size(2).build(Manager)?;
+    /// let mut conn = pool.get()?; // waits up to `connection_timeout` if all are busy
+    /// conn.push(1);
+    /// drop(conn); // back to the pool
+    /// assert_eq!(pool.state().idle_connections, 2);
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
     #[inline]
     pub fn get(&self) -> Result<PooledConnection<'_, M>, Error> {
         self.get_timeout(self.shared.connection_timeout())
     }
 
     /// Borrows a connection, waiting up to `timeout`.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// use std::time::Duration;
+    /// use stickypool::Error;
+    ///
+    /// let pool = Pool::builder().max_size(1).build(Manager)?;
+    /// let held = pool.get()?;
+    /// match pool.get_timeout(Duration::from_millis(10)) {
+    ///     Err(Error::Timeout { waited, .. }) => assert!(waited >= Duration::from_millis(10)),
+    ///     other => panic!("the only connection is held: {other:?}"),
+    /// }
+    /// drop(held);
+    /// assert!(pool.get_timeout(Duration::from_millis(10)).is_ok());
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
     #[inline]
     pub fn get_timeout(&self, timeout: Duration) -> Result<PooledConnection<'_, M>, Error> {
         let checkout = self.shared.checkout(timeout)?;
@@ -101,6 +143,23 @@ impl<M: ManageConnection> Pool<M> {
     }
 
     /// Borrows an idle connection if there is one; never waits and never opens one.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// let pool = Pool::builder().max_size(1).build(Manager)?;
+    /// let held = pool.try_get().expect("one is idle");
+    /// assert!(pool.try_get().is_none(), "and it is borrowed");
+    /// drop(held);
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
     #[inline]
     pub fn try_get(&self) -> Option<PooledConnection<'_, M>> {
         let checkout = self.shared.try_checkout()?;
@@ -109,6 +168,33 @@ impl<M: ManageConnection> Pool<M> {
 
     /// Borrows a connection with a `'static` guard that can be stored in structs and
     /// sent to other threads. Costs an `Arc` clone more than [`get`](Pool::get).
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// use stickypool::OwnedConnection;
+    ///
+    /// struct Job {
+    ///     conn: OwnedConnection<Manager>, // no lifetime: the guard holds the pool
+    /// }
+    ///
+    /// let pool = Pool::builder().max_size(1).build(Manager)?;
+    /// let job = Job { conn: pool.get_owned()? };
+    /// let worker = std::thread::spawn(move || {
+    ///     let mut job = job;
+    ///     job.conn.push(7);
+    /// });
+    /// worker.join().unwrap();
+    /// assert_eq!(*pool.get()?, [7]);
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
     pub fn get_owned(&self) -> Result<OwnedConnection<M>, Error> {
         self.get_owned_timeout(self.shared.connection_timeout())
     }
@@ -142,11 +228,49 @@ impl<M: ManageConnection> Pool<M> {
     }
 
     /// A snapshot of the pool's connections.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// let pool = Pool::builder().max_size(4).min_idle(Some(2)).build(Manager)?;
+    /// let held = pool.get()?;
+    /// let state = pool.state();
+    /// assert_eq!((state.connections, state.in_use, state.max_size), (2, 1, 4));
+    /// drop(held);
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
     pub fn state(&self) -> State {
         self.shared.state()
     }
 
     /// Counters since the pool started.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// let pool = Pool::builder().max_size(2).build(Manager)?;
+    /// drop(pool.get()?);
+    /// drop(pool.get()?);
+    /// let stats = pool.stats();
+    /// assert_eq!(stats.borrows, 2);
+    /// assert_eq!(stats.connections_created, 2);
+    /// assert_eq!(stats.timeouts, 0);
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
     pub fn stats(&self) -> Stats {
         self.shared.stats()
     }
@@ -169,6 +293,29 @@ impl<M: ManageConnection> Pool<M> {
     /// Closes the pool: waiting threads and later borrows get [`Error::Closed`], idle
     /// connections are closed now and borrowed ones when they come back, and the
     /// background jobs stop. Dropping the last handle does the same.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// use stickypool::Error;
+    ///
+    /// let pool = Pool::builder().max_size(2).build(Manager)?;
+    /// let held = pool.get()?;
+    /// pool.close();
+    /// assert!(pool.is_closed());
+    /// assert!(matches!(pool.get(), Err(Error::Closed)));
+    /// assert_eq!(pool.state().connections, 1, "the borrowed one closes when it comes back");
+    /// drop(held);
+    /// assert_eq!(pool.state().connections, 0);
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
     pub fn close(&self) {
         self.shared.close();
     }

@@ -148,6 +148,26 @@ impl Pools {
 
     /// Adds `pool` under `alias`. An alias already taken is an error (the pool passed
     /// in is dropped).
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// use stickypool::{Pools, registry::LookupError};
+    ///
+    /// let mut pools = Pools::new();
+    /// pools.register("main", Pool::new(Manager)?)?;
+    /// let again = pools.register("main", Pool::new(Manager)?);
+    /// assert!(matches!(again, Err(LookupError::Duplicate { .. })));
+    /// assert_eq!(pools.aliases().collect::<Vec<_>>(), ["main"]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn register<M: ManageConnection>(
         &mut self,
         alias: &str,
@@ -173,6 +193,28 @@ impl Pools {
     }
 
     /// The pool `alias`, whose manager must be `M`.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// use stickypool::{Pools, registry::LookupError};
+    ///
+    /// let mut pools = Pools::new();
+    /// pools.register("main", Pool::new(Manager)?)?;
+    /// let main: &Pool<Manager> = pools.get("main")?;
+    /// drop(main.get()?);
+    /// let err = pools.get::<Manager>("mian").unwrap_err();
+    /// assert!(matches!(err, LookupError::UnknownAlias { .. }));
+    /// assert!(err.to_string().contains("main"), "it lists the pools there are: {err}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn get<M: ManageConnection>(&self, alias: &str) -> Result<&Pool<M>, LookupError> {
         let entry = self
             .pools
@@ -194,6 +236,24 @@ impl Pools {
     }
 
     /// Removes the pool `alias` and returns it, if it is there with manager `M`.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// let mut pools = stickypool::Pools::new();
+    /// pools.register("old", Pool::new(Manager)?)?;
+    /// let old: Pool<Manager> = pools.remove("old")?;
+    /// old.close();
+    /// assert!(pools.is_empty());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn remove<M: ManageConnection>(&mut self, alias: &str) -> Result<Pool<M>, LookupError> {
         let pool = self.get::<M>(alias)?.clone();
         self.pools.remove(alias);
@@ -216,6 +276,29 @@ impl Pools {
     }
 
     /// The state of every pool, by alias.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// let mut pools = stickypool::Pools::new();
+    /// pools.register("a", Pool::builder().max_size(2).build(Manager)?)?;
+    /// pools.register("b", Pool::builder().max_size(3).build(Manager)?)?;
+    /// for (alias, state) in pools.states() {
+    ///     println!("{alias}: {} of {} open", state.connections, state.max_size);
+    /// }
+    /// let total: u64 = pools.stats().map(|(_, s)| s.connections_created).sum();
+    /// assert_eq!(total, 5);
+    /// pools.close_all();
+    /// assert!(pools.states().all(|(_, s)| s.connections == 0));
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn states(&self) -> impl Iterator<Item = (&str, State)> + '_ {
         self.pools.iter().map(|(a, e)| (a.as_str(), e.pool.state()))
     }
@@ -270,6 +353,7 @@ fn short_type_name<T>() -> &'static str {
 macro_rules! typed_getter {
     ($feature:literal, $method:ident, $manager:path, $doc:literal) => {
         #[cfg(feature = $feature)]
+        #[cfg_attr(docsrs, doc(cfg(feature = $feature)))]
         impl Pools {
             #[doc = $doc]
             pub fn $method(&self, alias: &str) -> Result<&Pool<$manager>, LookupError> {

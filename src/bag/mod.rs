@@ -33,7 +33,7 @@ pub const RESERVED: u32 = 4;
 /// The `hint` for [`Bag::try_take`] that names no slot.
 pub const NO_HINT: usize = usize::MAX;
 
-/// The longest a waiter parks before it looks at the slots again (module docs). Waits
+/// The longest a waiter parks before it looks at the slots again (docs/implementation.md). Waits
 /// this long mean every connection is busy, and one wake-up per waiter per interval
 /// costs a few microseconds of CPU.
 pub const RESCAN: Duration = Duration::from_millis(10);
@@ -149,7 +149,7 @@ unsafe impl<T: Send, X: Send + Sync> Sync for Bag<T, X> {}
 unsafe impl<T: Send, X: Send> Send for Bag<T, X> {}
 
 impl<T, X: Default> Bag<T, X> {
-    /// A bag of `size` empty slots; see the module docs for `fair_after`.
+    /// A bag of `size` empty slots; see docs/implementation.md for `fair_after`.
     pub fn new(size: usize, fair_after: Duration) -> Self {
         init_barriers();
         let slots = (0..size)
@@ -201,7 +201,7 @@ impl<T, X> Bag<T, X> {
             }
             // A waiter registered (or the bag closed) while we published; it may have
             // re-scanned before our store. Take the slot back for it, unless another
-            // thread took it first (module docs: then that thread sees to the waiter).
+            // thread took it first (docs/implementation.md: then that thread sees to the waiter).
             if !slot.try_borrow() {
                 return Ok(());
             }
@@ -301,7 +301,7 @@ impl<T, X> Bag<T, X> {
 
     /// Runs `f` on the payload of the slot `ticket` owns.
     pub fn with_value<R>(&self, ticket: &Ticket, f: impl FnOnce(&mut Option<T>) -> R) -> R {
-        // SAFETY: the ticket proves this thread owns the slot's payload (module docs),
+        // SAFETY: the ticket proves this thread owns the slot's payload (docs/implementation.md),
         // and `&Ticket` cannot be used to give the slot away during `f`.
         self.slots[ticket.0]
             .value

@@ -223,7 +223,7 @@ impl<T, X> Bag<T, X> {
                     continue; // popped just before: the cell is set
                 }
                 timer.park();
-                // The backstop (module docs): after any wake-up without news, look.
+                // The backstop (docs/implementation.md): after any wake-up without news, look.
                 if waiter.cell.load(Ordering::Relaxed) == WAITING {
                     fence(Ordering::SeqCst);
                     if self.any_idle() && self.cancel(&waiter) {
@@ -270,7 +270,7 @@ impl<T, X> Bag<T, X> {
             fence(Ordering::SeqCst);
         } else {
             self.heavy();
-            // Only now may later waiters rely on this barrier (module docs), and only
+            // Only now may later waiters rely on this barrier (docs/implementation.md), and only
             // while this waiter is still queued: then the busy period it paid for goes
             // on. Its cell is `WAITING` exactly as long as it is queued.
             let _queue = self.queue.lock();
@@ -283,7 +283,7 @@ impl<T, X> Bag<T, X> {
     }
 
     /// Takes a slot for a thread that was queued, and if others still wait while a
-    /// slot is idle, wakes the next one to compete (the baton, module docs).
+    /// slot is idle, wakes the next one to compete (the baton, docs/implementation.md).
     ///
     /// Only idle slots beyond the competitors already woken and not yet looking
     /// (`competing`) need a new one: each of those takes one, or passes the baton in
@@ -342,7 +342,7 @@ impl<T, X> Bag<T, X> {
     }
 
     /// Loom only: a waiter about to skip the heavy barrier (it sees `FENCED`) checks
-    /// the premise of the light/plain case in the module docs: some heavy barrier has
+    /// the premise of the light/plain case in docs/implementation.md: some heavy barrier has
     /// completed since this busy period began. Setting `FENCED` before the barrier ran
     /// fails this as soon as two waiters register at once.
     #[cfg(loom)]

@@ -375,6 +375,7 @@ impl ConfigError {
     }
 }
 
+#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 impl Pools {
     /// Reads a TOML file and builds every pool in it; see [`crate::config`].
     pub fn from_toml_file(path: impl AsRef<std::path::Path>) -> Result<Pools, ConfigError> {
