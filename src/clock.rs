@@ -46,6 +46,13 @@ pub(crate) fn tick() -> u64 {
     ms
 }
 
+/// Nanoseconds since the clock started, read from the real clock: for measurements
+/// that the coarse clock is too coarse for, off the fast path.
+pub(crate) fn precise_ns() -> u64 {
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
 /// Milliseconds as a `Duration`-friendly count, saturating.
 pub(crate) fn millis(duration: Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)

@@ -6,6 +6,7 @@ use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
 use crate::engine::{Checkout, Shared};
+use crate::extensions::Extensions;
 use crate::manager::ManageConnection;
 
 /// A borrowed connection. Derefs to the connection; dropping it gives the connection
@@ -80,6 +81,45 @@ macro_rules! guard_impl {
             pub fn discard(mut self) {
                 let checkout = self.checkout.take().expect("guard already released");
                 self.pool.checkin(checkout, true);
+            }
+
+            /// The connection's [`Extensions`]: state of the caller's that lives as
+            /// long as the connection (r2d2's associated function, so it never hides a
+            /// method of the connection).
+            ///
+            /// ```
+            /// # use stickypool::{ManageConnection, Pool, PooledConnection};
+            /// # #[derive(Debug)] struct Manager;
+            /// # impl ManageConnection for Manager {
+            /// #     type Connection = ();
+            /// #     type Error = std::io::Error;
+            /// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+            /// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+            /// #     fn has_broken(&self, _: &mut ()) -> bool { false }
+            /// # }
+            /// struct Uses(u32);
+            ///
+            /// let pool = Pool::builder().max_size(1).build(Manager)?;
+            /// for _ in 0..3 {
+            ///     let mut conn = pool.get()?;
+            ///     let ext = PooledConnection::extensions_mut(&mut conn);
+            ///     match ext.get_mut::<Uses>() {
+            ///         Some(uses) => uses.0 += 1,
+            ///         None => drop(ext.insert(Uses(1))),
+            ///     }
+            /// }
+            /// let conn = pool.get()?;
+            /// assert_eq!(PooledConnection::extensions(&conn).get::<Uses>().unwrap().0, 3);
+            /// # Ok::<(), stickypool::Error>(())
+            /// ```
+            pub fn extensions(this: &Self) -> &Extensions {
+                &this.checkout().entry().extensions
+            }
+
+            /// The connection's [`Extensions`], mutably.
+            pub fn extensions_mut(this: &mut Self) -> &mut Extensions {
+                let checkout = this.checkout.as_mut().expect("guard already released");
+                &mut checkout.entry_mut().extensions
             }
 
             /// The id the pool gave this connection (as in events and logs).

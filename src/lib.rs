@@ -6,7 +6,7 @@
 //!
 //! ```
 //! use std::time::Duration;
-//! use stickypool::{ManageConnection, Pool, ResetAction};
+//! use stickypool::{ManageConnection, Pool};
 //!
 //! #[derive(Debug)]
 //! struct Counter;
@@ -23,7 +23,6 @@
 //!     .max_size(8)
 //!     .min_idle(Some(2))
 //!     .connection_timeout(Duration::from_secs(3))
-//!     .reset_on_return(ResetAction::Rollback)
 //!     .build(Counter)?;
 //!
 //! let mut conn = pool.get()?;   // a guard that derefs to the connection
@@ -81,6 +80,10 @@ mod engine;
 #[cfg(not(loom))]
 mod error;
 #[cfg(not(loom))]
+pub mod event;
+#[cfg(not(loom))]
+mod extensions;
+#[cfg(not(loom))]
 mod guard;
 #[cfg(not(loom))]
 mod hook;
@@ -115,14 +118,20 @@ pub use engine::config::{DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE};
 #[cfg(not(loom))]
 pub use error::{Error, SharedError};
 #[cfg(not(loom))]
+pub use event::{
+    AcquireEvent, CheckinEvent, CheckoutEvent, HandleEvent, NopEventHandler, ReleaseEvent,
+    TimeoutEvent,
+};
+#[cfg(not(loom))]
+pub use extensions::Extensions;
+#[cfg(not(loom))]
 pub use guard::{OwnedConnection, PooledConnection};
 #[cfg(not(loom))]
 pub use hook::HookPanic;
 #[cfg(not(loom))]
 pub use manager::{
-    AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, CustomizeConnection, ErrorOrigin,
-    HandleError, HandleEvent, LoggingErrorHandler, ManageConnection, NopConnectionCustomizer,
-    NopErrorHandler, NopEventHandler, ReleaseEvent, ResetAction, TimeoutEvent,
+    CloseReason, CustomizeConnection, ErrorOrigin, HandleError, LoggingErrorHandler,
+    ManageConnection, NopConnectionCustomizer, NopErrorHandler, ResetAction,
 };
 #[cfg(not(loom))]
 pub use pool::Pool;

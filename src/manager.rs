@@ -1,7 +1,7 @@
 //! The traits a backend implements and the hooks a user plugs in.
 //!
 //! The names follow r2d2 on purpose (`ManageConnection`, `connect`, `is_valid`,
-//! `has_broken`, `CustomizeConnection`, `HandleEvent`), so that porting an r2d2
+//! `has_broken`, `CustomizeConnection`, `HandleError`; events are in `event`), so that porting an r2d2
 //! service is an import change. Two things are added:
 //!
 //! * [`ManageConnection::reset`], the "fake close": when a connection comes back it is
@@ -79,10 +79,20 @@ pub trait ManageConnection: Send + Sync + 'static {
     fn has_broken(&self, conn: &mut Self::Connection) -> bool;
 
     /// Resets a returned connection's session as `action` asks. The default does
-    /// nothing. An error closes the connection.
+    /// nothing. An error closes the connection. A manager that implements it must
+    /// also say so in [`can_reset`](ManageConnection::can_reset).
     fn reset(&self, conn: &mut Self::Connection, action: ResetAction) -> Result<(), Self::Error> {
         let _ = (conn, action);
         Ok(())
+    }
+
+    /// Whether [`reset`](ManageConnection::reset) does what `ResetAction` asks. The
+    /// default, `false`, makes `build` refuse
+    /// [`reset_on_return`](crate::Builder::reset_on_return) with a
+    /// [`Config`](crate::Error::Config) error instead of silently handing the next
+    /// borrower a connection left mid-transaction.
+    fn can_reset(&self) -> bool {
+        false
     }
 }
 
@@ -189,135 +199,6 @@ impl fmt::Display for CloseReason {
         f.write_str(self.as_str())
     }
 }
-
-/// A connection was opened.
-#[derive(Debug, Clone, Copy)]
-pub struct AcquireEvent {
-    /// The connection's id, unique within the pool.
-    pub id: u64,
-}
-
-/// A connection was closed.
-#[derive(Debug, Clone, Copy)]
-pub struct ReleaseEvent {
-    /// The connection's id.
-    pub id: u64,
-    /// How long it lived.
-    pub age: Duration,
-    /// Why it was closed.
-    pub reason: CloseReason,
-}
-
-/// A connection was borrowed.
-#[derive(Debug, Clone, Copy)]
-pub struct CheckoutEvent {
-    /// The connection's id.
-    pub id: u64,
-    /// How long the borrower waited (zero on the fast path).
-    pub duration: Duration,
-}
-
-/// A connection came back.
-#[derive(Debug, Clone, Copy)]
-pub struct CheckinEvent {
-    /// The connection's id.
-    pub id: u64,
-    /// How long it was held (millisecond resolution).
-    pub duration: Duration,
-}
-
-/// A borrower gave up waiting.
-#[derive(Debug, Clone, Copy)]
-pub struct TimeoutEvent {
-    /// How long it waited.
-    pub timeout: Duration,
-}
-
-/// Receives pool events, r2d2's `HandleEvent`. Methods run on the thread where the
-/// event happens, so they should be quick. When no handler is set the pool does not
-/// build events at all.
-///
-/// ```
-/// use std::sync::{Arc, Mutex};
-/// use stickypool::{CheckinEvent, CheckoutEvent, HandleEvent, ManageConnection, Pool};
-/// # #[derive(Debug)] struct Manager;
-/// # impl ManageConnection for Manager {
-/// #     type Connection = ();
-/// #     type Error = std::io::Error;
-/// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
-/// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
-/// #     fn has_broken(&self, _: &mut ()) -> bool { false }
-/// # }
-///
-/// /// Counts borrows and returns, for a dashboard.
-/// #[derive(Debug, Default)]
-/// struct Borrows(Mutex<(u32, u32)>);
-///
-/// impl HandleEvent for Borrows {
-///     fn handle_checkout(&self, _: CheckoutEvent) {
-///         self.0.lock().unwrap().0 += 1;
-///     }
-///     fn handle_checkin(&self, _: CheckinEvent) {
-///         self.0.lock().unwrap().1 += 1;
-///     }
-/// }
-///
-/// let events = Arc::new(Borrows::default());
-/// let pool = Pool::builder()
-///     .event_handler(Box::new(events.clone()))
-///     .build(Manager)?;
-/// drop(pool.get()?);
-/// assert_eq!(*events.0.lock().unwrap(), (1, 1));
-/// # Ok::<(), stickypool::Error>(())
-/// ```
-pub trait HandleEvent: fmt::Debug + Send + Sync + 'static {
-    /// A connection was opened.
-    fn handle_acquire(&self, event: AcquireEvent) {
-        let _ = event;
-    }
-    /// A connection was closed.
-    fn handle_release(&self, event: ReleaseEvent) {
-        let _ = event;
-    }
-    /// A connection was borrowed.
-    fn handle_checkout(&self, event: CheckoutEvent) {
-        let _ = event;
-    }
-    /// A connection came back.
-    fn handle_checkin(&self, event: CheckinEvent) {
-        let _ = event;
-    }
-    /// A borrower timed out.
-    fn handle_timeout(&self, event: TimeoutEvent) {
-        let _ = event;
-    }
-}
-
-/// A shared handler, so one can be kept by the caller (to read what it gathered) and
-/// given to a pool.
-impl<T: HandleEvent + ?Sized> HandleEvent for std::sync::Arc<T> {
-    fn handle_acquire(&self, event: AcquireEvent) {
-        (**self).handle_acquire(event)
-    }
-    fn handle_release(&self, event: ReleaseEvent) {
-        (**self).handle_release(event)
-    }
-    fn handle_checkout(&self, event: CheckoutEvent) {
-        (**self).handle_checkout(event)
-    }
-    fn handle_checkin(&self, event: CheckinEvent) {
-        (**self).handle_checkin(event)
-    }
-    fn handle_timeout(&self, event: TimeoutEvent) {
-        (**self).handle_timeout(event)
-    }
-}
-
-/// An event handler that does nothing.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct NopEventHandler;
-
-impl HandleEvent for NopEventHandler {}
 
 /// What the pool was doing when an error reached the [`HandleError`] handler.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

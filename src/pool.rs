@@ -227,6 +227,26 @@ impl<M: ManageConnection> Pool<M> {
         self.shared.connection_timeout()
     }
 
+    /// The `min_idle` setting as given (`None`: `max_size`), r2d2's getter.
+    pub fn min_idle(&self) -> Option<u32> {
+        self.shared.settings().min_idle_setting
+    }
+
+    /// Whether borrows are checked with `is_valid` (r2d2's getter).
+    pub fn test_on_check_out(&self) -> bool {
+        self.shared.settings().test_on_check_out
+    }
+
+    /// The `idle_timeout` setting (r2d2's getter).
+    pub fn idle_timeout(&self) -> Option<Duration> {
+        self.shared.settings().idle_timeout
+    }
+
+    /// The `max_lifetime` setting (r2d2's getter).
+    pub fn max_lifetime(&self) -> Option<Duration> {
+        self.shared.settings().max_lifetime
+    }
+
     /// A snapshot of the pool's connections.
     ///
     /// ```

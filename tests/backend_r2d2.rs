@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use stickypool::backends::r2d2::{R2d2Adapter, R2d2Customizer};
-use stickypool::{CloseReason, ManageConnection, Pool, ResetAction};
+use stickypool::{CloseReason, Error, ManageConnection, Pool, ResetAction};
 
 /// A small r2d2 manager, written against r2d2's own trait.
 #[derive(Debug, Default)]
@@ -79,7 +79,6 @@ fn pool(manager: FakeR2d2Manager) -> Pool<R2d2Adapter<FakeR2d2Manager>> {
         .connection_timeout(Duration::from_secs(2))
         .test_on_check_out(true)
         .validation_bypass(Duration::ZERO)
-        .reset_on_return(ResetAction::Rollback)
         .build(R2d2Adapter::new(manager))
         .expect("pool builds")
 }
@@ -120,20 +119,64 @@ fn connect_validity_and_broken_are_forwarded() {
 }
 
 #[test]
-fn reset_is_a_no_op() {
+fn without_a_reset_reset_on_return_is_refused_at_build() {
+    let err = Pool::builder()
+        .reset_on_return(ResetAction::Rollback)
+        .build(R2d2Adapter::new(FakeR2d2Manager::default()))
+        .unwrap_err();
+    let Error::Config { field, reason } = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(*field, "reset_on_return");
+    assert!(reason.contains("R2d2Adapter::with_reset"), "{reason}");
+    // Without `reset_on_return` the connection comes back as the borrower left it,
+    // as in r2d2.
     let pool = pool(FakeR2d2Manager::default());
-    let id;
-    {
+    let id = {
         let mut conn = pool.get().unwrap();
-        id = conn.id;
         conn.in_transaction = true;
-    }
+        conn.id
+    };
     let conn = pool.get().unwrap();
-    assert_eq!(conn.id, id, "kept, not closed, despite reset_on_return");
-    assert!(
-        conn.in_transaction,
-        "returned as the borrower left it, like r2d2"
-    );
+    assert_eq!(conn.id, id);
+    assert!(conn.in_transaction);
+}
+
+#[test]
+fn with_reset_runs_on_every_return_and_a_failure_closes() {
+    let resets = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = resets.clone();
+    let manager = R2d2Adapter::new(FakeR2d2Manager::default()).with_reset(move |conn, action| {
+        seen.lock().unwrap().push(action);
+        if conn.invalid {
+            return Err(FakeError("rollback failed"));
+        }
+        conn.in_transaction = false;
+        Ok(())
+    });
+    let pool = Pool::builder()
+        .max_size(1)
+        .reset_on_return(ResetAction::Rollback)
+        .build(manager)
+        .unwrap();
+    let id = {
+        let mut conn = pool.get().unwrap();
+        conn.in_transaction = true;
+        conn.id
+    };
+    let conn = pool.get().unwrap();
+    assert_eq!(conn.id, id);
+    assert!(!conn.in_transaction, "rolled back on return");
+    drop(conn);
+    assert_eq!(*resets.lock().unwrap(), [ResetAction::Rollback; 2]);
+    // The reset fails: the connection is closed, not handed out.
+    let failing = {
+        let mut conn = pool.get().unwrap();
+        conn.invalid = true;
+        conn.id
+    };
+    assert_eq!(pool.stats().closed.get(CloseReason::ResetFailed), 1);
+    assert_ne!(pool.get().unwrap().id, failing);
 }
 
 #[test]

@@ -31,11 +31,12 @@ fn closed(pool: &Pool<FakeManager>, reason: CloseReason) -> u64 {
 }
 
 #[test]
-fn idle_connections_are_reaped_down_to_min_idle_and_not_below() {
+fn with_spares_idle_connections_are_reaped_down_to_min_idle_and_not_below() {
     let pool = builder("reap")
         .max_size(4)
         .min_idle(Some(1))
         .idle_timeout(Some(Duration::from_millis(30)))
+        .idle_timeout_spares_min_idle(true)
         .reap_interval(Duration::from_millis(10))
         .build(FakeManager::new())
         .unwrap();

@@ -265,6 +265,10 @@ impl ManageConnection for MysqlManager {
         false
     }
 
+    fn can_reset(&self) -> bool {
+        true
+    }
+
     fn reset(&self, conn: &mut Conn, action: ResetAction) -> Result<(), mysql::Error> {
         match action {
             ResetAction::None => Ok(()),

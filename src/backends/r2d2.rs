@@ -34,10 +34,44 @@
 //! ```
 //!
 //! `connect`, `is_valid` and `has_broken` are forwarded as they are. r2d2 has no reset
-//! hook, so [`reset`](ManageConnection::reset) does nothing, whatever
-//! [`ResetAction`] is configured: an adapted connection is returned to the pool as the
-//! borrower left it, as r2d2 does. Use a native manager, or
-//! [`CustomizeConnection::on_check_in`], to reset sessions.
+//! hook, so a plain adapter cannot reset, and `build` refuses
+//! [`reset_on_return`](crate::Builder::reset_on_return) with a config error rather
+//! than hand the next borrower a connection left mid-transaction. Give it the reset
+//! with [`R2d2Adapter::with_reset`]:
+//!
+//! ```
+//! # use stickypool::backends::r2d2::R2d2Adapter;
+//! # use stickypool::{Pool, ResetAction};
+//! # #[derive(Debug)]
+//! # struct Sessions;
+//! # impl r2d2::ManageConnection for Sessions {
+//! #     type Connection = Vec<&'static str>;
+//! #     type Error = std::io::Error;
+//! #     fn connect(&self) -> Result<Self::Connection, std::io::Error> { Ok(Vec::new()) }
+//! #     fn is_valid(&self, _: &mut Self::Connection) -> Result<(), std::io::Error> { Ok(()) }
+//! #     fn has_broken(&self, _: &mut Self::Connection) -> bool { false }
+//! # }
+//! let plain = Pool::builder()
+//!     .reset_on_return(ResetAction::Rollback)
+//!     .build(R2d2Adapter::new(Sessions));
+//! assert!(matches!(plain, Err(stickypool::Error::Config { field: "reset_on_return", .. })));
+//!
+//! // With a reset: here a "connection" is a list of statements of the open
+//! // transaction; a real one would run `ROLLBACK`.
+//! let manager = R2d2Adapter::new(Sessions).with_reset(|conn, action| {
+//!     if action != ResetAction::None {
+//!         conn.clear();
+//!     }
+//!     Ok(())
+//! });
+//! let pool = Pool::builder()
+//!     .max_size(1)
+//!     .reset_on_return(ResetAction::Rollback)
+//!     .build(manager)?;
+//! pool.get()?.push("INSERT ...");
+//! assert!(pool.get()?.is_empty(), "rolled back on return");
+//! # Ok::<(), stickypool::Error>(())
+//! ```
 //!
 //! Note that some r2d2 managers do I/O in `has_broken` (`r2d2_mysql` pings there), which
 //! the pool calls on every return; the adapter cannot change that.
@@ -47,38 +81,79 @@
 //! accepts managers whose error type is. That is the case for every manager above.
 
 use std::fmt;
+use std::sync::Arc;
 
 use crate::manager::{CustomizeConnection, ManageConnection, ResetAction};
 
 /// Turns an [`r2d2::ManageConnection`] into a stickypool [`ManageConnection`].
 ///
 /// See the [module documentation](self).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct R2d2Adapter<M>(M);
+pub struct R2d2Adapter<M: r2d2::ManageConnection> {
+    manager: M,
+    reset: Option<Arc<ResetFn<M>>>,
+}
 
-impl<M> R2d2Adapter<M> {
-    /// Wraps an r2d2 manager.
+/// A reset given to [`R2d2Adapter::with_reset`].
+type ResetFn<M> = dyn Fn(
+        &mut <M as r2d2::ManageConnection>::Connection,
+        ResetAction,
+    ) -> Result<(), <M as r2d2::ManageConnection>::Error>
+    + Send
+    + Sync;
+
+impl<M: r2d2::ManageConnection> R2d2Adapter<M> {
+    /// Wraps an r2d2 manager. It cannot reset connections; see
+    /// [`with_reset`](R2d2Adapter::with_reset).
     pub fn new(manager: M) -> R2d2Adapter<M> {
-        R2d2Adapter(manager)
+        R2d2Adapter {
+            manager,
+            reset: None,
+        }
+    }
+
+    /// Resets returned connections with `reset` (run as
+    /// [`ManageConnection::reset`]: an error closes the connection), so that
+    /// [`reset_on_return`](crate::Builder::reset_on_return) can be used.
+    pub fn with_reset<F>(mut self, reset: F) -> R2d2Adapter<M>
+    where
+        F: Fn(&mut M::Connection, ResetAction) -> Result<(), M::Error> + Send + Sync + 'static,
+    {
+        self.reset = Some(Arc::new(reset));
+        self
     }
 
     /// The wrapped r2d2 manager.
     pub fn get_ref(&self) -> &M {
-        &self.0
+        &self.manager
     }
 
     /// Unwraps the r2d2 manager.
     pub fn into_inner(self) -> M {
-        self.0
+        self.manager
     }
 }
 
-impl<M> From<M> for R2d2Adapter<M>
-where
-    M: r2d2::ManageConnection,
-{
+impl<M: r2d2::ManageConnection + Clone> Clone for R2d2Adapter<M> {
+    fn clone(&self) -> Self {
+        R2d2Adapter {
+            manager: self.manager.clone(),
+            reset: self.reset.clone(),
+        }
+    }
+}
+
+impl<M: r2d2::ManageConnection + fmt::Debug> fmt::Debug for R2d2Adapter<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("R2d2Adapter")
+            .field("manager", &self.manager)
+            .field("reset", &self.reset.as_ref().map(|_| "Fn"))
+            .finish()
+    }
+}
+
+impl<M: r2d2::ManageConnection> From<M> for R2d2Adapter<M> {
     fn from(manager: M) -> R2d2Adapter<M> {
-        R2d2Adapter(manager)
+        R2d2Adapter::new(manager)
     }
 }
 
@@ -91,19 +166,26 @@ where
     type Error = M::Error;
 
     fn connect(&self) -> Result<M::Connection, M::Error> {
-        self.0.connect()
+        self.manager.connect()
     }
 
     fn is_valid(&self, conn: &mut M::Connection) -> Result<(), M::Error> {
-        self.0.is_valid(conn)
+        self.manager.is_valid(conn)
     }
 
     fn has_broken(&self, conn: &mut M::Connection) -> bool {
-        self.0.has_broken(conn)
+        self.manager.has_broken(conn)
     }
 
-    fn reset(&self, _conn: &mut M::Connection, _action: ResetAction) -> Result<(), M::Error> {
-        Ok(())
+    fn can_reset(&self) -> bool {
+        self.reset.is_some()
+    }
+
+    fn reset(&self, conn: &mut M::Connection, action: ResetAction) -> Result<(), M::Error> {
+        match &self.reset {
+            Some(reset) => reset(conn, action),
+            None => Ok(()),
+        }
     }
 }
 

@@ -247,6 +247,10 @@ impl ManageConnection for RedisManager {
         !conn.is_open()
     }
 
+    fn can_reset(&self) -> bool {
+        true
+    }
+
     fn reset(&self, conn: &mut Connection, action: ResetAction) -> RedisResult<()> {
         let mut pipe = redis::pipe();
         match action {
@@ -407,6 +411,10 @@ impl ManageConnection for RedisClusterManager {
 
     fn has_broken(&self, conn: &mut ClusterConnection) -> bool {
         !conn.is_open()
+    }
+
+    fn can_reset(&self) -> bool {
+        true
     }
 
     fn reset(&self, conn: &mut ClusterConnection, action: ResetAction) -> RedisResult<()> {

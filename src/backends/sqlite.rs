@@ -232,6 +232,10 @@ impl ManageConnection for SqliteManager {
         false
     }
 
+    fn can_reset(&self) -> bool {
+        true
+    }
+
     fn reset(&self, conn: &mut Connection, action: ResetAction) -> rusqlite::Result<()> {
         if conn.is_autocommit() {
             return Ok(());

@@ -240,6 +240,8 @@ pub struct PoolConfig {
     circuit_breaker: Option<bool>,
     #[serde(default)]
     validation_timeout: Option<DurationSetting>,
+    #[serde(default)]
+    idle_timeout_spares_min_idle: Option<bool>,
 }
 
 impl PoolConfig {
@@ -290,6 +292,9 @@ impl PoolConfig {
         }
         if let Some(v) = self.validation_timeout {
             b = b.validation_timeout(v.0);
+        }
+        if let Some(v) = self.idle_timeout_spares_min_idle {
+            b = b.idle_timeout_spares_min_idle(v);
         }
         b
     }

@@ -9,7 +9,8 @@ use crate::affinity;
 use crate::bag::{self, Deadline, NO_HINT, Ticket, Turn, Wait};
 use crate::clock;
 use crate::error::Error;
-use crate::manager::{CheckinEvent, CheckoutEvent, CloseReason, ManageConnection, TimeoutEvent};
+use crate::event::{CheckinEvent, CheckoutEvent, TimeoutEvent};
+use crate::manager::{CloseReason, ManageConnection};
 use crate::stats::Counters;
 
 impl<M: ManageConnection> Shared<M> {
@@ -70,6 +71,9 @@ impl<M: ManageConnection> Shared<M> {
             meta.borrowed_at_ms.store(now, Ordering::Relaxed);
         }
         owner_add(&meta.borrows, 1);
+        if self.may_run_short() {
+            self.top_up_idle(now);
+        }
         Some(checkout)
     }
 
@@ -154,7 +158,7 @@ impl<M: ManageConnection> Shared<M> {
                         Wait::TimedOut if self.backend_down() => {
                             return Err(self.unavailable());
                         }
-                        Wait::TimedOut => return Err(self.timed_out(started)),
+                        Wait::TimedOut => return Err(self.timed_out(started, timeout)),
                         Wait::Closed => return Err(Error::Closed),
                         Wait::TooManyWaiters => {
                             Counters::bump(&self.counters.rejected);
@@ -189,12 +193,12 @@ impl<M: ManageConnection> Shared<M> {
     }
 
     #[cold]
-    pub(super) fn timed_out(&self, started: Instant) -> Error {
+    pub(super) fn timed_out(&self, started: Instant, timeout: Duration) -> Error {
         let waited = started.elapsed();
         Counters::bump(&self.counters.timeouts);
         if let Some(handler) = &self.config.event_handler {
             self.hook("HandleEvent::handle_timeout", || {
-                handler.handle_timeout(TimeoutEvent { timeout: waited })
+                handler.handle_timeout(TimeoutEvent { timeout, waited })
             });
         }
         Error::Timeout {
@@ -216,6 +220,9 @@ impl<M: ManageConnection> Shared<M> {
             self.record_borrow_site(meta);
         }
         if let Some(handler) = &self.config.event_handler {
+            // The precise start of the hold, for `CheckinEvent::duration`.
+            meta.borrowed_at_ns
+                .store(clock::precise_ns(), Ordering::Relaxed);
             self.hook("HandleEvent::handle_checkout", || {
                 handler.handle_checkout(CheckoutEvent {
                     id,
@@ -251,11 +258,10 @@ impl<M: ManageConnection> Shared<M> {
             }
         }
         if let Some(handler) = &self.config.event_handler {
+            let since = meta.borrowed_at_ns.load(Ordering::Relaxed);
+            let held = Duration::from_nanos(clock::precise_ns().saturating_sub(since));
             self.hook("HandleEvent::handle_checkin", || {
-                handler.handle_checkin(CheckinEvent {
-                    id,
-                    duration: Duration::from_millis(held_ms),
-                })
+                handler.handle_checkin(CheckinEvent { id, duration: held })
             });
         }
     }

@@ -5,9 +5,9 @@ use std::time::Duration;
 
 use scheduled_thread_pool::ScheduledThreadPool;
 
-use crate::manager::{
-    CustomizeConnection, HandleError, HandleEvent, ManageConnection, ResetAction,
-};
+use crate::event::HandleEvent;
+
+use crate::manager::{CustomizeConnection, HandleError, ManageConnection, ResetAction};
 
 /// The largest `max_size` accepted.
 pub const MAX_POOL_SIZE: u32 = 1 << 16;
@@ -28,6 +28,10 @@ pub(crate) struct Config<M: ManageConnection> {
     pub(crate) name: String,
     pub(crate) max_size: u32,
     pub(crate) min_idle: u32,
+    /// `min_idle` as set (`None`: `max_size`), for `Pool::min_idle`.
+    pub(crate) min_idle_setting: Option<u32>,
+    /// `idle_timeout` closes only idle connections beyond `min_idle` (HikariCP's way).
+    pub(crate) idle_timeout_spares_min_idle: bool,
     pub(crate) connection_timeout: Duration,
     pub(crate) test_on_check_out: bool,
     pub(crate) validation_bypass_ms: u64,

@@ -13,8 +13,10 @@ use crate::bag::{self, Ticket};
 use crate::breaker::Breaker;
 use crate::clock;
 use crate::error::{Error, SharedError};
+use crate::event::AcquireEvent;
+use crate::extensions::Extensions;
 use crate::hook;
-use crate::manager::{AcquireEvent, ErrorOrigin, ManageConnection};
+use crate::manager::{ErrorOrigin, ManageConnection};
 use crate::stats::Counters;
 
 /// The connecting side's state, owned by this module: the rest of the engine reads it
@@ -35,6 +37,13 @@ pub(super) struct Connects {
     progress_cond: Condvar,
     /// A refill of `min_idle` is queued on the connector (one at a time).
     refill_queued: AtomicBool,
+    /// The pool may have fewer than `min_idle` idle connections and room for more: a
+    /// slot is empty and `min_idle` is not 0. Read by every borrow, written only when
+    /// a slot empties or a refill finds none empty, so its line stays shared.
+    may_run_short: AtomicBool,
+    /// When (coarse ms) a borrow last looked whether idle connections ran short, so
+    /// that at most one borrow a millisecond looks.
+    idle_looked_ms: AtomicU64,
     next_conn_id: AtomicU64,
 }
 
@@ -49,6 +58,8 @@ impl Connects {
             progress: Mutex::new(0),
             progress_cond: Condvar::new(),
             refill_queued: AtomicBool::new(false),
+            may_run_short: AtomicBool::new(false),
+            idle_looked_ms: AtomicU64::new(u64::MAX),
             next_conn_id: AtomicU64::new(1),
         }
     }
@@ -119,12 +130,60 @@ impl<M: ManageConnection> Shared<M> {
         }
     }
 
-    /// Queues a refill of `min_idle` on the connector if the pool is below it: a
-    /// connection closed for any reason is replaced at once, not at the next reap.
-    /// One refill is queued at a time, so closing many connections costs one.
+    /// Whether a borrow should look if idle connections ran short (one relaxed load).
+    #[inline]
+    pub(super) fn may_run_short(&self) -> bool {
+        self.connects.may_run_short.load(Ordering::Relaxed)
+    }
+
+    /// After a borrow took an idle connection while the pool may run short: at most
+    /// once a millisecond, refill `min_idle` idle connections (r2d2 opens more as soon
+    /// as a borrow leaves fewer than `min_idle` idle).
+    #[cold]
+    pub(super) fn top_up_idle(&self, now_ms: u64) {
+        let looked = &self.connects.idle_looked_ms;
+        if looked.load(Ordering::Relaxed) == now_ms {
+            return;
+        }
+        looked.store(now_ms, Ordering::Relaxed);
+        self.refill_soon();
+    }
+
+    /// Notes that a slot was emptied: idle connections may now run short.
+    pub(super) fn slot_emptied(&self) {
+        if self.config.min_idle > 0 && !self.may_run_short() {
+            self.connects.may_run_short.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Fewer than `min_idle` connections are idle or being opened, and a slot is empty.
+    /// Constant time when the counters answer it, else one scan of the slots.
+    fn idle_short(&self) -> bool {
+        let open = self.connections_estimate();
+        if open >= self.config.max_size || self.config.min_idle == 0 {
+            return false;
+        }
+        if open < self.config.min_idle {
+            return true;
+        }
+        let ready = (0..self.bag.len())
+            .filter(|&i| {
+                matches!(
+                    self.bag.state(i),
+                    bag::IDLE | bag::RESERVED | bag::CONNECTING
+                )
+            })
+            .count();
+        ready < self.config.min_idle as usize
+    }
+
+    /// Queues a refill of `min_idle` idle connections on the connector if the pool is
+    /// below it: a connection closed or borrowed is replaced at once, not at the next
+    /// reap. One refill is queued at a time, so closing many connections costs one.
     pub(crate) fn refill_soon(&self) {
         if self.bag.is_closed()
-            || self.connections_estimate() >= self.config.min_idle
+            || !self.idle_short()
+            || self.connects.refill_queued.load(Ordering::Relaxed)
             || self.connects.refill_queued.swap(true, Ordering::AcqRel)
         {
             return;
@@ -162,27 +221,47 @@ impl<M: ManageConnection> Shared<M> {
         }
     }
 
-    /// Opens connections until `min_idle` are open or being opened. Linear in the
+    /// Opens connections until `min_idle` are idle or being opened (r2d2's meaning:
+    /// borrowed ones do not count), as far as there are empty slots. Linear in the
     /// pool's size: one count, then one pass claiming empty slots.
     pub(crate) fn fill_min_idle(&self) {
         if self.connects.breaker.is_open() {
             return; // the probe's success refills
         }
         let _filling = self.connects.filling.lock();
-        let open = (0..self.bag.len())
-            .filter(|&i| self.bag.state(i) != bag::EMPTY)
+        let ready = (0..self.bag.len())
+            .filter(|&i| {
+                matches!(
+                    self.bag.state(i),
+                    bag::IDLE | bag::RESERVED | bag::CONNECTING
+                )
+            })
             .count();
-        let mut missing = (self.config.min_idle as usize).saturating_sub(open);
+        let mut missing = (self.config.min_idle as usize).saturating_sub(ready);
         let mut from = 0;
         while missing > 0 && !self.bag.is_closed() {
             self.connects.pending.fetch_add(1, Ordering::AcqRel);
             let Some(ticket) = self.bag.reserve_empty(from) else {
                 self.connects.pending.fetch_sub(1, Ordering::AcqRel);
-                return;
+                break;
             };
             from = ticket.index() + 1;
             self.schedule_connect(ticket, 0, false);
             missing -= 1;
+        }
+        self.note_whether_short();
+    }
+
+    /// Clears `may_run_short` when no slot is empty, then looks again, so that a slot
+    /// emptied meanwhile (which sets it) is never missed.
+    fn note_whether_short(&self) {
+        let any_empty = || (0..self.bag.len()).any(|i| self.bag.state(i) == bag::EMPTY);
+        if self.config.min_idle == 0 || any_empty() {
+            return;
+        }
+        self.connects.may_run_short.store(false, Ordering::SeqCst);
+        if any_empty() {
+            self.connects.may_run_short.store(true, Ordering::SeqCst);
         }
     }
 
@@ -274,6 +353,7 @@ impl<M: ManageConnection> Shared<M> {
                         expires_ms,
                         last_used_ms: now,
                         last_checked_ms: now,
+                        extensions: Extensions::new(),
                     });
                 });
                 *self.connects.last_error.lock() = None;
@@ -358,6 +438,7 @@ impl<M: ManageConnection> Shared<M> {
 
     pub(super) fn abandon_connect(&self, ticket: Ticket) {
         self.bag.free(ticket);
+        self.slot_emptied();
         self.connects.pending.fetch_sub(1, Ordering::AcqRel);
         self.note_progress();
     }
@@ -371,13 +452,29 @@ impl<M: ManageConnection> Shared<M> {
             && self.connects.last_failed_attempt.load(Ordering::Acquire) >= BUILD_ATTEMPTS
     }
 
-    /// Whether a failed connect should be retried: someone waits, or the pool is
-    /// below `min_idle`. Constant time: it runs once per connect.
+    /// Whether a connect should go on: someone waits, or fewer than `min_idle` are
+    /// idle. Constant time while the pool is filling up (the counters answer it).
     pub(super) fn still_needed(&self) -> bool {
         if self.bag.is_closed() {
             return false;
         }
-        self.bag.waiters() > 0 || self.connections_estimate() < self.config.min_idle
+        self.bag.waiters() > 0 || self.idle_short_counting_this_one()
+    }
+
+    /// `idle_short`, for a connect under way: its own `CONNECTING` slot is not yet a
+    /// connection.
+    fn idle_short_counting_this_one(&self) -> bool {
+        let open = self.connections_estimate();
+        if open < self.config.min_idle {
+            return true;
+        }
+        if open >= self.config.max_size {
+            return false;
+        }
+        let idle = (0..self.bag.len())
+            .filter(|&i| matches!(self.bag.state(i), bag::IDLE | bag::RESERVED))
+            .count();
+        idle < self.config.min_idle as usize
     }
 
     /// Open connections by the counters (opened less closed), without a scan of the

@@ -6,7 +6,8 @@
 //! runs on the scheduler.
 //!
 //! * **reap**, every `reap_interval`: closes idle connections past `idle_timeout`
-//!   while more than `min_idle` are idle, retires connections past their lifetime, and
+//!   (only those beyond `min_idle` with `idle_timeout_spares_min_idle`), retires
+//!   connections past their lifetime, and
 //!   refills `min_idle`. It also notices when it runs far later than scheduled (the
 //!   machine was suspended or starved) and says so at `warn`.
 //! * **keepalive**, every `keepalive_interval`: pings idle connections not used for
@@ -130,8 +131,9 @@ fn every<M: ManageConnection>(
 }
 
 impl<M: ManageConnection> Shared<M> {
-    /// Closes idle connections past `idle_timeout` (keeping `min_idle`) and
-    /// connections past their lifetime; refills `min_idle`.
+    /// Closes idle connections past `idle_timeout` (beyond `min_idle` only with
+    /// `idle_timeout_spares_min_idle`) and connections past their lifetime; refills
+    /// `min_idle`.
     pub(crate) fn reap(&self) {
         let now = clock::now_ms();
         let idle_timeout = self.config.idle_timeout.map(clock::millis);
@@ -151,7 +153,8 @@ impl<M: ManageConnection> Shared<M> {
             });
             let reason = if expired {
                 Some(CloseReason::Lifetime)
-            } else if idle > self.config.min_idle as usize
+            } else if (!self.config.idle_timeout_spares_min_idle
+                || idle > self.config.min_idle as usize)
                 && idle_timeout.is_some_and(|timeout| idle_ms >= timeout)
             {
                 Some(CloseReason::Idle)

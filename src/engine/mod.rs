@@ -107,6 +107,11 @@ impl<M: ManageConnection> Shared<M> {
         self.config.connection_timeout
     }
 
+    /// The pool's settings, for the facade's getters.
+    pub(crate) fn settings(&self) -> &Config<M> {
+        &self.config
+    }
+
     /// The scheduler the pool's periodic jobs run on.
     #[cfg(feature = "metrics")]
     pub(crate) fn scheduler(&self) -> &Arc<scheduled_thread_pool::ScheduledThreadPool> {

@@ -9,7 +9,8 @@ use super::slot::{Checkout, PoolEntry};
 use crate::bag::Ticket;
 use crate::clock;
 use crate::error::{ErrorMessage, SharedError};
-use crate::manager::{CloseReason, ErrorOrigin, ManageConnection, ReleaseEvent, ResetAction};
+use crate::event::ReleaseEvent;
+use crate::manager::{CloseReason, ErrorOrigin, ManageConnection, ResetAction};
 use crate::stats::Counters;
 
 impl<M: ManageConnection> Shared<M> {
@@ -111,6 +112,7 @@ impl<M: ManageConnection> Shared<M> {
             .with_value(checkout.ticket(), Option::take)
             .expect("a borrowed slot holds a connection");
         self.bag.free(checkout.into_ticket());
+        self.slot_emptied();
         let conn = self.release(entry, CloseReason::Detached);
         // The freed slot may be what a waiter needs, or `min_idle` wants refilling.
         self.open_for_waiters();
@@ -126,6 +128,7 @@ impl<M: ManageConnection> Shared<M> {
             self.release(entry, reason);
         }
         self.bag.free(ticket);
+        self.slot_emptied();
         self.open_for_waiters();
         self.refill_soon();
     }

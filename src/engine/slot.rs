@@ -7,6 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use parking_lot::Mutex;
 
 use crate::bag::Ticket;
+use crate::extensions::Extensions;
 
 /// A connection in its slot, with what the pool knows about it.
 pub(crate) struct PoolEntry<C> {
@@ -20,6 +21,8 @@ pub(crate) struct PoolEntry<C> {
     /// When it was last known to work: opened or passed `is_valid` (for
     /// `validation_bypass` and `keepalive_interval`).
     pub(crate) last_checked_ms: u64,
+    /// The user's per-connection state (`PooledConnection::extensions`).
+    pub(crate) extensions: Extensions,
 }
 
 /// Per-slot data readable while the slot is borrowed (by the leak scan and `stats`).
@@ -29,6 +32,9 @@ pub(crate) struct SlotMeta {
     /// When the current borrow started; `NOT_BORROWED` between borrows when leak
     /// detection is on, so the scan never reads a stale time.
     pub(crate) borrowed_at_ms: AtomicU64,
+    /// When the current borrow started, in `clock::precise_ns`, kept only with an
+    /// event handler (for `CheckinEvent::duration`).
+    pub(crate) borrowed_at_ns: AtomicU64,
     pub(crate) borrows: AtomicU64,
     pub(crate) hold_ms: AtomicU64,
     pub(crate) leak_reported: AtomicBool,
@@ -43,6 +49,7 @@ impl Default for SlotMeta {
     fn default() -> Self {
         SlotMeta {
             borrowed_at_ms: AtomicU64::new(NOT_BORROWED),
+            borrowed_at_ns: AtomicU64::new(0),
             borrows: AtomicU64::new(0),
             hold_ms: AtomicU64::new(0),
             leak_reported: AtomicBool::new(false),

@@ -186,6 +186,10 @@ impl ManageConnection for FakeManager {
         conn.broken
     }
 
+    fn can_reset(&self) -> bool {
+        true
+    }
+
     fn reset(&self, conn: &mut FakeConn, action: ResetAction) -> Result<(), FakeError> {
         self.script.resets.lock().unwrap().push((conn.id, action));
         self.script.maybe_panic("reset");
