@@ -1,6 +1,7 @@
 //! The pool builder: every setting with its default, validated at `build`.
 
 use std::fmt;
+use std::marker::PhantomData;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -38,7 +39,10 @@ use crate::pool::Pool;
 /// assert_eq!(pool.max_size(), 16);
 /// # Ok::<(), stickypool::Error>(())
 /// ```
-pub struct Builder<M: ManageConnection> {
+///
+/// `P` is the pool type `build` makes: [`Pool`], or [`compat::Pool`](crate::compat::Pool)
+/// for the r2d2-shaped API.
+pub struct Builder<M: ManageConnection, P = Pool<M>> {
     name: Option<String>,
     max_size: u32,
     min_idle: Option<u32>,
@@ -60,9 +64,10 @@ pub struct Builder<M: ManageConnection> {
     error_handler: Option<Box<dyn HandleError<M::Error>>>,
     validation_timeout: Duration,
     thread_pool: Option<Arc<ScheduledThreadPool>>,
+    pool: PhantomData<fn() -> P>,
 }
 
-impl<M: ManageConnection> fmt::Debug for Builder<M> {
+impl<M: ManageConnection, P> fmt::Debug for Builder<M, P> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Builder")
             .field("name", &self.name)
@@ -92,7 +97,7 @@ impl<M: ManageConnection> fmt::Debug for Builder<M> {
     }
 }
 
-impl<M: ManageConnection> Default for Builder<M> {
+impl<M: ManageConnection, P> Default for Builder<M, P> {
     fn default() -> Self {
         Builder {
             name: None,
@@ -116,6 +121,7 @@ impl<M: ManageConnection> Default for Builder<M> {
             error_handler: None,
             validation_timeout: DEFAULT_VALIDATION_TIMEOUT,
             thread_pool: None,
+            pool: PhantomData,
         }
     }
 }
@@ -125,7 +131,9 @@ impl<M: ManageConnection> Builder<M> {
     pub fn new() -> Self {
         Self::default()
     }
+}
 
+impl<M: ManageConnection, P> Builder<M, P> {
     /// The pool's name, used in logs, leak reports and metrics. Default: `pool-N`.
     pub fn name(mut self, name: &str) -> Self {
         self.name = Some(name.to_owned());
@@ -314,12 +322,15 @@ impl<M: ManageConnection> Builder<M> {
     /// so a service fails at start rather than on its first request; otherwise it
     /// fails with [`Error::Timeout`] (and the last connect error) if `min_idle` are
     /// not open within `connection_timeout`.
-    pub fn build(self, manager: M) -> Result<Pool<M>, Error> {
+    pub fn build(self, manager: M) -> Result<P, Error>
+    where
+        P: From<Pool<M>>,
+    {
         let config = self.validate()?;
         check_reset(&config, &manager)?;
         let pool = Pool::from_config(config, manager);
         pool.wait_for_min_idle()?;
-        Ok(pool)
+        Ok(P::from(pool))
     }
 
     /// Builds the pool without waiting for any connection; they are opened in the
@@ -328,13 +339,16 @@ impl<M: ManageConnection> Builder<M> {
     /// # Panics
     ///
     /// If a setting is invalid; [`build`](Builder::build) returns that as an error.
-    pub fn build_unchecked(self, manager: M) -> Pool<M> {
+    pub fn build_unchecked(self, manager: M) -> P
+    where
+        P: From<Pool<M>>,
+    {
         let config = self.validate().and_then(|config| {
             check_reset(&config, &manager)?;
             Ok(config)
         });
         match config {
-            Ok(config) => Pool::from_config(config, manager),
+            Ok(config) => P::from(Pool::from_config(config, manager)),
             Err(e) => panic!("{e}"),
         }
     }

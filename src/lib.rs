@@ -70,6 +70,8 @@ mod breaker;
 mod builder;
 #[cfg(not(loom))]
 mod clock;
+#[cfg(not(loom))]
+pub mod compat;
 #[cfg(all(feature = "config", not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;

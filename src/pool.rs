@@ -205,6 +205,12 @@ impl<M: ManageConnection> Pool<M> {
         Ok(OwnedConnection::new(self.shared.clone(), checkout))
     }
 
+    /// [`try_get`](Pool::try_get) with a `'static` guard.
+    pub(crate) fn try_get_owned(&self) -> Option<OwnedConnection<M>> {
+        let checkout = self.shared.try_checkout()?;
+        Some(OwnedConnection::new(self.shared.clone(), checkout))
+    }
+
     /// The pool's id, unique in the process.
     pub(crate) fn id(&self) -> u64 {
         self.shared.id()
