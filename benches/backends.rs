@@ -9,7 +9,9 @@
 //!   `r2d2_sqlite`)
 //!
 //! Each at 1 thread, and at 32 threads sharing 8 connections, with
-//! `test_on_check_out(false)` and no reset on return on both sides. The 32-thread
+//! `test_on_check_out(false)` and no reset on return on both sides; and, for MySQL,
+//! with every borrow checked (`mysql checked borrow`: both pools' default, and
+//! stickypool's opt-in `validation_bypass(500 ms)`). The 32-thread
 //! figures are wall time per operation for the whole group of threads (lower is more
 //! throughput).
 //!
@@ -163,6 +165,36 @@ fn bench_mysql(c: &mut Criterion) {
             mysql_select(&mut adapted.get().expect("borrow"));
         },
     );
+    drop(adapted);
+
+    // Every borrow checked (r2d2's `test_on_check_out`, both pools' default) against
+    // HikariCP's opt-in bypass window.
+    let checked = |bypass| {
+        stickypool::Pool::builder()
+            .max_size(MAX_SIZE)
+            .min_idle(Some(MAX_SIZE))
+            .validation_bypass(bypass)
+            .build(MysqlManager::new(opts.clone()))
+            .expect("stickypool builds")
+    };
+    let every = checked(Duration::ZERO);
+    bench_both(c, "mysql checked borrow", "stickypool", || {
+        mysql_select(&mut every.get().expect("borrow"));
+    });
+    drop(every);
+    let window = checked(Duration::from_millis(500));
+    bench_both(c, "mysql checked borrow", "stickypool bypass 500ms", || {
+        mysql_select(&mut window.get().expect("borrow"));
+    });
+    drop(window);
+    let theirs = r2d2::Pool::builder()
+        .max_size(MAX_SIZE)
+        .min_idle(Some(MAX_SIZE))
+        .build(r2d2_mysql::MySqlConnectionManager::new(builder()))
+        .expect("r2d2 builds");
+    bench_both(c, "mysql checked borrow", "r2d2", || {
+        mysql_select(&mut theirs.get().expect("borrow"));
+    });
 }
 
 fn sqlite_select(conn: &rusqlite::Connection) {

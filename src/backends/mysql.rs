@@ -108,16 +108,15 @@
 //!
 //! When the server restarts, every pooled connection is dead, and since `has_broken`
 //! cannot see it, something else must notice before the pool hands the connection out
-//! again. The pool skips the check on borrow (`test_on_check_out`) for a connection
-//! used less than [`validation_bypass`](crate::Builder::validation_bypass) ago, so a
-//! connection in constant use would keep coming back dead. Use one of:
+//! again. By default every borrow is checked (`test_on_check_out`), which does. With
+//! the opt-in [`validation_bypass`](crate::Builder::validation_bypass) a connection in
+//! constant use skips that check inside the window, so add one of:
 //!
 //! * [`reset_on_return`](crate::Builder::reset_on_return) with
 //!   [`ResetAction::Rollback`] (recommended, and what the example above does): the
 //!   `ROLLBACK` on return fails on a dead connection, which is then closed. It also
 //!   guarantees that no transaction leaks to the next borrower.
 //! * [`test_on_check_in`](crate::Builder::test_on_check_in): a ping on every return.
-//! * `validation_bypass(Duration::ZERO)`: a ping on every borrow.
 //!
 //! A borrower that sees an error for which
 //! [`mysql::Error::is_connectivity_error`] is true can also close the connection
