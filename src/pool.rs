@@ -265,10 +265,10 @@ impl<M: ManageConnection> Pool<M> {
     /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
     /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
     /// # }
-    /// let pool = Pool::builder().max_size(4).min_idle(Some(2)).build(Manager)?;
+    /// let pool = Pool::builder().max_size(2).build(Manager)?;
     /// let held = pool.get()?;
     /// let state = pool.state();
-    /// assert_eq!((state.connections, state.in_use, state.max_size), (2, 1, 4));
+    /// assert_eq!((state.connections, state.in_use, state.idle_connections), (2, 1, 1));
     /// drop(held);
     /// # Ok::<(), stickypool::Error>(())
     /// ```

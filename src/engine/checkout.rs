@@ -72,7 +72,7 @@ impl<M: ManageConnection> Shared<M> {
         }
         owner_add(&meta.borrows, 1);
         if self.may_run_short() {
-            self.top_up_idle(now);
+            self.top_up_idle();
         }
         Some(checkout)
     }

@@ -41,9 +41,6 @@ pub(super) struct Connects {
     /// slot is empty and `min_idle` is not 0. Read by every borrow, written only when
     /// a slot empties or a refill finds none empty, so its line stays shared.
     may_run_short: AtomicBool,
-    /// When (coarse ms) a borrow last looked whether idle connections ran short, so
-    /// that at most one borrow a millisecond looks.
-    idle_looked_ms: AtomicU64,
     next_conn_id: AtomicU64,
 }
 
@@ -59,7 +56,6 @@ impl Connects {
             progress_cond: Condvar::new(),
             refill_queued: AtomicBool::new(false),
             may_run_short: AtomicBool::new(false),
-            idle_looked_ms: AtomicU64::new(u64::MAX),
             next_conn_id: AtomicU64::new(1),
         }
     }
@@ -136,17 +132,15 @@ impl<M: ManageConnection> Shared<M> {
         self.connects.may_run_short.load(Ordering::Relaxed)
     }
 
-    /// After a borrow took an idle connection while the pool may run short: at most
-    /// once a millisecond, refill `min_idle` idle connections (r2d2 opens more as soon
-    /// as a borrow leaves fewer than `min_idle` idle).
+    /// After a borrow took an idle connection while the pool may run short: refill
+    /// `min_idle` idle connections (r2d2 opens more as soon as a borrow leaves fewer
+    /// than `min_idle` idle). While a refill is queued this is one load: the refill
+    /// clears its flag before it counts, so it sees every borrow made meanwhile.
     #[cold]
-    pub(super) fn top_up_idle(&self, now_ms: u64) {
-        let looked = &self.connects.idle_looked_ms;
-        if looked.load(Ordering::Relaxed) == now_ms {
-            return;
+    pub(super) fn top_up_idle(&self) {
+        if !self.connects.refill_queued.load(Ordering::Relaxed) {
+            self.refill_soon();
         }
-        looked.store(now_ms, Ordering::Relaxed);
-        self.refill_soon();
     }
 
     /// Notes that a slot was emptied: idle connections may now run short.
@@ -161,11 +155,17 @@ impl<M: ManageConnection> Shared<M> {
     fn idle_short(&self) -> bool {
         let open = self.connections_estimate();
         if open >= self.config.max_size || self.config.min_idle == 0 {
+            // Full: borrows need not look until a slot empties (which sets it again,
+            // and whose close asks for a refill itself).
+            if self.may_run_short() {
+                self.connects.may_run_short.store(false, Ordering::Relaxed);
+            }
             return false;
         }
         if open < self.config.min_idle {
             return true;
         }
+        // Stops at the `min_idle`-th: in a pool that is not short, that is early.
         let ready = (0..self.bag.len())
             .filter(|&i| {
                 matches!(
@@ -173,6 +173,7 @@ impl<M: ManageConnection> Shared<M> {
                     bag::IDLE | bag::RESERVED | bag::CONNECTING
                 )
             })
+            .take(self.config.min_idle as usize)
             .count();
         ready < self.config.min_idle as usize
     }
@@ -252,16 +253,22 @@ impl<M: ManageConnection> Shared<M> {
         self.note_whether_short();
     }
 
-    /// Clears `may_run_short` when no slot is empty, then looks again, so that a slot
-    /// emptied meanwhile (which sets it) is never missed.
+    /// Sets `may_run_short` to whether a slot is empty (and `min_idle` is not 0). When
+    /// it clears it, it looks again, so that a slot emptied meanwhile (which sets it)
+    /// is never missed.
     fn note_whether_short(&self) {
+        let flag = &self.connects.may_run_short;
         let any_empty = || (0..self.bag.len()).any(|i| self.bag.state(i) == bag::EMPTY);
-        if self.config.min_idle == 0 || any_empty() {
+        if self.config.min_idle == 0 {
             return;
         }
-        self.connects.may_run_short.store(false, Ordering::SeqCst);
         if any_empty() {
-            self.connects.may_run_short.store(true, Ordering::SeqCst);
+            flag.store(true, Ordering::SeqCst);
+            return;
+        }
+        flag.store(false, Ordering::SeqCst);
+        if any_empty() {
+            flag.store(true, Ordering::SeqCst);
         }
     }
 
