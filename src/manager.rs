@@ -1,12 +1,15 @@
 //! The traits a backend implements and the hooks a user plugs in.
 //!
 //! The names follow r2d2 on purpose (`ManageConnection`, `connect`, `is_valid`,
-//! `has_broken`, `CustomizeConnection`, `HandleError`; events are in `event`), so that porting an r2d2
-//! service is an import change. Two things are added:
+//! `has_broken`, `CustomizeConnection`, `HandleError`; the events are in `event`), so
+//! that porting an r2d2 service is an import change (see `compat`). Added beside them:
 //!
 //! * [`ManageConnection::reset`], the "fake close": when a connection comes back it is
 //!   committed, rolled back or reset instead of being closed, and closed if that fails;
-//! * [`CustomizeConnection::on_check_in`], a custom reset hook run on every return.
+//!   [`ManageConnection::can_reset`] says whether a manager can;
+//! * [`ManageConnection::is_valid_within`], a check bounded by `validation_timeout`;
+//! * [`CustomizeConnection::on_check_in`], a custom reset hook run on every return;
+//! * [`HandleError::handle_error_in_place`], which lets the pool keep the driver's error.
 
 use std::fmt;
 use std::time::Duration;
