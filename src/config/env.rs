@@ -1,8 +1,11 @@
-//! `${VAR}` expansion, and scrubbing the substituted values out of error messages.
+//! `${VAR}` and `${VAR:-default}` expansion, and scrubbing the substituted values out
+//! of error messages.
 
 use super::ConfigError;
 
-/// Expands `${VAR}` (and `$$`) in `value`, remembering substituted values as secrets.
+/// Expands `${VAR}`, `${VAR:-default}` (the default when `VAR` is unset or empty, as in
+/// a shell) and `$$` in `value`, remembering values taken from the environment as
+/// secrets.
 pub(crate) fn expand(
     value: &str,
     alias: &str,
@@ -26,7 +29,10 @@ pub(crate) fn expand(
                         .into(),
                 });
             };
-            let var = &tail[..end];
+            let (var, default) = match tail[..end].split_once(":-") {
+                Some((var, default)) => (var, Some(default)),
+                None => (&tail[..end], None),
+            };
             let valid = var.bytes().enumerate().all(|(i, b)| {
                 b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit())
             });
@@ -37,22 +43,28 @@ pub(crate) fn expand(
                     reason: format!("has an invalid variable name `${{{var}}}`"),
                 });
             }
-            let Some(val) = std::env::var_os(var) else {
-                return Err(ConfigError::MissingVariable {
-                    alias: alias.to_owned(),
-                    key,
-                    var: var.to_owned(),
-                });
-            };
-            let val = val.into_string().map_err(|_| ConfigError::Invalid {
-                alias: alias.to_owned(),
-                key,
-                reason: format!("uses ${{{var}}}, whose value is not valid UTF-8"),
-            })?;
-            if !val.is_empty() {
-                secrets.push(val.clone());
+            let set = std::env::var_os(var).filter(|v| !(default.is_some() && v.is_empty()));
+            match (set, default) {
+                (Some(val), _) => {
+                    let val = val.into_string().map_err(|_| ConfigError::Invalid {
+                        alias: alias.to_owned(),
+                        key,
+                        reason: format!("uses ${{{var}}}, whose value is not valid UTF-8"),
+                    })?;
+                    if !val.is_empty() {
+                        secrets.push(val.clone());
+                    }
+                    out.push_str(&val);
+                }
+                (None, Some(default)) => out.push_str(default),
+                (None, None) => {
+                    return Err(ConfigError::MissingVariable {
+                        alias: alias.to_owned(),
+                        key,
+                        var: var.to_owned(),
+                    });
+                }
             }
-            out.push_str(&val);
             rest = &tail[end + 1..];
         } else {
             out.push('$');
@@ -124,6 +136,28 @@ mod tests {
             matches!(err, ConfigError::MissingVariable { ref var, .. } if var == "STICKYPOOL_CONFIG_TEST_UNSET")
         );
         assert!(expand("${oops", "a", "url", &mut secrets).is_err());
+        // Defaults, as in a shell: when unset or empty; a set value wins.
+        let mut defaults = Vec::new();
+        let out = expand(
+            "redis://${STICKYPOOL_CONFIG_TEST_UNSET:-127.0.0.1}:${STICKYPOOL_CONFIG_TEST_PW:-x}/",
+            "main",
+            "url",
+            &mut defaults,
+        )
+        .unwrap();
+        assert_eq!(out, "redis://127.0.0.1:p@ss word/");
+        assert_eq!(defaults, ["p@ss word"], "a default is no secret");
+        assert_eq!(
+            expand(
+                "${STICKYPOOL_CONFIG_TEST_UNSET:-}",
+                "a",
+                "url",
+                &mut defaults
+            )
+            .unwrap(),
+            ""
+        );
+        assert!(expand("${:-x}", "a", "url", &mut defaults).is_err());
         assert!(expand("${1X}", "a", "url", &mut secrets).is_err());
         assert!(expand("${}", "a", "url", &mut secrets).is_err());
     }

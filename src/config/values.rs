@@ -107,10 +107,13 @@ fn off_bool<T, E: de::Error>(b: bool) -> Result<Off<T>, E> {
     }
 }
 
-/// Parses a human-readable duration: one or more `<integer><unit>` parts with units
-/// `ms`, `s`, `m`, `h`, `d`, for example `"250ms"`, `"3s"`, `"10m"`, `"1h30m"`. Spaces
-/// between parts are allowed. A bare number, an unknown unit, a fraction or an overflow
-/// is an error saying so.
+/// Parses a human-readable duration: one or more `<number><unit>` parts, for example
+/// `"250ms"`, `"3s"`, `"1.5s"`, `"10m"`, `"1h30m"`, `"5min"`, `"100us"`. The number may
+/// have a fraction; the units are `ns`, `us` (or `µs`), `ms`, `s` (`sec`, `secs`,
+/// `second`, `seconds`), `m` (`min`, `mins`, `minute`, `minutes`), `h` (`hr`, `hrs`,
+/// `hour`, `hours`) and `d` (`day`, `days`), humantime's spellings. Spaces between
+/// parts are allowed. A bare number, an unknown unit or an overflow is an error saying
+/// so.
 ///
 /// ```
 /// use std::time::Duration;
@@ -118,6 +121,8 @@ fn off_bool<T, E: de::Error>(b: bool) -> Result<Off<T>, E> {
 ///
 /// assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
 /// assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+/// assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+/// assert_eq!(parse_duration("5min 3sec"), Ok(Duration::from_secs(303)));
 /// assert!(parse_duration("10").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
@@ -125,47 +130,76 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     if s.is_empty() {
         return Err("empty duration: write e.g. \"3s\" or \"250ms\"".into());
     }
-    let mut total = Duration::ZERO;
+    let too_large = || format!("invalid duration \"{text}\": too large");
+    let mut total_ns: u128 = 0;
     let mut rest = s;
     while !rest.is_empty() {
-        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
-        if digits == 0 {
+        let whole = rest.bytes().take_while(u8::is_ascii_digit).count();
+        if whole == 0 {
             return Err(format!(
                 "invalid duration \"{text}\": expected a number at \"{rest}\" \
                  (e.g. \"250ms\", \"3s\", \"10m\", \"1h\")"
             ));
         }
-        let number: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("invalid duration \"{text}\": number too large"))?;
-        rest = &rest[digits..];
-        let unit_len = rest.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let mut number_len = whole;
+        let mut fraction = "";
+        if let Some(after_dot) = rest[whole..].strip_prefix('.') {
+            let digits = after_dot.bytes().take_while(u8::is_ascii_digit).count();
+            if digits == 0 {
+                return Err(format!(
+                    "invalid duration \"{text}\": expected digits after the point"
+                ));
+            }
+            fraction = &after_dot[..digits];
+            number_len += 1 + digits;
+        }
+        let integer: u128 = rest[..whole].parse().map_err(|_| too_large())?;
+        let number_text = &rest[..number_len];
+        rest = &rest[number_len..];
+        let unit_len = rest
+            .char_indices()
+            .find(|(_, c)| !c.is_alphabetic())
+            .map_or(rest.len(), |(i, _)| i);
         let unit = &rest[..unit_len];
-        let part = match unit {
-            "ms" => Some(Duration::from_millis(number)),
-            "s" => Some(Duration::from_secs(number)),
-            "m" => number.checked_mul(60).map(Duration::from_secs),
-            "h" => number.checked_mul(3600).map(Duration::from_secs),
-            "d" => number.checked_mul(86_400).map(Duration::from_secs),
+        let unit_ns: u128 = match unit {
+            "ns" => 1,
+            "us" | "µs" => 1_000,
+            "ms" => 1_000_000,
+            "s" | "sec" | "secs" | "second" | "seconds" => 1_000_000_000,
+            "m" | "min" | "mins" | "minute" | "minutes" => 60_000_000_000,
+            "h" | "hr" | "hrs" | "hour" | "hours" => 3_600_000_000_000,
+            "d" | "day" | "days" => 86_400_000_000_000,
             "" => {
                 return Err(format!(
-                    "invalid duration \"{text}\": missing unit after {number} \
-                     (use ms, s, m, h or d)"
+                    "invalid duration \"{text}\": missing unit after {number_text} \
+                     (use ns, us, ms, s, m, h or d)"
                 ));
             }
             other => {
                 return Err(format!(
                     "invalid duration \"{text}\": unknown unit \"{other}\" \
-                     (use ms, s, m, h or d)"
+                     (use ns, us, ms, s, m, h or d)"
                 ));
             }
         };
-        total = part
-            .and_then(|p| total.checked_add(p))
-            .ok_or_else(|| format!("invalid duration \"{text}\": too large"))?;
+        // The fraction's digits beyond nanoseconds are dropped, not rounded.
+        let scale = 10u128
+            .checked_pow(fraction.len() as u32)
+            .ok_or_else(too_large)?;
+        let fraction_ns = if fraction.is_empty() {
+            0
+        } else {
+            fraction.parse::<u128>().map_err(|_| too_large())? * unit_ns / scale
+        };
+        let part = integer
+            .checked_mul(unit_ns)
+            .and_then(|ns| ns.checked_add(fraction_ns))
+            .ok_or_else(too_large)?;
+        total_ns = total_ns.checked_add(part).ok_or_else(too_large)?;
         rest = rest[unit_len..].trim_start();
     }
-    Ok(total)
+    let secs = u64::try_from(total_ns / 1_000_000_000).map_err(|_| too_large())?;
+    Ok(Duration::new(secs, (total_ns % 1_000_000_000) as u32))
 }
 
 #[cfg(test)]
@@ -189,9 +223,10 @@ mod tests {
             "10",
             "s",
             "3 s",
-            "1.5s",
+            "1.s",
+            ".5s",
             "-1s",
-            "3sec",
+            "3secs5",
             "3S",
             "abc",
             "1h30",
@@ -202,9 +237,21 @@ mod tests {
         }
         assert!(parse_duration("10").unwrap_err().contains("missing unit"));
         assert!(
-            parse_duration("3sec")
+            parse_duration("3fortnights")
                 .unwrap_err()
-                .contains("unknown unit \"sec\"")
+                .contains("unknown unit \"fortnights\"")
         );
+        // humantime's spellings and fractions.
+        assert_eq!(ok("1.5s"), Duration::from_millis(1500));
+        assert_eq!(ok("0.25ms"), Duration::from_micros(250));
+        assert_eq!(ok("100us"), Duration::from_micros(100));
+        assert_eq!(ok("100µs"), Duration::from_micros(100));
+        assert_eq!(ok("7ns"), Duration::from_nanos(7));
+        assert_eq!(ok("5min"), Duration::from_secs(300));
+        assert_eq!(ok("3sec"), Duration::from_secs(3));
+        assert_eq!(ok("2hours 1minute"), Duration::from_secs(7260));
+        assert_eq!(ok("1day"), Duration::from_secs(86_400));
+        assert_eq!(ok("1.0000000001s"), Duration::from_secs(1));
+        assert_eq!(ok("18446744073709551615s"), Duration::from_secs(u64::MAX));
     }
 }
