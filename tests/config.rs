@@ -36,6 +36,37 @@ fn builder_debug(config: &PoolsConfig, alias: &str) -> String {
 }
 
 #[test]
+fn a_pools_table_embeds_in_json_too() {
+    // An application's own config file, in JSON, with the pools inside: integers
+    // arrive as unsigned, durations and "off" as strings.
+    let json = r#"{
+        "main": {
+            "backend": "sqlite",
+            "memory": true,
+            "max_size": 4,
+            "max_waiters": 64,
+            "connection_timeout": "1.5s",
+            "idle_timeout": "off"
+        }
+    }"#;
+    let config: PoolsConfig = serde_json::from_str(json).unwrap();
+    let debug = builder_debug(&config, "main");
+    for expected in [
+        "max_size: 4",
+        "max_waiters: Some(64)",
+        "connection_timeout: 1.5s",
+        "idle_timeout: None",
+    ] {
+        assert!(debug.contains(expected), "{expected} missing in {debug}");
+    }
+    let err = serde_json::from_str::<PoolsConfig>(
+        r#"{"main": {"backend": "sqlite", "connection_timeout": 3}}"#,
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("needs a unit"), "{err}");
+}
+
+#[test]
 fn every_setting_is_read() {
     let config = PoolsConfig::from_toml_str(EVERY_SETTING).unwrap();
     let main = &config.pools["main"];

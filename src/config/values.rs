@@ -33,6 +33,12 @@ impl Visitor<'_> for DurationVisitor {
             "a duration needs a unit: write \"{n}s\" or \"{n}ms\""
         )))
     }
+    // JSON and YAML parsers hand non-negative integers over as `u64`.
+    fn visit_u64<E: de::Error>(self, n: u64) -> Result<DurationSetting, E> {
+        Err(E::custom(format!(
+            "a duration needs a unit: write \"{n}s\" or \"{n}ms\""
+        )))
+    }
 }
 
 /// A setting that may be turned off with `"off"` or `false` (the builder's `None`).
@@ -65,6 +71,9 @@ impl<'de> Deserialize<'de> for Off<DurationSetting> {
             fn visit_i64<E: de::Error>(self, n: i64) -> Result<Self::Value, E> {
                 DurationVisitor.visit_i64(n).map(|d| Off(Some(d)))
             }
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                DurationVisitor.visit_u64(n).map(|d| Off(Some(d)))
+            }
         }
         d.deserialize_any(V)
     }
@@ -91,6 +100,12 @@ impl<'de> Deserialize<'de> for Off<usize> {
                 usize::try_from(n)
                     .map(|n| Off(Some(n)))
                     .map_err(|_| E::invalid_value(de::Unexpected::Signed(n), &self))
+            }
+            // JSON and YAML parsers hand non-negative integers over as `u64`.
+            fn visit_u64<E: de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                usize::try_from(n)
+                    .map(|n| Off(Some(n)))
+                    .map_err(|_| E::invalid_value(de::Unexpected::Unsigned(n), &self))
             }
         }
         d.deserialize_any(V)
