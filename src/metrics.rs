@@ -64,7 +64,7 @@
 //!
 //! # Why wait and connect times are summaries, not histograms
 //!
-//! The pool records these durations in power-of-two buckets, lock-free. The facade's
+//! The pool records these durations in log-linear buckets, lock-free. The facade's
 //! `histogram!` takes individual samples, so publishing the buckets as a histogram
 //! would mean replaying every sample since the last publish: one call per borrow,
 //! millions per interval on a busy pool, for the exporter to bucket them again. So
@@ -72,8 +72,8 @@
 //! `_sum`. The quantiles cover the samples **since the previous publish** (the bucket
 //! counts' difference, see [`Histogram::since`](crate::Histogram::since)), so they
 //! describe the last interval rather than the whole uptime; an interval without
-//! samples leaves them unchanged. They are bucket upper bounds, so at most twice the
-//! true value. Averages over any window come from `rate(_sum) / rate(_count)`.
+//! samples leaves them unchanged. They are bucket upper bounds, at most about 3% above
+//! the true value. The wait quantiles cover the borrows that waited only. Averages over any window come from `rate(_sum) / rate(_count)`.
 //!
 //! `_sum` and `stickypool_hold_seconds_total` are gauges because the facade's counters
 //! count in integers and these are fractional seconds; they only grow, so `rate()`
