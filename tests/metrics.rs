@@ -104,7 +104,23 @@ fn state_and_counters_are_published_with_the_pool_label() {
     let _c = pool.get().unwrap();
     let _d = pool.get().unwrap();
     assert!(pool.get().is_err(), "times out: the pool is exhausted");
-    drop(a);
+    // One borrow that certainly waits: queued before `a` comes back.
+    std::thread::scope(|s| {
+        let waiter = s.spawn(|| pool.get_timeout(Duration::from_secs(10)).map(drop));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while pool.state().waiters == 0 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the waiter never queued"
+            );
+            std::thread::yield_now();
+        }
+        drop(a);
+        waiter
+            .join()
+            .unwrap()
+            .expect("handed the returned connection");
+    });
 
     let m = recorded("metrics-state", || stickypool::metrics::publish(&pool));
     let state = pool.state();
