@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::Shared;
 use super::slot::{BorrowSite, Checkout, NOT_BORROWED, SlotMeta, owner_add};
 use crate::affinity;
-use crate::bag::{self, Deadline, NO_HINT, Ticket, Turn, Wait};
+use crate::bag::{Deadline, NO_HINT, Ticket, Timer, Turn, Wait};
 use crate::clock;
 use crate::error::Error;
 use crate::event::{CheckinEvent, CheckoutEvent, TimeoutEvent};
@@ -145,8 +145,10 @@ impl<M: ManageConnection> Shared<M> {
             }
             let ticket = match self.bag.try_take(NO_HINT, affinity::scan_start) {
                 Some(ticket) => ticket,
-                None if self.backend_down() => return Err(self.unavailable()),
                 None => {
+                    if let Some(down) = self.unavailable() {
+                        return Err(down);
+                    }
                     let outcome = self
                         .bag
                         .wait(&mut turn, &timer, self.config.max_waiters, || {
@@ -155,10 +157,15 @@ impl<M: ManageConnection> Shared<M> {
                     clock::tick();
                     match outcome {
                         Wait::Got(ticket) => ticket,
-                        Wait::TimedOut if self.backend_down() => {
-                            return Err(self.unavailable());
+                        Wait::TimedOut => {
+                            if let Some(down) = self.unavailable() {
+                                return Err(down);
+                            }
+                            if timer.deadline.expired() {
+                                return Err(self.timed_out(started, timeout));
+                            }
+                            continue; // woken by an outage that just ended
                         }
-                        Wait::TimedOut => return Err(self.timed_out(started, timeout)),
                         Wait::Closed => return Err(Error::Closed),
                         Wait::TooManyWaiters => {
                             Counters::bump(&self.counters.rejected);
@@ -183,13 +190,20 @@ impl<M: ManageConnection> Shared<M> {
         self.connects.breaker_open() && self.connections_estimate() == 0
     }
 
+    /// The error for a borrow while the backend is down, if it is. `None` also while a
+    /// connect has just succeeded (it clears the last error before the breaker
+    /// closes): then the borrow waits for that connection.
     #[cold]
-    pub(super) fn unavailable(&self) -> Error {
-        Counters::bump(&self.counters.unavailable);
-        Error::Unavailable {
-            down_for: self.connects.down_for(clock::now_ms()).unwrap_or_default(),
-            last_error: self.connects.last_error(),
+    pub(super) fn unavailable(&self) -> Option<Error> {
+        if !self.backend_down() {
+            return None;
         }
+        let last_error = self.connects.last_error()?;
+        Counters::bump(&self.counters.unavailable);
+        Some(Error::Unavailable {
+            down_for: self.connects.down_for(clock::now_ms()).unwrap_or_default(),
+            last_error: Some(last_error),
+        })
     }
 
     #[cold]
@@ -275,7 +289,7 @@ struct BorrowTimer<'a, M: ManageConnection> {
     shared: &'a Shared<M>,
 }
 
-impl<M: ManageConnection> bag::Timer for BorrowTimer<'_, M> {
+impl<M: ManageConnection> Timer for BorrowTimer<'_, M> {
     fn expired(&self) -> bool {
         self.deadline.expired() || self.shared.backend_down()
     }
