@@ -232,15 +232,8 @@ impl ManageConnection for RedisManager {
     }
 
     fn is_valid_within(&self, conn: &mut Connection, timeout: Duration) -> RedisResult<()> {
-        match super::shorter_for_check(timeout, self.response_timeout) {
-            None => ping(conn),
-            Some(bound) => {
-                let set = |c: &Connection, t| c.set_read_timeout(t).and(c.set_write_timeout(t));
-                set(conn, Some(bound))?;
-                let checked = ping(conn);
-                checked.and(set(conn, self.response_timeout))
-            }
-        }
+        let set = |c: &Connection, t| c.set_read_timeout(t).and(c.set_write_timeout(t));
+        ping_within(conn, timeout, self.response_timeout, set)
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
@@ -397,16 +390,8 @@ impl ManageConnection for RedisClusterManager {
         let Some(response_timeout) = self.response_timeout else {
             return ping(conn);
         };
-        match super::shorter_for_check(timeout, response_timeout) {
-            None => ping(conn),
-            Some(bound) => {
-                let set =
-                    |c: &ClusterConnection, t| c.set_read_timeout(t).and(c.set_write_timeout(t));
-                set(conn, Some(bound))?;
-                let checked = ping(conn);
-                checked.and(set(conn, response_timeout))
-            }
-        }
+        let set = |c: &ClusterConnection, t| c.set_read_timeout(t).and(c.set_write_timeout(t));
+        ping_within(conn, timeout, response_timeout, set)
     }
 
     fn has_broken(&self, conn: &mut ClusterConnection) -> bool {
@@ -443,6 +428,22 @@ impl ManageConnection for RedisClusterManager {
             Err(e) => Err(e),
         }
     }
+}
+
+/// `PING` with the socket timeouts lowered to `timeout` when the connection's own
+/// (`own`) are longer, and restored afterwards; `set` sets read and write timeouts.
+fn ping_within<C: ConnectionLike>(
+    conn: &mut C,
+    timeout: Duration,
+    own: Option<Duration>,
+    set: impl Fn(&C, Option<Duration>) -> RedisResult<()>,
+) -> RedisResult<()> {
+    let Some(bound) = super::shorter_for_check(timeout, own) else {
+        return ping(conn);
+    };
+    set(conn, Some(bound))?;
+    let checked = ping(conn);
+    checked.and(set(conn, own))
 }
 
 fn ping(conn: &mut impl ConnectionLike) -> RedisResult<()> {

@@ -151,8 +151,13 @@ impl<M: ManageConnection> Shared<M> {
     }
 
     /// Fewer than `min_idle` connections are idle or being opened, and a slot is empty.
-    /// Constant time when the counters answer it, else one scan of the slots.
     fn idle_short(&self) -> bool {
+        self.short_of_idle(&[bag::IDLE, bag::RESERVED, bag::CONNECTING])
+    }
+
+    /// Fewer than `min_idle` slots are in one of the `ready` states, and a slot is
+    /// empty. Constant time when the counters answer it, else one scan of the slots.
+    fn short_of_idle(&self, ready: &[u32]) -> bool {
         let open = self.connections_estimate();
         if open >= self.config.max_size || self.config.min_idle == 0 {
             // Full: borrows need not look until a slot empties (which sets it again,
@@ -166,16 +171,16 @@ impl<M: ManageConnection> Shared<M> {
             return true;
         }
         // Stops at the `min_idle`-th: in a pool that is not short, that is early.
-        let ready = (0..self.bag.len())
-            .filter(|&i| {
-                matches!(
-                    self.bag.state(i),
-                    bag::IDLE | bag::RESERVED | bag::CONNECTING
-                )
-            })
-            .take(self.config.min_idle as usize)
-            .count();
-        ready < self.config.min_idle as usize
+        let min_idle = self.config.min_idle as usize;
+        self.slots_in(ready, min_idle) < min_idle
+    }
+
+    /// How many slots are in one of `states`, counting up to `at_most`.
+    fn slots_in(&self, states: &[u32], at_most: usize) -> usize {
+        (0..self.bag.len())
+            .filter(|&i| states.contains(&self.bag.state(i)))
+            .take(at_most)
+            .count()
     }
 
     /// Queues a refill of `min_idle` idle connections on the connector if the pool is
@@ -230,15 +235,9 @@ impl<M: ManageConnection> Shared<M> {
             return; // the probe's success refills
         }
         let _filling = self.connects.filling.lock();
-        let ready = (0..self.bag.len())
-            .filter(|&i| {
-                matches!(
-                    self.bag.state(i),
-                    bag::IDLE | bag::RESERVED | bag::CONNECTING
-                )
-            })
-            .count();
-        let mut missing = (self.config.min_idle as usize).saturating_sub(ready);
+        let min_idle = self.config.min_idle as usize;
+        let ready = self.slots_in(&[bag::IDLE, bag::RESERVED, bag::CONNECTING], min_idle);
+        let mut missing = min_idle - ready;
         let mut from = 0;
         while missing > 0 && !self.bag.is_closed() {
             self.connects.pending.fetch_add(1, Ordering::AcqRel);
@@ -258,7 +257,7 @@ impl<M: ManageConnection> Shared<M> {
     /// is never missed.
     fn note_whether_short(&self) {
         let flag = &self.connects.may_run_short;
-        let any_empty = || (0..self.bag.len()).any(|i| self.bag.state(i) == bag::EMPTY);
+        let any_empty = || self.slots_in(&[bag::EMPTY], 1) > 0;
         if self.config.min_idle == 0 {
             return;
         }
@@ -465,23 +464,8 @@ impl<M: ManageConnection> Shared<M> {
         if self.bag.is_closed() {
             return false;
         }
-        self.bag.waiters() > 0 || self.idle_short_counting_this_one()
-    }
-
-    /// `idle_short`, for a connect under way: its own `CONNECTING` slot is not yet a
-    /// connection.
-    fn idle_short_counting_this_one(&self) -> bool {
-        let open = self.connections_estimate();
-        if open < self.config.min_idle {
-            return true;
-        }
-        if open >= self.config.max_size {
-            return false;
-        }
-        let idle = (0..self.bag.len())
-            .filter(|&i| matches!(self.bag.state(i), bag::IDLE | bag::RESERVED))
-            .count();
-        idle < self.config.min_idle as usize
+        // Connects under way (this one among them) are not connections yet.
+        self.bag.waiters() > 0 || self.short_of_idle(&[bag::IDLE, bag::RESERVED])
     }
 
     /// Open connections by the counters (opened less closed), without a scan of the
