@@ -7,6 +7,11 @@
 //!   the pools alone: `r2d2_mysql` pings in `has_broken`, on every return)
 //! * SQLite: `SELECT 1` on a file database in a temporary directory (`SqliteManager` /
 //!   `r2d2_sqlite`)
+//! * PostgreSQL: `SELECT 1` as a simple query, one round trip (`PostgresManager` /
+//!   `r2d2_postgres`), and stickypool with `ResetAction::Rollback` (the fake close: one
+//!   more round trip per return, which r2d2 does not offer)
+//! * diesel: `SELECT 1` through `diesel::sql_query` on PostgreSQL and on SQLite
+//!   (`DieselManager` / diesel's own `r2d2::ConnectionManager`)
 //!
 //! Each at 1 thread, and at 32 threads sharing 8 connections, with
 //! `test_on_check_out(false)` and no reset on return on both sides; and, for MySQL,
@@ -30,9 +35,12 @@ use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use diesel::RunQueryDsl;
 use mysql::prelude::Queryable;
 use stickypool::ManageConnection;
+use stickypool::backends::diesel::DieselManager;
 use stickypool::backends::mysql::MysqlManager;
+use stickypool::backends::postgres::PostgresManager;
 use stickypool::backends::r2d2::R2d2Adapter;
 use stickypool::backends::redis::RedisManager;
 use stickypool::backends::sqlite::SqliteManager;
@@ -234,10 +242,94 @@ fn bench_sqlite(c: &mut Criterion) {
     });
 }
 
+fn postgres_select(conn: &mut postgres::Client) {
+    black_box(conn.simple_query("SELECT 1").expect("SELECT 1"));
+}
+
+fn bench_postgres(c: &mut Criterion) {
+    let Some(url) = env("STICKYPOOL_POSTGRES_URL", "postgres") else {
+        return;
+    };
+    let config: postgres::Config = url.parse().expect("postgres URL");
+    let ours = stickypool(PostgresManager::new(config.clone(), postgres::NoTls));
+    bench_both(c, "postgres SELECT 1", "stickypool", || {
+        postgres_select(&mut ours.get().expect("borrow"));
+    });
+    drop(ours);
+    let theirs = r2d2(r2d2_postgres::PostgresConnectionManager::new(
+        config.clone(),
+        postgres::NoTls,
+    ));
+    bench_both(c, "postgres SELECT 1", "r2d2", || {
+        postgres_select(&mut theirs.get().expect("borrow"));
+    });
+    drop(theirs);
+    let resetting = stickypool::Pool::builder()
+        .max_size(MAX_SIZE)
+        .min_idle(Some(MAX_SIZE))
+        .test_on_check_out(false)
+        .reset_on_return(stickypool::ResetAction::Rollback)
+        .build(PostgresManager::new(config, postgres::NoTls))
+        .expect("stickypool builds");
+    bench_both(
+        c,
+        "postgres SELECT 1",
+        "stickypool, rollback on return",
+        || {
+            postgres_select(&mut resetting.get().expect("borrow"));
+        },
+    );
+}
+
+fn diesel_select<C: diesel::Connection>(conn: &mut C)
+where
+    diesel::query_builder::SqlQuery: diesel::query_dsl::methods::ExecuteDsl<C>,
+{
+    black_box(
+        diesel::sql_query("SELECT 1")
+            .execute(conn)
+            .expect("SELECT 1"),
+    );
+}
+
+fn bench_diesel_on<C>(c: &mut Criterion, group: &str, url: &str)
+where
+    C: diesel::r2d2::R2D2Connection + Send + 'static,
+    diesel::query_builder::SqlQuery: diesel::query_dsl::methods::ExecuteDsl<C>,
+{
+    let ours = stickypool(DieselManager::<C>::new(url));
+    bench_both(c, group, "stickypool", || {
+        diesel_select(&mut *ours.get().expect("borrow"));
+    });
+    drop(ours);
+    let theirs = r2d2(diesel::r2d2::ConnectionManager::<C>::new(url));
+    bench_both(c, group, "r2d2", || {
+        diesel_select(&mut *theirs.get().expect("borrow"));
+    });
+}
+
+fn bench_diesel(c: &mut Criterion) {
+    if let Some(url) = env("STICKYPOOL_POSTGRES_URL", "diesel on postgres") {
+        bench_diesel_on::<diesel::PgConnection>(c, "diesel postgres SELECT 1", &url);
+    }
+    let dir = TempDir(
+        std::env::temp_dir().join(format!("stickypool-bench-diesel-{}", std::process::id())),
+    );
+    std::fs::create_dir_all(&dir.0).expect("temporary directory");
+    let path = dir.0.join("bench.db");
+    bench_diesel_on::<diesel::SqliteConnection>(
+        c,
+        "diesel sqlite SELECT 1",
+        path.to_str().expect("a UTF-8 path"),
+    );
+}
+
 fn backends(c: &mut Criterion) {
     bench_redis(c);
     bench_mysql(c);
     bench_sqlite(c);
+    bench_postgres(c);
+    bench_diesel(c);
 }
 
 criterion_group! {

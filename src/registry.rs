@@ -387,6 +387,18 @@ typed_getter!(
     crate::backends::sqlite::SqliteManager,
     "The SQLite pool `alias` (feature `sqlite`)."
 );
+typed_getter!(
+    "postgres",
+    postgres,
+    crate::backends::postgres::PostgresManager,
+    "The PostgreSQL pool `alias` (feature `postgres`)."
+);
+typed_getter!(
+    "redis-sentinel",
+    redis_sentinel,
+    crate::backends::redis_sentinel::RedisSentinelManager,
+    "The Redis Sentinel pool `alias` (feature `redis-sentinel`)."
+);
 
 #[cfg(test)]
 mod tests {

@@ -1,10 +1,10 @@
-//! Faults with real servers: Redis and MariaDB/MySQL killed (SIGKILL) in the middle of
+//! Faults with real servers: Redis, MariaDB/MySQL and PostgreSQL killed (SIGKILL) in the middle of
 //! a load run and started again; wrong passwords, closed ports and bad URLs at `build`.
 //!
 //! This is a test binary of its own because it kills servers. Inside it, every test
 //! that touches a server holds that server's lock (`servers::lock`), so nothing else
 //! in the binary uses a server while it is down.
-#![cfg(any(feature = "mysql", feature = "redis"))]
+#![cfg(any(feature = "mysql", feature = "redis", feature = "postgres"))]
 
 mod servers;
 
@@ -536,6 +536,99 @@ mod mysql_faults {
             assert!(started.elapsed() < Duration::from_secs(1));
             eprintln!("{bad:?}: {err}");
             assert!(!err.to_string().is_empty());
+        }
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_faults {
+    use super::*;
+    use stickypool::backends::postgres::PostgresManager;
+
+    fn manager(url: &str) -> PostgresManager {
+        PostgresManager::from_url(url)
+            .unwrap()
+            .connect_timeout(CONNECTION_TIMEOUT)
+            .statement_timeout(IO_TIMEOUT)
+            .tcp_user_timeout(IO_TIMEOUT)
+    }
+
+    /// The postmaster SIGKILLed in the middle of the load (its backends exit when they
+    /// notice) and started again: every thread succeeds again, same process, same pool.
+    #[test]
+    fn postgres_killed_under_load() {
+        let test = "postgres_killed_under_load";
+        let Some(url) = servers::postgres_url(test) else {
+            return;
+        };
+        let Some(ctl) = ServerCtl::from_env(test) else {
+            return;
+        };
+        let _postgres = servers::lock(Server::Postgres);
+        let op: Op<postgres::Client> = Arc::new(|conn| {
+            let row = conn.query_one("SELECT 1", &[]).map_err(|e| e.to_string())?;
+            match row.get::<_, i32>(0) {
+                1 => Ok(()),
+                other => Err(format!("SELECT 1 returned {other}")),
+            }
+        });
+        let pool = fault_pool(manager(&url));
+        kill_under_load("postgres", &ctl, Server::Postgres, pool, op);
+    }
+
+    #[test]
+    fn postgres_wrong_password() {
+        let Some(url) = servers::postgres_url("postgres_wrong_password") else {
+            return;
+        };
+        let _postgres = servers::lock(Server::Postgres);
+        let password = servers::url_password(&url).expect("the test URL has a password");
+        let wrong = url.replace(&format!(":{password}@"), ":wrong-password@");
+        build_fails_fast(
+            "postgres, wrong password",
+            manager(&wrong),
+            &["password authentication failed"],
+        );
+        let err = Pool::builder()
+            .max_size(1)
+            .connection_timeout(Duration::from_secs(2))
+            .build(manager(&wrong))
+            .expect_err("wrong password");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("wrong-password"), "{shown}");
+    }
+
+    #[test]
+    fn postgres_closed_port() {
+        let url = format!(
+            "postgres://stickypool:hunter2@127.0.0.1:{}/stickypool",
+            servers::closed_port()
+        );
+        build_fails_fast("postgres, closed port", manager(&url), &["refused"]);
+        let err = Pool::builder()
+            .max_size(1)
+            .connection_timeout(Duration::from_secs(2))
+            .build(manager(&url))
+            .expect_err("closed port");
+        let shown = format!("{err} {err:?}");
+        assert!(!shown.contains("hunter2"), "{shown}");
+    }
+
+    #[test]
+    fn postgres_bad_urls() {
+        for bad in [
+            "mysql://u:hunter2@127.0.0.1/db",
+            "postgres://u:hunter2@127.0.0.1:notaport/db",
+            "postgres://u:hunter2@127.0.0.1/db?no_such_option=1",
+            "host=127.0.0.1 password=hunter2 port=",
+        ] {
+            let started = Instant::now();
+            let err = PostgresManager::from_url(bad).expect_err(bad);
+            assert!(started.elapsed() < Duration::from_secs(1));
+            let shown = format!("{err} {err:?}");
+            eprintln!("{bad:?}: {err}");
+            assert!(!err.to_string().is_empty());
+            assert!(!shown.contains("hunter2"), "{bad}: {shown}");
         }
     }
 }

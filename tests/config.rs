@@ -247,6 +247,45 @@ fn keys_of_another_backend_are_errors() {
     let err =
         Pools::from_toml_str("[pools.c]\nbackend = \"redis-cluster\"\nurls = []\n").unwrap_err();
     assert!(err.to_string().contains("at least one node"), "{err}");
+
+    let err = Pools::from_toml_str("[pools.pg]\nbackend = \"postgres\"\n").unwrap_err();
+    assert!(err.to_string().contains("`url` is required"), "{err}");
+    let err = Pools::from_toml_str(
+        "[pools.pg]\nbackend = \"postgres\"\nurl = \"postgres://h/db\"\nread_timeout = \"1s\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string().contains(
+            "`read_timeout` is not a setting of backend \"postgres\" (its keys: url, \
+             connect_timeout, statement_timeout, tcp_user_timeout)"
+        ),
+        "{err}"
+    );
+
+    let err = Pools::from_toml_str(
+        "[pools.s]\nbackend = \"redis-sentinel\"\nurls = [\"redis://h:26379/\"]\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`service` is required for backend \"redis-sentinel\""),
+        "{err}"
+    );
+    let err = Pools::from_toml_str(
+        "[pools.s]\nbackend = \"redis-sentinel\"\nservice = \"cache\"\nurls = []\n",
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("at least one sentinel"), "{err}");
+    let err = Pools::from_toml_str(
+        "[pools.s]\nbackend = \"redis-sentinel\"\nservice = \"cache\"\n\
+         urls = [\"redis://h:26379/\"]\nurl = \"redis://h/\"\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`url` is not a setting of backend \"redis-sentinel\""),
+        "{err}"
+    );
 }
 
 #[test]
@@ -561,5 +600,84 @@ mod with_redis {
             .query(&mut *conn)
             .unwrap();
         assert!(pools.redis("sessions").is_err(), "not a single-server pool");
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod with_postgres {
+    use super::*;
+
+    #[test]
+    fn a_real_server() {
+        let Some(url) = servers::postgres_url("config::with_postgres::a_real_server") else {
+            return;
+        };
+        servers::set_env("STICKYPOOL_TEST_PG_URL_FROM_ENV", &url);
+        let pools = Pools::from_toml_str(
+            "[pools.main]\nbackend = \"postgres\"\nurl = \"${STICKYPOOL_TEST_PG_URL_FROM_ENV}\"\n\
+             max_size = 4\nmin_idle = 1\nconnection_timeout = \"5s\"\nreset_on_return = \"rollback\"\n\
+             connect_timeout = \"2s\"\nstatement_timeout = \"2.5s\"\ntcp_user_timeout = \"30s\"\n",
+        )
+        .unwrap();
+        let main = pools.postgres("main").unwrap();
+        let mut conn = main.get().unwrap();
+        let timeout: String = conn
+            .query_one("SHOW statement_timeout", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(timeout, "2500ms");
+        drop(conn);
+
+        // A wrong password fails the start, naming the alias and not the password.
+        let password = servers::url_password(&url).expect("the test URL has a password");
+        let wrong = url.replacen(
+            &format!(":{password}@"),
+            ":${STICKYPOOL_TEST_PG_WRONG_PW}@",
+            1,
+        );
+        servers::set_env("STICKYPOOL_TEST_PG_WRONG_PW", "wrong-pw-0815");
+        let err = Pools::from_toml_str(&format!(
+            "[pools.reporting]\nbackend = \"postgres\"\nurl = \"{wrong}\"\nmin_idle = 1\n\
+             connection_timeout = \"5s\"\n"
+        ))
+        .unwrap_err();
+        let message = err.to_string();
+        assert!(
+            message.starts_with("pool `reporting` (postgres) could not be started:"),
+            "{message}"
+        );
+        assert!(
+            message.contains("password authentication failed"),
+            "{message}"
+        );
+        assert!(!message.contains("wrong-pw-0815"), "{message}");
+    }
+}
+
+#[cfg(feature = "redis-sentinel")]
+mod with_redis_sentinel {
+    use super::*;
+
+    #[test]
+    fn a_real_sentinel_setup() {
+        let Some((urls, service)) = servers::sentinel("config::with_redis_sentinel") else {
+            return;
+        };
+        let list = urls
+            .iter()
+            .map(|u| format!("\"{u}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let pools = Pools::from_toml_str(&format!(
+            "[pools.cache]\nbackend = \"redis-sentinel\"\nurls = [{list}]\nservice = \"{service}\"\n\
+             db = 1\nconnect_timeout = \"1s\"\nresponse_timeout = \"5s\"\nmax_size = 2\n\
+             min_idle = 1\nconnection_timeout = \"10s\"\n"
+        ))
+        .unwrap();
+        let cache = pools.redis_sentinel("cache").unwrap();
+        let mut conn = cache.get().unwrap();
+        let info: String = redis::cmd("CLIENT").arg("INFO").query(&mut *conn).unwrap();
+        assert!(info.contains(" db=1 "), "{info}");
+        assert!(pools.redis("cache").is_err(), "not a single-server pool");
     }
 }

@@ -39,18 +39,38 @@
 
 use std::time::Duration;
 
+#[cfg(feature = "diesel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "diesel")))]
+pub mod diesel;
 #[cfg(feature = "mysql")]
 #[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
 pub mod mysql;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub mod postgres;
 #[cfg(feature = "r2d2")]
 #[cfg_attr(docsrs, doc(cfg(feature = "r2d2")))]
 pub mod r2d2;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
+#[cfg(feature = "redis-sentinel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-sentinel")))]
+pub mod redis_sentinel;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
+
+/// `ResetAction::Session` on PostgreSQL, one round trip: `ROLLBACK`, then what
+/// `DISCARD ALL` does except `DEALLOCATE ALL`. Drivers cache prepared statements of their
+/// own on the connection (the `postgres` crate its type lookups, diesel its statement
+/// cache) and would fail with "prepared statement does not exist" once they are gone.
+/// `DISCARD ALL` itself also refuses to run in the implicit transaction of a
+/// multi-statement query; these statements do not.
+#[cfg(any(feature = "postgres", feature = "diesel"))]
+const POSTGRES_SESSION_RESET: &str = "ROLLBACK; CLOSE ALL; SET SESSION AUTHORIZATION DEFAULT; \
+     RESET ALL; UNLISTEN *; SELECT pg_advisory_unlock_all(); DISCARD PLANS; DISCARD TEMP; \
+     DISCARD SEQUENCES";
 
 /// The socket timeout a check within `validation` needs, if it is shorter than the
 /// `io` timeout the connection already has; `None` when the connection's own is as

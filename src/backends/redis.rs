@@ -233,7 +233,7 @@ impl ManageConnection for RedisManager {
 
     fn is_valid_within(&self, conn: &mut Connection, timeout: Duration) -> RedisResult<()> {
         let set = |c: &Connection, t| c.set_read_timeout(t).and(c.set_write_timeout(t));
-        ping_within(conn, timeout, self.response_timeout, set)
+        check_within(conn, timeout, self.response_timeout, set, ping)
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
@@ -245,38 +245,8 @@ impl ManageConnection for RedisManager {
     }
 
     fn reset(&self, conn: &mut Connection, action: ResetAction) -> RedisResult<()> {
-        let mut pipe = redis::pipe();
-        match action {
-            ResetAction::None => return Ok(()),
-            ResetAction::Commit => {
-                pipe.cmd("EXEC");
-            }
-            ResetAction::Rollback | ResetAction::Session => {}
-        }
-        pipe.cmd("MULTI").cmd("DISCARD");
-        let select = action == ResetAction::Session;
-        if select {
-            pipe.cmd("SELECT")
-                .arg(self.client.get_connection_info().redis_settings().db());
-        }
-        // Server errors come back as `Value::ServerError` items, I/O errors as `Err`.
-        let replies: Vec<Value> = pipe.ignore_errors().query(conn)?;
-        let mut replies = replies.into_iter();
-        if action == ResetAction::Commit {
-            log_exec_reply(replies.next());
-        }
-        let _multi = replies.next(); // `OK`, or "nested" when a transaction was open.
-        check_discard(replies.next())?;
-        if select {
-            match replies.next() {
-                Some(Value::ServerError(e)) if e.kind() != Some(ServerErrorKind::NoPerm) => {
-                    return Err(e.into());
-                }
-                Some(_) => {}
-                None => return Err(missing_reply("SELECT")),
-            }
-        }
-        Ok(())
+        let db = self.client.get_connection_info().redis_settings().db();
+        reset_server(conn, action, db)
     }
 }
 
@@ -391,7 +361,7 @@ impl ManageConnection for RedisClusterManager {
             return ping(conn);
         };
         let set = |c: &ClusterConnection, t| c.set_read_timeout(t).and(c.set_write_timeout(t));
-        ping_within(conn, timeout, response_timeout, set)
+        check_within(conn, timeout, response_timeout, set, ping)
     }
 
     fn has_broken(&self, conn: &mut ClusterConnection) -> bool {
@@ -430,19 +400,56 @@ impl ManageConnection for RedisClusterManager {
     }
 }
 
-/// `PING` with the socket timeouts lowered to `timeout` when the connection's own
-/// (`own`) are longer, and restored afterwards; `set` sets read and write timeouts.
-fn ping_within<C: ConnectionLike>(
+/// The reset of a connection to one server (module docs); `Session` selects `db`.
+pub(super) fn reset_server(conn: &mut Connection, action: ResetAction, db: i64) -> RedisResult<()> {
+    let mut pipe = redis::pipe();
+    match action {
+        ResetAction::None => return Ok(()),
+        ResetAction::Commit => {
+            pipe.cmd("EXEC");
+        }
+        ResetAction::Rollback | ResetAction::Session => {}
+    }
+    pipe.cmd("MULTI").cmd("DISCARD");
+    let select = action == ResetAction::Session;
+    if select {
+        pipe.cmd("SELECT").arg(db);
+    }
+    // Server errors come back as `Value::ServerError` items, I/O errors as `Err`.
+    let replies: Vec<Value> = pipe.ignore_errors().query(conn)?;
+    let mut replies = replies.into_iter();
+    if action == ResetAction::Commit {
+        log_exec_reply(replies.next());
+    }
+    let _multi = replies.next(); // `OK`, or "nested" when a transaction was open.
+    check_discard(replies.next())?;
+    if select {
+        match replies.next() {
+            Some(Value::ServerError(e)) if e.kind() != Some(ServerErrorKind::NoPerm) => {
+                return Err(e.into());
+            }
+            Some(_) => {}
+            None => return Err(missing_reply("SELECT")),
+        }
+    }
+    Ok(())
+}
+
+/// `check` (a `PING`, say) with the socket timeouts lowered to `timeout` when the
+/// connection's own (`own`) are longer, and restored afterwards; `set` sets read and
+/// write timeouts.
+pub(super) fn check_within<C: ConnectionLike>(
     conn: &mut C,
     timeout: Duration,
     own: Option<Duration>,
     set: impl Fn(&C, Option<Duration>) -> RedisResult<()>,
+    check: impl Fn(&mut C) -> RedisResult<()>,
 ) -> RedisResult<()> {
     let Some(bound) = super::shorter_for_check(timeout, own) else {
-        return ping(conn);
+        return check(conn);
     };
     set(conn, Some(bound))?;
-    let checked = ping(conn);
+    let checked = check(conn);
     checked.and(set(conn, own))
 }
 

@@ -15,7 +15,7 @@ impl PoolConfig {
 
     /// Checks that the backend's keys are there and no other backend's are.
     fn check_keys(&self, alias: &str) -> Result<(), ConfigError> {
-        let given: [(&'static str, bool); 10] = [
+        let given: [(&'static str, bool); 15] = [
             ("url", self.url.is_some()),
             ("connect_timeout", self.connect_timeout.is_some()),
             ("response_timeout", self.response_timeout.is_some()),
@@ -26,12 +26,31 @@ impl PoolConfig {
             ("memory", self.memory.is_some()),
             ("init", self.init.is_some()),
             ("busy_timeout", self.busy_timeout.is_some()),
+            ("statement_timeout", self.statement_timeout.is_some()),
+            ("tcp_user_timeout", self.tcp_user_timeout.is_some()),
+            ("service", self.service.is_some()),
+            ("master_password", self.master_password.is_some()),
+            ("db", self.db.is_some()),
         ];
         let allowed: &[&str] = match self.backend {
             Backend::Mysql => &["url", "connect_timeout", "read_timeout", "write_timeout"],
             Backend::Redis => &["url", "connect_timeout", "response_timeout"],
             Backend::RedisCluster => &["urls", "connect_timeout", "response_timeout"],
             Backend::Sqlite => &["path", "memory", "init", "busy_timeout"],
+            Backend::Postgres => &[
+                "url",
+                "connect_timeout",
+                "statement_timeout",
+                "tcp_user_timeout",
+            ],
+            Backend::RedisSentinel => &[
+                "urls",
+                "service",
+                "master_password",
+                "db",
+                "connect_timeout",
+                "response_timeout",
+            ],
         };
         for (key, present) in given {
             if present && !allowed.contains(&key) {
@@ -47,11 +66,27 @@ impl PoolConfig {
             }
         }
         match self.backend {
-            Backend::Mysql | Backend::Redis if self.url.is_none() => Err(Self::invalid(
-                alias,
-                "url",
-                format!("is required for backend \"{}\"", self.backend),
-            )),
+            Backend::Mysql | Backend::Redis | Backend::Postgres if self.url.is_none() => {
+                Err(Self::invalid(
+                    alias,
+                    "url",
+                    format!("is required for backend \"{}\"", self.backend),
+                ))
+            }
+            Backend::RedisSentinel if self.urls.as_ref().is_none_or(Vec::is_empty) => {
+                Err(Self::invalid(
+                    alias,
+                    "urls",
+                    "is required for backend \"redis-sentinel\" and must list at least one sentinel",
+                ))
+            }
+            Backend::RedisSentinel if self.service.as_deref().is_none_or(str::is_empty) => {
+                Err(Self::invalid(
+                    alias,
+                    "service",
+                    "is required for backend \"redis-sentinel\": the name of the monitored master",
+                ))
+            }
             Backend::RedisCluster if self.urls.as_ref().is_none_or(Vec::is_empty) => {
                 Err(Self::invalid(
                     alias,
@@ -220,6 +255,65 @@ impl PoolConfig {
                         .build(manager)
                         .map_err(|e| failed(e.to_string()))?;
                     return Ok(crate::registry::Entry::new(pool, "sqlite"));
+                }
+                Err(missing())
+            }
+            Backend::Postgres => {
+                #[cfg(feature = "postgres")]
+                {
+                    use crate::backends::postgres::PostgresManager;
+                    let mut manager = PostgresManager::from_url(&url(secrets)?)
+                        .map_err(|e| failed(format!("invalid `url`: {e}")))?;
+                    if let Some(t) = self.connect_timeout {
+                        manager = manager.connect_timeout(t.0);
+                    }
+                    if let Some(t) = self.statement_timeout {
+                        manager = manager.statement_timeout(t.duration());
+                    }
+                    if let Some(t) = self.tcp_user_timeout {
+                        manager = manager.tcp_user_timeout(t.0);
+                    }
+                    let pool = self
+                        .builder(alias)
+                        .build(manager)
+                        .map_err(|e| failed(e.to_string()))?;
+                    return Ok(crate::registry::Entry::new(pool, "postgres"));
+                }
+                Err(missing())
+            }
+            Backend::RedisSentinel => {
+                #[cfg(feature = "redis-sentinel")]
+                {
+                    use crate::backends::redis_sentinel::RedisSentinelManager;
+                    let urls = self
+                        .urls
+                        .iter()
+                        .flatten()
+                        .map(|u| expand(u, alias, "urls", secrets))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    let service = self.service.clone().unwrap_or_default();
+                    let mut manager =
+                        RedisSentinelManager::new(urls.iter().map(String::as_str), service)
+                            .map_err(|e| failed(format!("invalid `urls`: {e}")))?;
+                    if let Some(password) = &self.master_password {
+                        let password = expand(password, alias, "master_password", secrets)?;
+                        secrets.push(password.clone());
+                        manager = manager.master_password(password);
+                    }
+                    if let Some(db) = self.db {
+                        manager = manager.master_db(db);
+                    }
+                    if let Some(t) = self.connect_timeout {
+                        manager = manager.connect_timeout(t.0);
+                    }
+                    if let Some(t) = self.response_timeout {
+                        manager = manager.response_timeout(t.0);
+                    }
+                    let pool = self
+                        .builder(alias)
+                        .build(manager)
+                        .map_err(|e| failed(e.to_string()))?;
+                    return Ok(crate::registry::Entry::new(pool, "redis-sentinel"));
                 }
                 Err(missing())
             }

@@ -37,7 +37,8 @@
 //!   `max_lifetime`, `keepalive_interval`, `leak_detection_threshold`, `max_waiters`)
 //!   also accept `"off"` or `false` for `None`. A missing key keeps the builder's
 //!   default.
-//! * **Environment variables**: `${NAME}` in `url`, `urls`, `path` and `init` is
+//! * **Environment variables**: `${NAME}` in `url`, `urls`, `path`, `init` and
+//!   `master_password` is
 //!   replaced by the variable's value when the pools are built (not when the file is
 //!   parsed, so the substituted text can never change the file's structure); `$$` is a
 //!   literal `$`, and a `$` not followed by `{` is kept as is. A variable that is not
@@ -47,7 +48,8 @@
 //!   file, which is one more reason to keep passwords in variables.)
 //! * **Backends and features.** The `config` feature does not turn the backends on:
 //!   `backend = "mysql"` needs the `mysql` feature, `"redis"` and `"redis-cluster"` the
-//!   `redis` feature, `"sqlite"` the `sqlite` feature. A file naming a backend whose
+//!   `redis` feature, `"sqlite"` the `sqlite` feature, `"postgres"` the `postgres` feature,
+//!   `"redis-sentinel"` the `redis-sentinel` feature. A file naming a backend whose
 //!   feature is off parses, and building it fails with an error saying which feature to
 //!   enable. This keeps a service that only uses Redis from compiling a MySQL driver.
 //!
@@ -56,7 +58,9 @@
 //! | `mysql` | `url` (`mysql://user:password@host:port/db?options`); optional `connect_timeout` (duration, default 10 s), `read_timeout` and `write_timeout` (duration or `"off"`, default 60 s) |
 //! | `redis` | `url` (`redis://[user][:password@]host[:port][/db]`, `rediss://`, `redis+unix://`); optional `connect_timeout`, `response_timeout` (durations) |
 //! | `redis-cluster` | `urls = ["redis://node1:6379", ...]`; optional `connect_timeout`, `response_timeout` |
-//! | `sqlite` | `path = "file.db"` (relative to the working directory) or `memory = true`; optional `init` (SQL run on every new connection) |
+//! | `sqlite` | `path = "file.db"` (relative to the working directory) or `memory = true`; optional `init` (SQL run on every new connection), `busy_timeout` |
+//! | `postgres` | `url` (`postgres://user:password@host:port/db?options` or `host=... user=...`); optional `connect_timeout` (default 10 s), `statement_timeout` (duration or `"off"`, default the server's), `tcp_user_timeout` (default 60 s) |
+//! | `redis-sentinel` | `urls = ["redis://sentinel1:26379", ...]` (the sentinels), `service` (the monitored master's name); optional `master_password`, `db`, `connect_timeout`, `response_timeout` |
 //!
 //! A service that keeps the pools inside its own configuration file can embed
 //! [`PoolsConfig`] in its own `Deserialize` struct and pass it to
@@ -121,6 +125,10 @@ pub enum Backend {
     RedisCluster,
     /// `"sqlite"`: `SqliteManager` (feature `sqlite`).
     Sqlite,
+    /// `"postgres"`: `PostgresManager` (feature `postgres`).
+    Postgres,
+    /// `"redis-sentinel"`: `RedisSentinelManager` (feature `redis-sentinel`).
+    RedisSentinel,
 }
 
 impl Backend {
@@ -131,6 +139,8 @@ impl Backend {
             Backend::Redis => "redis",
             Backend::RedisCluster => "redis-cluster",
             Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::RedisSentinel => "redis-sentinel",
         }
     }
 
@@ -140,6 +150,8 @@ impl Backend {
             Backend::Mysql => "mysql",
             Backend::Redis | Backend::RedisCluster => "redis",
             Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+            Backend::RedisSentinel => "redis-sentinel",
         }
     }
 }
@@ -178,12 +190,21 @@ impl From<ResetSetting> for ResetAction {
 pub struct PoolConfig {
     /// Which backend.
     pub backend: Backend,
-    /// Where to connect (`mysql`, `redis`).
+    /// Where to connect (`mysql`, `redis`, `postgres`).
     #[serde(default)]
     pub url: Option<String>,
-    /// The node URLs (`redis-cluster`).
+    /// The node URLs (`redis-cluster`), or the sentinels' URLs (`redis-sentinel`).
     #[serde(default)]
     pub urls: Option<Vec<String>>,
+    /// The name of the service whose master to connect to (`redis-sentinel`).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// The master's password (`redis-sentinel`).
+    #[serde(default)]
+    pub master_password: Option<String>,
+    /// The database connections select (`redis-sentinel`).
+    #[serde(default)]
+    pub db: Option<i64>,
     /// The database file (`sqlite`).
     #[serde(default)]
     pub path: Option<String>,
@@ -193,10 +214,11 @@ pub struct PoolConfig {
     /// SQL run on every new connection (`sqlite`).
     #[serde(default)]
     pub init: Option<String>,
-    /// Bound on opening a connection (`mysql`, `redis`, `redis-cluster`).
+    /// Bound on opening a connection (`mysql`, `redis`, `redis-cluster`, `postgres`,
+    /// `redis-sentinel`).
     #[serde(default)]
     connect_timeout: Option<DurationSetting>,
-    /// Bound on each command's reply (`redis`, `redis-cluster`).
+    /// Bound on each command's reply (`redis`, `redis-cluster`, `redis-sentinel`).
     #[serde(default)]
     response_timeout: Option<DurationSetting>,
     /// Bound on each read from the server, or `"off"` (`mysql`).
@@ -208,6 +230,12 @@ pub struct PoolConfig {
     /// How long a statement waits for a locked database (`sqlite`).
     #[serde(default)]
     busy_timeout: Option<DurationSetting>,
+    /// The server-side `statement_timeout`, or `"off"` (`postgres`).
+    #[serde(default)]
+    statement_timeout: Option<Off<DurationSetting>>,
+    /// How long sent data may stay unacknowledged (`postgres`).
+    #[serde(default)]
+    tcp_user_timeout: Option<DurationSetting>,
     #[serde(default)]
     name: Option<String>,
     #[serde(default)]

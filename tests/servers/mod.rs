@@ -6,7 +6,11 @@
 //! * `STICKYPOOL_REDIS_URL`: `redis://127.0.0.1:<port>/`
 //! * `STICKYPOOL_REDIS_CLUSTER_URLS`: comma-separated node URLs of a 3-master cluster
 //! * `STICKYPOOL_MYSQL_URL`: `mysql://user:password@127.0.0.1:<port>/db`
-//! * `STICKYPOOL_SERVER_CTL`: a script taking `kill|start redis|mysql`
+//! * `STICKYPOOL_POSTGRES_URL`: `postgres://user:password@127.0.0.1:<port>/db`
+//! * `STICKYPOOL_SENTINEL_URLS`, `STICKYPOOL_SENTINEL_SERVICE`: three sentinels watching
+//!   a master with one replica
+//! * `STICKYPOOL_SERVER_CTL`: a script taking `kill|start redis|mysql|postgres` and the
+//!   sentinel verbs
 //! * `STICKYPOOL_REQUIRE_SERVERS=1`: a missing variable fails the test instead of
 //!   skipping it.
 #![allow(dead_code)]
@@ -19,6 +23,9 @@ use std::time::{Duration, Instant};
 pub const REDIS_URL: &str = "STICKYPOOL_REDIS_URL";
 pub const REDIS_CLUSTER_URLS: &str = "STICKYPOOL_REDIS_CLUSTER_URLS";
 pub const MYSQL_URL: &str = "STICKYPOOL_MYSQL_URL";
+pub const POSTGRES_URL: &str = "STICKYPOOL_POSTGRES_URL";
+pub const SENTINEL_URLS: &str = "STICKYPOOL_SENTINEL_URLS";
+pub const SENTINEL_SERVICE: &str = "STICKYPOOL_SENTINEL_SERVICE";
 pub const SERVER_CTL: &str = "STICKYPOOL_SERVER_CTL";
 pub const REQUIRE_SERVERS: &str = "STICKYPOOL_REQUIRE_SERVERS";
 
@@ -62,6 +69,19 @@ pub fn redis_cluster_urls(test: &str) -> Option<Vec<String>> {
 /// `STICKYPOOL_MYSQL_URL`, or skip.
 pub fn mysql_url(test: &str) -> Option<String> {
     env_or_skip(test, MYSQL_URL)
+}
+
+/// `STICKYPOOL_POSTGRES_URL`, or skip.
+pub fn postgres_url(test: &str) -> Option<String> {
+    env_or_skip(test, POSTGRES_URL)
+}
+
+/// The sentinel URLs and the service name, or skip.
+pub fn sentinel(test: &str) -> Option<(Vec<String>, String)> {
+    let urls = env_or_skip(test, SENTINEL_URLS)?;
+    let service = env_or_skip(test, SENTINEL_SERVICE)?;
+    let urls = urls.split(',').map(str::trim).filter(|u| !u.is_empty());
+    Some((urls.map(str::to_owned).collect(), service))
 }
 
 /// The password inside a URL like `scheme://user:password@host/...`, if any.
@@ -129,6 +149,7 @@ pub fn join_all(
 pub enum Server {
     Redis,
     Mysql,
+    Postgres,
 }
 
 impl Server {
@@ -136,6 +157,7 @@ impl Server {
         match self {
             Server::Redis => "redis",
             Server::Mysql => "mysql",
+            Server::Postgres => "postgres",
         }
     }
 }
@@ -153,18 +175,25 @@ impl ServerCtl {
     }
 
     fn run(&self, action: &str, server: Server) {
+        self.run_verb(action, server.name());
+    }
+
+    /// Runs `ctl <action> <target>`, panicking if it fails; returns what it printed.
+    pub fn run_verb(&self, action: &str, target: &str) -> String {
         let started = Instant::now();
-        let status = Command::new(&self.script)
-            .args([action, server.name()])
-            .status()
+        let output = Command::new(&self.script)
+            .args([action, target])
+            .stderr(std::process::Stdio::inherit())
+            .output()
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", self.script));
         assert!(
-            status.success(),
-            "`{} {action} {}` failed: {status}",
+            output.status.success(),
+            "`{} {action} {target}` failed: {}",
             self.script,
-            server.name()
+            output.status
         );
-        eprintln!("{action} {} took {:?}", server.name(), started.elapsed());
+        eprintln!("{action} {target} took {:?}", started.elapsed());
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Kills the server (SIGKILL) and returns once it is gone. The returned guard
@@ -228,9 +257,11 @@ impl Drop for Outage<'_> {
 pub fn lock(server: Server) -> MutexGuard<'static, ()> {
     static REDIS: Mutex<()> = Mutex::new(());
     static MYSQL: Mutex<()> = Mutex::new(());
+    static POSTGRES: Mutex<()> = Mutex::new(());
     let mutex = match server {
         Server::Redis => &REDIS,
         Server::Mysql => &MYSQL,
+        Server::Postgres => &POSTGRES,
     };
     mutex
         .lock()
