@@ -108,7 +108,7 @@ impl fmt::Display for Error {
             Error::Timeout { waited, last_error } => {
                 write!(f, "timed out after {waited:?} waiting for a connection")?;
                 match last_error {
-                    Some(e) => write!(f, "; the last connect attempt failed: {e}"),
+                    Some(e) => write!(f, "; the last connect attempt failed: {}", Chain(&**e)),
                     None => Ok(()),
                 }
             }
@@ -123,11 +123,11 @@ impl fmt::Display for Error {
                      and no connection is open)"
                 )?;
                 match last_error {
-                    Some(e) => write!(f, "; the last connect attempt failed: {e}"),
+                    Some(e) => write!(f, "; the last connect attempt failed: {}", Chain(&**e)),
                     None => Ok(()),
                 }
             }
-            Error::Connect(e) => write!(f, "could not open a connection: {e}"),
+            Error::Connect(e) => write!(f, "could not open a connection: {}", Chain(&**e)),
             Error::TooManyWaiters { limit } => write!(
                 f,
                 "too many threads waiting for a connection (max_waiters = {limit})"
@@ -155,6 +155,27 @@ impl std::error::Error for Error {
         };
         // The driver's error itself, not the `Arc` around it, so `downcast_ref` works.
         Some(&**cause)
+    }
+}
+
+/// An error with its sources, `outer: inner: innermost`, skipping a source whose text
+/// the message already holds. Some drivers put the server's words only in the
+/// source: the `postgres` crate's `Display` is just "db error".
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut message = self.0.to_string();
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !text.is_empty() && !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
+        f.write_str(&message)
     }
 }
 

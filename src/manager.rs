@@ -14,6 +14,8 @@
 use std::fmt;
 use std::time::Duration;
 
+use crate::error::Chain;
+
 /// What to do with a connection's session when it comes back to the pool.
 ///
 /// Set with [`Builder::reset_on_return`](crate::Builder::reset_on_return) and passed
@@ -285,13 +287,13 @@ impl<E, T: HandleError<E> + ?Sized> HandleError<E> for std::sync::Arc<T> {
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LoggingErrorHandler;
 
-impl<E: fmt::Display> HandleError<E> for LoggingErrorHandler {
+impl<E: std::error::Error + 'static> HandleError<E> for LoggingErrorHandler {
     fn handle_error(&self, error: E) {
-        log::error!("{error}");
+        log::error!("{}", Chain(&error));
     }
 
     fn handle_error_in_place(&self, pool: &str, origin: ErrorOrigin, error: &E) -> bool {
-        log::warn!("pool '{pool}': {origin}: {error}");
+        log::warn!("pool '{pool}': {origin}: {}", Chain(error));
         true
     }
 }

@@ -177,7 +177,7 @@ max_sise = 16
 fn bad_values_are_errors_with_their_line() {
     let cases = [
         ("reset_on_return = \"rolback\"", "unknown variant `rolback`"),
-        ("backend = \"postgres\"", "unknown variant `postgres`"),
+        ("backend = \"mongodb\"", "unknown variant `mongodb`"),
         ("max_size = \"many\"", "invalid type"),
         ("max_size = -1", "max_size"),
         (

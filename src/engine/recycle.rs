@@ -8,7 +8,7 @@ use super::Shared;
 use super::slot::{Checkout, PoolEntry};
 use crate::bag::Ticket;
 use crate::clock;
-use crate::error::{ErrorMessage, SharedError};
+use crate::error::{Chain, ErrorMessage, SharedError};
 use crate::event::ReleaseEvent;
 use crate::manager::{CloseReason, ErrorOrigin, ManageConnection, ResetAction};
 use crate::stats::Counters;
@@ -97,7 +97,7 @@ impl<M: ManageConnection> Shared<M> {
             handler.handle_error_in_place(&self.config.name, origin, &error)
         });
         if in_place == Some(false) {
-            let kept = Arc::new(ErrorMessage(error.to_string()));
+            let kept = Arc::new(ErrorMessage(Chain(&error).to_string()));
             self.hook("HandleError::handle_error", || handler.handle_error(error));
             kept
         } else {
