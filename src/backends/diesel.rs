@@ -7,7 +7,6 @@
 //! pool (Cargo unifies them with stickypool's dependency).
 //!
 //! ```no_run
-//! # #[cfg(feature = "sqlite")] mod m {}
 //! use diesel::prelude::*;
 //! use diesel::sql_types::Integer;
 //! use stickypool::backends::diesel::DieselManager;
