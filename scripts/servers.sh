@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# Throwaway Redis, Redis Cluster and MariaDB servers for the stickypool tests.
+# Throwaway Redis, Redis Cluster, Redis Sentinel, MariaDB and PostgreSQL servers for
+# the stickypool tests.
 #
 # Usage (by hand, from the repository root):
 #
@@ -11,29 +12,65 @@
 # calling shell. scripts/test sources it before running the tests.
 #
 # What it does:
-#   * Installs redis-server, redis-tools, mariadb-server and mariadb-client with
-#     apt-get when the binaries are missing (root only; otherwise it fails with a
-#     message). Already-installed packages are left alone.
+#   * Installs, with apt-get, those of redis-server, redis-tools, mariadb-server,
+#     mariadb-client, postgresql, postgresql-client, libpq-dev and pkg-config whose
+#     binaries (or libpq's header, or the postgres user) are missing (root only;
+#     otherwise it fails with a message naming them). Installed packages are left
+#     alone (not upgraded). libpq-dev and pkg-config are for the build, not the
+#     servers: diesel's PostgreSQL backend links libpq, so scripts/test sources
+#     this file before clippy.
 #   * Creates a temporary directory (mktemp -d) holding all data, logs, pid files
 #     and sockets, picks free loopback ports (never fixed ones), and starts, bound
 #     to 127.0.0.1 only and without persistence:
 #       - one plain redis-server,
 #       - a Redis Cluster of three masters (no replicas), waiting for
 #         cluster_state:ok on every node,
+#       - a Redis Sentinel setup: one master, one replica of it and three
+#         sentinels (redis-server --sentinel) monitoring it as `stickypool`, quorum
+#         2, down-after-milliseconds 1000, failover-timeout 10000, parallel-syncs
+#         1; waiting until the replica's link is up and every sentinel knows the
+#         master, its replica and the two other sentinels,
 #       - a MariaDB server with database `stickypool` and user `stickypool`
 #         (password `stickypool-secret`, host 127.0.0.1 and localhost) that has all
 #         privileges on stickypool.* plus PROCESS; max_connections is 500,
-#         default character set utf8mb4.
+#         default character set utf8mb4,
+#       - a PostgreSQL server (the newest /usr/lib/postgresql/*/bin) with database
+#         `stickypool` owned by role `stickypool` (password `stickypool-secret`,
+#         member of pg_read_all_stats, so it sees every row of pg_stat_activity);
+#         scram-sha-256 over TCP (a wrong password is rejected), trust on its unix
+#         socket (in <dir>/postgres) for the setup; max_connections is 300, fsync,
+#         synchronous_commit and full_page_writes are off. PostgreSQL refuses to
+#         run as root: as root it runs as the `postgres` user of the Debian package
+#         (which then may traverse <dir>, mode 711), otherwise as yourself.
 #   * Exports:
 #       STICKYPOOL_REDIS_URL           redis://127.0.0.1:<port>/
 #       STICKYPOOL_REDIS_CLUSTER_URLS  redis://127.0.0.1:<p1>/,redis://127.0.0.1:<p2>/,redis://127.0.0.1:<p3>/
 #       STICKYPOOL_MYSQL_URL           mysql://stickypool:stickypool-secret@127.0.0.1:<port>/stickypool
+#       STICKYPOOL_POSTGRES_URL        postgres://stickypool:stickypool-secret@127.0.0.1:<port>/stickypool
+#       STICKYPOOL_SENTINEL_URLS       redis://127.0.0.1:<s1>/,redis://127.0.0.1:<s2>/,redis://127.0.0.1:<s3>/
+#       STICKYPOOL_SENTINEL_SERVICE    stickypool (the master name the sentinels monitor)
 #       STICKYPOOL_SERVER_CTL          <dir>/ctl, a script tests run to break servers:
-#                                        ctl kill redis|mysql   SIGKILL, wait until gone
-#                                        ctl start redis|mysql  restart on the same port
-#                                                               and data, wait until up
-#                                        ctl stop-all           stop every server
-#       STICKYPOOL_SERVERS_DIR         <dir> (logs: <dir>/redis/log, <dir>/mysql/log, ...)
+#                                        ctl kill S     SIGKILL, wait until gone (S is
+#                                                       redis, mysql or postgres;
+#                                                       postgres: the postmaster, then
+#                                                       wait for its children to exit)
+#                                        ctl start S    restart on the same port and
+#                                                       data, wait until up
+#                                        ctl pause S    SIGSTOP (a hung server)
+#                                        ctl resume S   SIGCONT
+#                                        ctl kill sentinel-master
+#                                                       SIGKILL the Sentinel setup's
+#                                                       current master; prints its port
+#                                        ctl start sentinel-nodes
+#                                                       restart the killed data node;
+#                                                       the sentinels make it a replica
+#                                        ctl wait sentinel-healthy
+#                                                       wait (up to 60 s) until the
+#                                                       setup can fail over again
+#                                        ctl stop-all   stop every server
+#                                      (details in scripts/servers-ctl)
+#       STICKYPOOL_SERVERS_DIR         <dir> (logs: <dir>/redis/log, <dir>/mysql/log,
+#                                      <dir>/postgres/log, <dir>/sentinel/*/log, ...)
 #     The cluster nodes are not covered by `ctl kill/start`.
 #   * Each shell gets its own ports and directory, so concurrent runs do not clash.
 #     Sourcing it again in the same shell stops the previous servers first.
@@ -62,6 +99,7 @@ stickypool_servers_stop() {
     "$dir/ctl" stop-all || true
     rm -rf -- "$dir"
     unset STICKYPOOL_REDIS_URL STICKYPOOL_REDIS_CLUSTER_URLS STICKYPOOL_MYSQL_URL \
+      STICKYPOOL_POSTGRES_URL STICKYPOOL_SENTINEL_URLS STICKYPOOL_SENTINEL_SERVICE \
       STICKYPOOL_SERVER_CTL STICKYPOOL_SERVERS_DIR
   fi
   return 0
@@ -88,39 +126,71 @@ _stickypool_apt_get() {
   rm -f "$out"
 }
 
-_stickypool_servers_install() {
-  # Local PATH: the server binaries live in /usr/sbin, not on every user's PATH.
-  local PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" bin missing=() made_policy='' rc=0
-  for bin in redis-server redis-cli mariadbd mariadb-install-db mariadb mariadb-admin; do
-    command -v "$bin" >/dev/null || missing+=("$bin")
+# True if the PostgreSQL server binaries are there: in /usr/lib/postgresql/<version>/bin
+# (Debian keeps them off PATH), else on PATH. servers-ctl looks for them the same way.
+_stickypool_have_postgres() {
+  local dir
+  for dir in /usr/lib/postgresql/*/bin; do
+    [[ -x $dir/initdb && -x $dir/postgres ]] && return 0
   done
-  ((${#missing[@]} > 0)) || return 0
+  command -v initdb >/dev/null && command -v postgres >/dev/null
+}
+
+# Prints what the servers (and the build: libpq) need and is missing, one
+# "WHAT:PACKAGES" a line.
+_stickypool_servers_missing() {
+  # Local PATH: the server binaries live in /usr/sbin, not on every user's PATH.
+  local PATH="$PATH:/usr/local/sbin:/usr/sbin:/sbin" bin_package
+  for bin_package in redis-server:redis-server redis-cli:redis-tools \
+    mariadbd:mariadb-server mariadb-install-db:mariadb-server \
+    mariadb:mariadb-client mariadb-admin:mariadb-client \
+    psql:postgresql-client pkg-config:pkg-config; do
+    command -v "${bin_package%%:*}" >/dev/null || echo "$bin_package"
+  done
+  _stickypool_have_postgres || echo "initdb/postgres:postgresql postgresql-client"
+  [[ -e /usr/include/postgresql/libpq-fe.h ]] || pkg-config --exists libpq 2>/dev/null ||
+    echo "libpq:libpq-dev pkg-config"
+  # PostgreSQL refuses to run as root; as root, servers-ctl runs it as this user.
+  ((EUID != 0)) || id -u postgres >/dev/null 2>&1 || echo "user postgres:postgresql"
+}
+
+# Installs the packages for what is missing, only those: `apt-get install` would
+# also upgrade an installed package it is given.
+_stickypool_servers_install() {
+  local lines=() line missing=() packages=() package made_policy='' rc=0
+  mapfile -t lines < <(_stickypool_servers_missing)
+  ((${#lines[@]} > 0)) || return 0
+  for line in "${lines[@]}"; do
+    missing+=("${line%%:*}")
+    read -ra line <<<"${line#*:}"
+    for package in "${line[@]}"; do
+      [[ " ${packages[*]} " == *" $package "* ]] || packages+=("$package")
+    done
+  done
 
   if ((EUID != 0)); then
     echo "stickypool servers: missing ${missing[*]}; install them as root:" >&2
-    echo "  apt-get install redis-server redis-tools mariadb-server mariadb-client" >&2
+    echo "  apt-get install ${packages[*]}" >&2
     return 1
   fi
-  echo "stickypool servers: installing redis and mariadb (missing: ${missing[*]})" >&2
-  # Keep the packages from starting their system-wide services (ports 6379/3306):
-  # we only need the binaries. policy-rc.d is honoured by invoke-rc.d and
+  echo "stickypool servers: installing ${packages[*]} (missing: ${missing[*]})" >&2
+  # Keep the packages from starting their system-wide services (ports 6379, 3306,
+  # 5432): we only need the binaries. policy-rc.d is honoured by invoke-rc.d and
   # deb-systemd-invoke; an existing one (Docker images ship one) is left as is.
   if [[ ! -e /usr/sbin/policy-rc.d ]]; then
     printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 755 /usr/sbin/policy-rc.d &&
       made_policy=1
   fi
   _stickypool_apt_get update &&
-    _stickypool_apt_get install -y --no-install-recommends \
-      redis-server redis-tools mariadb-server mariadb-client || rc=1
+    _stickypool_apt_get install -y --no-install-recommends "${packages[@]}" || rc=1
   [[ -z $made_policy ]] || rm -f /usr/sbin/policy-rc.d
   ((rc == 0)) || return 1
 
-  for bin in "${missing[@]}"; do
-    command -v "$bin" >/dev/null || {
-      echo "stickypool servers: $bin is still missing after apt-get install" >&2
-      return 1
-    }
-  done
+  mapfile -t lines < <(_stickypool_servers_missing)
+  if ((${#lines[@]} > 0)); then
+    echo "stickypool servers: still missing after apt-get install: ${lines[*]%%:*}" >&2
+    return 1
+  fi
 }
 
 # Append stickypool_servers_stop to the current EXIT trap (once). It goes last so
