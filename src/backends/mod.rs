@@ -4,22 +4,30 @@
 //! |---|---|---|---|
 //! | `mysql` | `mysql` | `MysqlManager` | [`mysql`](https://docs.rs/mysql) 28 (pure Rust, no TLS by default) |
 //! | `redis` | `redis` | `RedisManager`, `RedisClusterManager` | [`redis`](https://docs.rs/redis) 1.x |
+//! | `redis_sentinel` | `redis-sentinel` | `RedisSentinelManager` | [`redis`](https://docs.rs/redis) 1.x, through Redis Sentinel |
 //! | `sqlite` | `sqlite` | `SqliteManager` | [`rusqlite`](https://docs.rs/rusqlite) (bundled SQLite) |
+//! | `postgres` | `postgres` | `PostgresManager` | [`postgres`](https://docs.rs/postgres) 0.19 |
+//! | `diesel` | `diesel` | `DieselManager<C>` | [`diesel`](https://docs.rs/diesel) 2.3, any connection type |
 //! | `r2d2` | `r2d2` | `R2d2Adapter` | any [`r2d2`](https://docs.rs/r2d2) manager |
 //!
 //! Every manager uses its driver's own error type as
 //! [`ManageConnection::Error`](crate::ManageConnection::Error) and its driver's own
-//! option types (`mysql::Opts`, `redis::ConnectionInfo`, `rusqlite::OpenFlags`), so TLS,
+//! option types (`mysql::Opts`, `redis::ConnectionInfo`, `rusqlite::OpenFlags`,
+//! `postgres::Config` and its TLS connector), so TLS,
 //! authentication and timeouts are configured exactly as the driver documents them.
 //! None of the managers prints a password in its `Debug` output.
 //!
 //! The features pull the drivers in without any TLS implementation and without C code
 //! beyond SQLite itself (`mysql` with `default-features = false, features =
-//! ["default-rust"]`, `redis` with `default-features = false, features = ["cluster"]`).
+//! ["default-rust"]`, `redis` with `default-features = false, features = ["cluster"]`,
+//! `postgres` with `NoTls`; `diesel` turns on none of diesel's backends, whose
+//! PostgreSQL and MySQL ones link libpq and libmysqlclient).
 //! To connect over TLS, enable the driver's own TLS feature in your `Cargo.toml`
 //! (`mysql`: `rustls-tls` or `native-tls`; `redis`: `tls-rustls` or `tls-native-tls`);
 //! Cargo unifies it with stickypool's dependency, and the TLS options of the driver's
 //! `Opts`/`ConnectionInfo` (or a `rediss://` URL) then apply to the managers as they are.
+//! `PostgresManager::new` takes any TLS connector (`postgres-native-tls`,
+//! `postgres-openssl`), as `postgres::Config::connect` does.
 //!
 //! What each manager does in the three hooks the pool calls:
 //!
@@ -27,15 +35,19 @@
 //! |---|---|---|---|
 //! | MySQL | `COM_PING` | always `false` (the driver exposes no state) | `COMMIT`, `ROLLBACK` or `COM_RESET_CONNECTION` |
 //! | Redis | `PING` | `!is_open()` | `MULTI` + `DISCARD`, one round trip (`EXEC` first to commit) |
+//! | Redis Sentinel | `ROLE` must be `master` | `!is_open()` | as Redis |
 //! | SQLite | `SELECT 1` | `false` | `ROLLBACK`/`COMMIT` only if `!is_autocommit()` |
+//! | PostgreSQL | empty query, bounded | `is_closed()` | `ROLLBACK`, `COMMIT`, or `DISCARD ALL`'s work but `DEALLOCATE ALL` |
+//! | diesel | diesel's ping | diesel's `is_broken()` | `ROLLBACK`/`COMMIT` (and the PostgreSQL session reset) |
 //! | r2d2 | forwarded | forwarded | nothing |
 //!
 //! The MySQL and Redis managers implement
 //! [`is_valid_within`](crate::ManageConnection::is_valid_within): for the check, the
 //! socket's read and write timeouts are lowered to the pool's
 //! [`validation_timeout`](crate::Builder::validation_timeout) when it is shorter than
-//! the manager's own, and restored afterwards. SQLite's check does no I/O that can
-//! hang; an r2d2 manager's check is forwarded unbounded.
+//! the manager's own, and restored afterwards. PostgreSQL's check is the driver's
+//! `Client::is_valid` with that timeout. SQLite's check does no I/O that can hang; diesel's ping and an
+//! r2d2 manager's check are bounded only by the driver's own timeouts.
 
 use std::time::Duration;
 
