@@ -879,4 +879,18 @@ mod hung_servers {
         let manager = RedisManager::new(redis_url.as_str()).unwrap();
         validation_bounds_every_borrow(test, &ctl, Server::Redis, manager);
     }
+
+    /// The driver has no read timeout at all; `Client::is_valid` bounds the check.
+    #[cfg(feature = "postgres")]
+    #[test]
+    fn validation_timeout_bounds_a_borrow_from_a_hung_postgres_server() {
+        let test = "validation_timeout_bounds_a_borrow_from_a_hung_postgres_server";
+        let (Some(url), Some(ctl)) = (servers::postgres_url(test), ServerCtl::from_env(test))
+        else {
+            return;
+        };
+        let _postgres = servers::lock(Server::Postgres);
+        let manager = stickypool::backends::postgres::PostgresManager::from_url(&url).unwrap();
+        validation_bounds_every_borrow(test, &ctl, Server::Postgres, manager);
+    }
 }

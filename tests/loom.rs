@@ -209,6 +209,46 @@ fn a_return_racing_a_new_waiter_is_never_lost() {
     }
 }
 
+/// Opens a connection for a waiter if one waits and a slot is empty, as the pool's
+/// `open_for_waiters` does (here the "connect" is instant).
+fn open_for_waiters(bag: &Bag<u32>) {
+    if bag.waiters() > 0
+        && let Some(ticket) = bag.reserve_empty(0)
+    {
+        bag.with_value(&ticket, |v| *v = Some(0));
+        bag.give_back(ticket).unwrap();
+    }
+}
+
+/// A slot freed (a failed connection closed on the pool's closer thread) while a
+/// borrower registers: either the borrower's own call after registering finds the empty
+/// slot, or the freeing thread's call sees the waiter; a connection is opened for it
+/// either way. Fails (a deadlock) if `Bag::free` stores `EMPTY` without the barrier
+/// that pairs with the waiters' re-check.
+#[test]
+fn a_slot_freed_while_a_borrower_registers_serves_it() {
+    model(3, || {
+        let bag = Arc::new(Bag::<u32>::new(1, HAND_OFF));
+        let closing = bag.reserve_empty(0).unwrap();
+        let closer = {
+            let bag = bag.clone();
+            thread::spawn(move || {
+                bag.free(closing);
+                open_for_waiters(&bag);
+            })
+        };
+        let mut turn = Turn::new(Instant::now());
+        match bag.wait(&mut turn, &Forever, None, || open_for_waiters(&bag)) {
+            Wait::Got(ticket) => {
+                use_it(&bag, &ticket);
+                bag.give_back(ticket).unwrap();
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        closer.join().unwrap();
+    });
+}
+
 /// Fails (a lost increment: the total is not 3) if a waiter whose re-check finds a
 /// slot takes it without leaving the queue: a giver then hands the same slot to that
 /// ghost waiter.

@@ -41,7 +41,8 @@
 //!   timeout, so a server process that is alive but stopped (the kernel still
 //!   acknowledges) is bounded only where the pool asks: the borrow-time check and the
 //!   keepalive use [`Client::is_valid`] with the pool's
-//!   [`validation_timeout`](crate::Builder::validation_timeout).
+//!   [`validation_timeout`](crate::Builder::validation_timeout). The reset on return
+//!   and the borrower's own queries wait as long as such a server does.
 //!
 //! # What the hooks do
 //!

@@ -213,7 +213,13 @@ impl<T, X> Bag<T, X> {
     /// that pairs with the waiters' re-check; `before` is `signal` as read before.
     #[inline]
     fn publish(&self, slot: &Slot<T, X>, before: Signal) -> Signal {
-        slot.state.store(IDLE, Ordering::Release);
+        self.publish_as(slot, IDLE, before)
+    }
+
+    /// `publish` with the slot's new `state`: `IDLE`, or `EMPTY` when it is freed.
+    #[inline]
+    fn publish_as(&self, slot: &Slot<T, X>, state: u32, before: Signal) -> Signal {
+        slot.state.store(state, Ordering::Release);
         if before.is_fenced() {
             fence(Ordering::SeqCst);
             return self.signal();
@@ -322,7 +328,9 @@ impl<T, X> Bag<T, X> {
             // SAFETY: the ticket owns the payload.
             unsafe { (*v).is_none() }
         }));
-        slot.state.store(EMPTY, Ordering::Release);
+        // With the waiters' barrier, like a return: a waiter that found no empty slot
+        // to open a connection in is seen by the caller's `waiters()` after this.
+        self.publish_as(slot, EMPTY, self.signal());
     }
 }
 

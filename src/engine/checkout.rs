@@ -56,7 +56,7 @@ impl<M: ManageConnection> Shared<M> {
             && now.saturating_sub(entry.last_checked_ms) >= self.config.validation_bypass_ms
         {
             if !self.check(&mut entry.conn) {
-                self.close_slot(checkout.into_ticket(), CloseReason::Broken);
+                self.close_failed(checkout.into_ticket(), CloseReason::Broken);
                 return None;
             }
             entry.last_checked_ms = now;
@@ -102,8 +102,11 @@ impl<M: ManageConnection> Shared<M> {
             Some(CloseReason::Broken)
         } else if now >= entry.expires_ms {
             Some(CloseReason::Lifetime)
-        } else if self.config.resets {
-            self.recycle(entry)
+        } else if self.config.resets
+            && let Some(failed) = self.recycle(entry)
+        {
+            self.close_failed(checkout.into_ticket(), failed);
+            return;
         } else {
             None
         };

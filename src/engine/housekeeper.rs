@@ -199,7 +199,7 @@ impl<M: ManageConnection> Shared<M> {
                         "pool '{}': keepalive of connection {id} failed, closing it",
                         self.config.name
                     );
-                    self.close_slot(ticket, CloseReason::KeepaliveFailed);
+                    self.close_failed(ticket, CloseReason::KeepaliveFailed);
                     replaced = true;
                 }
                 None => self.give_back(ticket),

@@ -60,6 +60,9 @@ pub(crate) struct Shared<M: ManageConnection> {
     jobs: Mutex<Vec<JobHandle>>,
     /// Runs this pool's blocking background work (module `connector`).
     connector: Arc<Connector>,
+    /// Closes failed connections, whose drop may block (`recycle::close_slot`); apart
+    /// from `connector` so that a close stuck on a hung server delays no connect.
+    closer: Arc<Connector>,
     weak: Weak<Shared<M>>,
     _clock: clock::Running,
 }
@@ -142,6 +145,7 @@ impl<M: ManageConnection> Shared<M> {
         }
         let size = config.max_size as usize;
         let connector = Connector::new(&config.name);
+        let closer = Connector::new(&format!("{}-close", config.name));
         let connects = Connects::new(config.circuit_breaker);
         let shared = Arc::new_cyclic(|weak| Shared {
             id,
@@ -153,6 +157,7 @@ impl<M: ManageConnection> Shared<M> {
             connects,
             jobs: Mutex::new(Vec::new()),
             connector,
+            closer,
             weak: weak.clone(),
             _clock: clock::Running::start(),
         });

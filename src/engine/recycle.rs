@@ -123,10 +123,34 @@ impl<M: ManageConnection> Shared<M> {
     /// Closes the connection in an owned slot and frees the slot. The connection is
     /// closed before the slot is freed, so the pool never has more than `max_size`.
     pub(crate) fn close_slot(&self, ticket: Ticket, reason: CloseReason) {
-        let entry = self.bag.with_value(&ticket, Option::take);
-        if let Some(entry) = entry {
+        if let Some(entry) = self.bag.with_value(&ticket, Option::take) {
             self.release(entry, reason);
         }
+        self.free_slot(ticket);
+    }
+
+    /// `close_slot` for a connection that failed a check or a reset, on the pool's
+    /// closer thread instead of the caller's: its server may be hung, and some drivers
+    /// wait for the server when a connection is dropped (`postgres::Client` waits for
+    /// it to end the session), which would hold a borrower past its timeout for as long
+    /// as the server hangs. The slot stays taken until the connection is closed.
+    pub(crate) fn close_failed(&self, ticket: Ticket, reason: CloseReason) {
+        let Some(entry) = self.bag.with_value(&ticket, Option::take) else {
+            self.free_slot(ticket);
+            return;
+        };
+        self.note_release(&entry, reason);
+        let (weak, conn) = (self.weak.clone(), entry.conn);
+        self.closer.run(move || match weak.upgrade() {
+            Some(pool) => {
+                pool.close_connection(conn);
+                pool.free_slot(ticket);
+            }
+            None => drop((conn, ticket)),
+        });
+    }
+
+    fn free_slot(&self, ticket: Ticket) {
         self.bag.free(ticket);
         self.slot_emptied();
         self.open_for_waiters();
@@ -140,6 +164,16 @@ impl<M: ManageConnection> Shared<M> {
         entry: PoolEntry<M::Connection>,
         reason: CloseReason,
     ) -> Option<M::Connection> {
+        self.note_release(&entry, reason);
+        if reason == CloseReason::Detached {
+            return Some(entry.conn);
+        }
+        self.close_connection(entry.conn);
+        None
+    }
+
+    /// Counts, logs and reports (`handle_release`) a connection leaving the pool.
+    fn note_release(&self, entry: &PoolEntry<M::Connection>, reason: CloseReason) {
         Counters::bump(&self.counters.closed[reason.index()]);
         log::debug!(
             "pool '{}': closing connection {} ({reason})",
@@ -155,11 +189,6 @@ impl<M: ManageConnection> Shared<M> {
                 })
             });
         }
-        if reason == CloseReason::Detached {
-            return Some(entry.conn);
-        }
-        self.close_connection(entry.conn);
-        None
     }
 
     /// Closes a connection: through `on_release` if there is a customizer, else by
