@@ -4,17 +4,45 @@
 //! only needs time at millisecond resolution on the hot path (when a connection was
 //! returned, when it was borrowed, when it expires), so one background thread stores
 //! the milliseconds since the process's first pool into an atomic every millisecond,
-//! and the hot path reads that atomic. The thread runs only while some pool is alive:
-//! each pool holds a [`Running`] token, and the thread sleeps on a condvar when the
-//! last one is dropped. Slow paths (waiting, housekeeping) call [`tick`] themselves, so
-//! the clock never lags far behind even if the thread is starved.
+//! and the hot path reads that atomic. Slow paths (waiting, housekeeping) call [`tick`]
+//! themselves, so the clock never lags far behind even if the thread is starved.
+//!
+//! The thread ticks only while pools are *used*. Each tick period it clears `used`;
+//! the first read of the clock after that sets it again (one store per period, on the
+//! cache line the tick itself has just written, so no line moves that would not move
+//! anyway). When nothing read the clock for [`QUIET_AFTER`], the thread parks, and an
+//! idle process with pools wakes about once a second ([`PARKED`]) instead of a thousand
+//! times. The first read after that finds `used` clear, reads the real time itself (so
+//! it is exact, not stale) and unparks the thread. The `used` store and the `parked`
+//! load on the reader's side, and the `parked` store and the `used` load on the
+//! thread's side, are `SeqCst`: one side always sees the other, so the thread never
+//! parks while a reader relies on it.
+//!
+//! The thread exists while some pool is alive: each pool holds a [`Running`] token,
+//! and the thread waits on a condvar when the last one is dropped.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 static START: OnceLock<Instant> = OnceLock::new();
-static NOW_MS: AtomicU64 = AtomicU64::new(0);
+
+/// What the hot path reads, on one cache line.
+#[repr(align(64))]
+struct Shared {
+    now_ms: AtomicU64,
+    /// Read since the thread last cleared it.
+    used: AtomicBool,
+    /// The thread is parked (or about to): a reader that sets `used` unparks it.
+    parked: AtomicBool,
+}
+
+static CLOCK: Shared = Shared {
+    now_ms: AtomicU64::new(0),
+    used: AtomicBool::new(false),
+    parked: AtomicBool::new(false),
+};
+static THREAD: OnceLock<std::thread::Thread> = OnceLock::new();
 static RUNNING: Mutex<ClockState> = Mutex::new(ClockState {
     pools: 0,
     spawned: false,
@@ -22,6 +50,13 @@ static RUNNING: Mutex<ClockState> = Mutex::new(ClockState {
 static WAKE: Condvar = Condvar::new();
 
 const PERIOD: Duration = Duration::from_millis(1);
+
+/// Ticks without a read after which the thread parks.
+const QUIET_AFTER: u32 = 50;
+
+/// How long the parked thread sleeps before it looks again (nothing depends on it:
+/// readers wake it).
+const PARKED: Duration = Duration::from_secs(1);
 
 /// Who needs the clock thread, and whether it exists.
 struct ClockState {
@@ -32,17 +67,38 @@ struct ClockState {
     spawned: bool,
 }
 
-/// Milliseconds since the clock started, as of the last tick.
+/// Milliseconds since the clock started, as of the last tick (or now, if the clock
+/// was resting).
 #[inline]
 pub(crate) fn now_ms() -> u64 {
-    NOW_MS.load(Ordering::Relaxed)
+    let now = CLOCK.now_ms.load(Ordering::Relaxed);
+    if CLOCK.used.load(Ordering::Relaxed) {
+        return now;
+    }
+    first_use()
+}
+
+/// The first read in a tick period: marks the clock used, and if the thread rests,
+/// reads the real time and wakes it.
+#[cold]
+#[inline(never)]
+fn first_use() -> u64 {
+    CLOCK.used.store(true, Ordering::SeqCst);
+    if !CLOCK.parked.load(Ordering::SeqCst) {
+        return CLOCK.now_ms.load(Ordering::Relaxed);
+    }
+    let now = tick();
+    if let Some(thread) = THREAD.get() {
+        thread.unpark();
+    }
+    now
 }
 
 /// Reads the real time, advances the coarse clock to it and returns it.
 pub(crate) fn tick() -> u64 {
     let start = START.get_or_init(Instant::now);
     let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    NOW_MS.fetch_max(ms, Ordering::Relaxed);
+    CLOCK.now_ms.fetch_max(ms, Ordering::Relaxed);
     ms
 }
 
@@ -107,6 +163,8 @@ fn lock() -> std::sync::MutexGuard<'static, ClockState> {
 }
 
 fn run() {
+    let _ = THREAD.set(std::thread::current());
+    let mut quiet: u32 = 0;
     loop {
         {
             let mut state = lock();
@@ -115,7 +173,23 @@ fn run() {
             }
         }
         tick();
-        std::thread::sleep(PERIOD);
+        if CLOCK.used.swap(false, Ordering::SeqCst) {
+            quiet = 0;
+        } else {
+            quiet = quiet.saturating_add(1);
+        }
+        if quiet < QUIET_AFTER {
+            std::thread::sleep(PERIOD);
+            continue;
+        }
+        CLOCK.parked.store(true, Ordering::SeqCst);
+        if !CLOCK.used.load(Ordering::SeqCst) {
+            std::thread::park_timeout(PARKED);
+        }
+        // Fresh before a reader can see it awake (and trust `now_ms` without a tick of
+        // its own). Still quiet unless a reader woke it: then the next swap finds `used`.
+        tick();
+        CLOCK.parked.store(false, Ordering::SeqCst);
     }
 }
 
