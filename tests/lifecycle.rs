@@ -506,3 +506,100 @@ fn a_late_housekeeper_says_so() {
     )));
     drop(pool);
 }
+
+/// Light load spread over many threads: 16 threads take turns, one borrow every 50 ms
+/// (20 a second, each held about a millisecond), on a pool of 8 with `min_idle` 1 and a
+/// 600 ms idle timeout, beside one busy thread borrowing all the time. Every thread
+/// would keep "its" connection warm through the affinity hint, so no connection is ever
+/// idle for 600 ms; the reaper shrinks the pool to what the load needs anyway (the busy
+/// thread's, one for the light load, one spare at most), and the busy thread still gets
+/// its own connection back. Fails (8 connections stay open) without `shrink_to_load`.
+#[test]
+fn light_load_spread_over_many_threads_shrinks_the_pool() {
+    use std::sync::mpsc;
+    let idle_timeout = Duration::from_millis(600);
+    let pool = builder("spread")
+        .max_size(8)
+        .min_idle(Some(1))
+        .idle_timeout(Some(idle_timeout))
+        .reap_interval(Duration::from_millis(50))
+        .build(FakeManager::new())
+        .unwrap();
+    let all: Vec<_> = (0..8).map(|_| pool.get().unwrap()).collect();
+    drop(all);
+    assert_eq!(pool.state().connections, 8);
+
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (turn, turns) = mpsc::channel::<()>();
+            let pool = pool.clone();
+            let handle = thread::spawn(move || {
+                while turns.recv().is_ok() {
+                    let conn = pool.get().expect("borrow");
+                    thread::sleep(Duration::from_millis(1));
+                    drop(conn);
+                }
+            });
+            (turn, handle)
+        })
+        .collect();
+    // And one busy thread, which must keep its own connection throughout.
+    let busy_stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let busy = {
+        let (pool, stop) = (pool.clone(), busy_stop.clone());
+        thread::spawn(move || {
+            // (borrows, borrows that got the same connection as the one before)
+            let (mut borrows, mut same, mut last) = (0u32, 0u32, 0);
+            while !stop.load(Ordering::SeqCst) {
+                let conn = pool.get().expect("borrow");
+                borrows += 1;
+                same += u32::from(conn.id == last);
+                last = conn.id;
+                drop(conn);
+                thread::sleep(Duration::from_micros(200));
+            }
+            (borrows, same)
+        })
+    };
+    let started = std::time::Instant::now();
+    let mut shrunk_at = None;
+    let mut most_after = 0;
+    let mut n = 0;
+    while started.elapsed() < Duration::from_secs(10) {
+        workers[n % workers.len()].0.send(()).unwrap();
+        n += 1;
+        thread::sleep(Duration::from_millis(50));
+        let connections = pool.state().connections;
+        match shrunk_at {
+            None if connections <= 3 => shrunk_at = Some(started.elapsed()),
+            // Keep the load going for two more windows: it stays small.
+            Some(at) if started.elapsed() > at + idle_timeout * 2 => break,
+            Some(_) => most_after = most_after.max(connections),
+            None => {}
+        }
+    }
+    for (turn, handle) in workers {
+        drop(turn);
+        handle.join().unwrap();
+    }
+    busy_stop.store(true, Ordering::SeqCst);
+    let (busy_borrows, busy_same) = busy.join().unwrap();
+    let stats = pool.stats();
+    eprintln!(
+        "shrunk to {} connections after {shrunk_at:?} of load; at most {most_after} later; \
+         {} borrows, {} waited, {} closed as idle, {} opened; the busy thread got its own \
+         connection back {busy_same} times in {busy_borrows}",
+        pool.state().connections,
+        stats.borrows,
+        stats.waits,
+        stats.closed.get(CloseReason::Idle),
+        stats.connections_created
+    );
+    let shrunk_at = shrunk_at.expect("the pool never shrank to the load's 3 connections");
+    assert!(shrunk_at < idle_timeout * 4, "took {shrunk_at:?}");
+    assert!(most_after <= 3, "grew back to {most_after}");
+    assert!(
+        f64::from(busy_same) >= 0.95 * f64::from(busy_borrows),
+        "the busy thread got its own connection back {busy_same} times in {busy_borrows}"
+    );
+}

@@ -176,7 +176,7 @@ impl<M: ManageConnection> Shared<M> {
     }
 
     /// How many slots are in one of `states`, counting up to `at_most`.
-    fn slots_in(&self, states: &[u32], at_most: usize) -> usize {
+    pub(super) fn slots_in(&self, states: &[u32], at_most: usize) -> usize {
         (0..self.bag.len())
             .filter(|&i| states.contains(&self.bag.state(i)))
             .take(at_most)

@@ -130,6 +130,31 @@ fn every<M: ManageConnection>(
         })
 }
 
+/// The reaper's view of the load since it last shrank the pool (`shrink_to_load`).
+#[derive(Debug)]
+pub(super) struct Calm {
+    /// The waits counter when last looked at.
+    waits: u64,
+    /// Since when no borrow has waited (or since the last shrink, or the start).
+    since_ms: u64,
+    /// The slots' summed hold time then.
+    hold_ms: u64,
+}
+
+impl Calm {
+    pub(super) fn starting_now() -> Calm {
+        Calm::at(0, clock::tick(), 0)
+    }
+
+    fn at(waits: u64, since_ms: u64, hold_ms: u64) -> Calm {
+        Calm {
+            waits,
+            since_ms,
+            hold_ms,
+        }
+    }
+}
+
 impl<M: ManageConnection> Shared<M> {
     /// Closes idle connections past `idle_timeout` (beyond `min_idle` only with
     /// `idle_timeout_spares_min_idle`) and connections past their lifetime; refills
@@ -169,7 +194,80 @@ impl<M: ManageConnection> Shared<M> {
                 None => self.give_back(ticket),
             }
         }
+        if let Some(timeout) = idle_timeout {
+            self.shrink_to_load(now, timeout);
+        }
         self.fill_min_idle();
+    }
+
+    /// Closes idle connections the load has not needed for a whole `idle_timeout`.
+    ///
+    /// The per-connection idle timeout alone does not shrink a pool whose light load
+    /// is spread over many threads: each thread takes back the connection it used last
+    /// (the affinity hint), so every connection is used now and then and none is idle
+    /// for long, while a pool that lends its most recent connection first (r2d2's
+    /// stack) would leave the others idle. So the reaper also looks at what the load
+    /// needed. When no borrow has had to wait for a whole `idle_timeout` (the waits
+    /// counter did not move), it estimates the connections the load used from the
+    /// time they were held (the per-slot hold counters: held time over elapsed time is
+    /// the average number in use, Little's law), adds one spare, and closes the idle
+    /// connections beyond that (never below `min_idle` idle), least recently used
+    /// first, so a busy thread keeps its own. If that was too few, a borrow waits while
+    /// one is opened, which restarts the window. The borrow path is untouched: this
+    /// reads the slots and slow-path counters.
+    fn shrink_to_load(&self, now: u64, idle_timeout: u64) {
+        let waits = self.counters.waits.load(Ordering::Relaxed);
+        let hold_ms: u64 = (0..self.bag.len())
+            .map(|i| self.bag.meta(i).hold_ms.load(Ordering::Relaxed))
+            .sum();
+        let mut calm = self.calm.lock();
+        let elapsed = now.saturating_sub(calm.since_ms);
+        if waits != calm.waits || elapsed < idle_timeout {
+            if waits != calm.waits {
+                *calm = Calm::at(waits, now, hold_ms);
+            }
+            return;
+        }
+        let used = hold_ms
+            .saturating_sub(calm.hold_ms)
+            .div_ceil(elapsed.max(1));
+        *calm = Calm::at(waits, now, hold_ms);
+        drop(calm);
+        let mut idle: Vec<(u64, usize)> = Vec::new();
+        for i in 0..self.bag.len() {
+            if let Some(ticket) = self.bag.try_reserve(i) {
+                let last_used = self.bag.with_value(&ticket, |entry| {
+                    entry
+                        .as_ref()
+                        .expect("an idle slot holds a connection")
+                        .last_used_ms
+                });
+                idle.push((last_used, i));
+                self.give_back(ticket);
+            }
+        }
+        let in_use = self.slots_in(&[bag::IN_USE], usize::MAX);
+        let keep_idle = (self.config.min_idle as usize)
+            .max((used as usize + 1).saturating_sub(in_use))
+            .max(1);
+        if idle.len() <= keep_idle {
+            return;
+        }
+        idle.sort_unstable();
+        for &(last_used, i) in idle.iter().take(idle.len() - keep_idle) {
+            // Still idle and unused since it was looked at, or left alone.
+            let Some(ticket) = self.bag.try_reserve(i) else {
+                continue;
+            };
+            let unchanged = self.bag.with_value(&ticket, |entry| {
+                entry.as_ref().is_some_and(|e| e.last_used_ms == last_used)
+            });
+            if unchanged {
+                self.close_slot(ticket, CloseReason::Idle);
+            } else {
+                self.give_back(ticket);
+            }
+        }
     }
 
     /// Pings idle connections unused for `interval`; closes those that fail.

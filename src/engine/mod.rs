@@ -64,6 +64,8 @@ pub(crate) struct Shared<M: ManageConnection> {
     /// from `connector` so that a close stuck on a hung server delays no connect.
     closer: Arc<Connector>,
     weak: Weak<Shared<M>>,
+    /// The reaper's record of the load (`housekeeper::Shared::shrink_to_load`).
+    calm: Mutex<housekeeper::Calm>,
     _clock: clock::Running,
 }
 
@@ -159,6 +161,7 @@ impl<M: ManageConnection> Shared<M> {
             connector,
             closer,
             weak: weak.clone(),
+            calm: Mutex::new(housekeeper::Calm::starting_now()),
             _clock: clock::Running::start(),
         });
         housekeeper::start(&shared);
