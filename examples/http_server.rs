@@ -41,7 +41,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use stickypool::backends::redis::RedisManager;
 use stickypool::backends::sqlite::SqliteManager;
 use stickypool::registry::LookupError;
@@ -106,6 +106,10 @@ fn main() -> ExitCode {
 fn serve(opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
     // Install the recorder before building the pools, so nothing published is lost.
     let prometheus = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Prefix("stickypool_".into()),
+            stickypool::metrics::BUCKETS,
+        )?
         .install_recorder()
         .map_err(|e| format!("cannot install the Prometheus recorder: {e}"))?;
 

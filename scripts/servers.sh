@@ -13,12 +13,13 @@
 #
 # What it does:
 #   * Installs, with apt-get, those of redis-server, redis-tools, mariadb-server,
-#     mariadb-client, postgresql, postgresql-client, libpq-dev and pkg-config whose
-#     binaries (or libpq's header, or the postgres user) are missing (root only;
-#     otherwise it fails with a message naming them). Installed packages are left
-#     alone (not upgraded). libpq-dev and pkg-config are for the build, not the
-#     servers: diesel's PostgreSQL backend links libpq, so scripts/test sources
-#     this file before clippy.
+#     mariadb-client, postgresql, postgresql-client, libpq-dev, pkg-config and
+#     prometheus whose binaries (or libpq's header, or the postgres user) are
+#     missing (root only; otherwise it fails with a message naming them). Installed
+#     packages are left alone (not upgraded). libpq-dev and pkg-config are for the
+#     build, not the servers: diesel's PostgreSQL backend links libpq, so
+#     scripts/test sources this file before clippy. prometheus is for its promtool,
+#     which checks the metrics exposition in tests/metrics.rs.
 #   * Creates a temporary directory (mktemp -d) holding all data, logs, pid files
 #     and sockets, picks free loopback ports (never fixed ones), and starts, bound
 #     to 127.0.0.1 only and without persistence:
@@ -144,7 +145,7 @@ _stickypool_servers_missing() {
   for bin_package in redis-server:redis-server redis-cli:redis-tools \
     mariadbd:mariadb-server mariadb-install-db:mariadb-server \
     mariadb:mariadb-client mariadb-admin:mariadb-client \
-    psql:postgresql-client pkg-config:pkg-config; do
+    psql:postgresql-client pkg-config:pkg-config promtool:prometheus; do
     command -v "${bin_package%%:*}" >/dev/null || echo "$bin_package"
   done
   _stickypool_have_postgres || echo "initdb/postgres:postgresql postgresql-client"

@@ -51,39 +51,40 @@
 //! | `stickypool_validation_failures_total` | counter | failed `is_valid` on borrow or return |
 //! | `stickypool_connections_closed_total{reason}` | counter | closed, by [`CloseReason`](crate::CloseReason) (`idle`, `lifetime`, `broken`, `reset_failed`, `keepalive_failed`, `detached`, `discarded`, `pool_closed`) |
 //! | `stickypool_leaks_total` | counter | connections reported as leaked |
-//! | `stickypool_wait_seconds{quantile}` | gauge | wait for a connection, `quantile` = `0.5`, `0.99`, `1` |
-//! | `stickypool_wait_seconds_count` | counter | borrows measured (all of them) |
-//! | `stickypool_wait_seconds_sum` | gauge | total time waited |
-//! | `stickypool_connect_seconds{quantile}` | gauge | time to open a connection |
-//! | `stickypool_connect_seconds_count` | counter | connections opened (timed) |
-//! | `stickypool_connect_seconds_sum` | gauge | total time spent opening |
-//! | `stickypool_hold_seconds_total` | gauge | total time connections were held |
+//! | `stickypool_wait_seconds` | histogram | how long the borrows that waited waited |
+//! | `stickypool_connect_seconds` | histogram | how long opening a connection took |
+//! | `stickypool_hold_seconds` | histogram | how long connections were held (ms resolution, powers of two) |
 //!
 //! Counters are published as absolute values (`Counter::absolute`), since the pool
 //! already keeps the totals.
 //!
-//! # Why wait and connect times are summaries, not histograms
+//! # Histograms
 //!
-//! The pool records these durations in log-linear buckets, lock-free. The facade's
-//! `histogram!` takes individual samples, so publishing the buckets as a histogram
-//! would mean replaying every sample since the last publish: one call per borrow,
-//! millions per interval on a busy pool, for the exporter to bucket them again. So
-//! they are published as a Prometheus *summary*: quantile gauges, plus `_count` and
-//! `_sum`. The quantiles cover the samples **since the previous publish** (the bucket
-//! counts' difference, see [`Histogram::since`](crate::Histogram::since)), so they
-//! describe the last interval rather than the whole uptime; an interval without
-//! samples leaves them unchanged. They are bucket upper bounds, at most about 3% above
-//! the true value. The wait quantiles cover the borrows that waited only. Averages over any window come from `rate(_sum) / rate(_count)`.
+//! The pool records these durations itself, lock-free and off the borrow path (waits
+//! and connects are slow paths; hold times are counted per slot, in powers of two of
+//! milliseconds, only for holds of a millisecond or more). A publish hands the
+//! recorder the samples since the previous publish, bucket by bucket: one
+//! `Histogram::record_many` per non-empty bucket at the bucket's middle, so a busy pool
+//! costs a few dozen calls per publish, not one per borrow, and two publishers (a
+//! `publish_every` and a scrape-time `publish`) never count a sample twice. The
+//! exporter then keeps real histograms: give it [`BUCKETS`] (or your own) for the
+//! `stickypool_` prefix, and Prometheus gets cumulative `_bucket{le}`, `_sum` and
+//! `_count` series in one family, which aggregate across instances:
 //!
-//! `_sum` and `stickypool_hold_seconds_total` are gauges because the facade's counters
-//! count in integers and these are fractional seconds; they only grow, so `rate()`
-//! works on them as on a counter.
+//! ```promql
+//! histogram_quantile(0.99, sum by (le) (rate(stickypool_wait_seconds_bucket{pool="main"}[5m])))
+//! ```
+//!
+//! `tests/metrics.rs` renders the exposition with `metrics-exporter-prometheus` and runs
+//! `promtool check metrics` on it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Once, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use ::metrics::{Unit, counter, describe_counter, describe_gauge, gauge};
+use ::metrics::{
+    Unit, counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram,
+};
 use parking_lot::Mutex;
 use scheduled_thread_pool::JobHandle;
 
@@ -92,11 +93,18 @@ use crate::manager::ManageConnection;
 use crate::pool::Pool;
 use crate::stats::{Histogram, Stats};
 
-/// Quantiles published for wait and connect times.
-const QUANTILES: [(f64, &str); 3] = [(0.5, "0.5"), (0.99, "0.99"), (1.0, "1")];
+/// The histograms (wait, connect, hold) at the previous publish, by pool id: each
+/// publish hands the recorder only the samples since.
+static PREVIOUS: Mutex<Option<HashMap<u64, [Histogram; 3]>>> = Mutex::new(None);
 
-/// The histograms at the previous publish, by pool id, for the per-interval quantiles.
-static PREVIOUS: Mutex<Option<HashMap<u64, (Histogram, Histogram)>>> = Mutex::new(None);
+/// Bucket bounds (seconds) that suit the pool's histograms, for the exporter: 10 µs to
+/// 60 s. With `metrics-exporter-prometheus`:
+/// `PrometheusBuilder::new().set_buckets_for_metric(Matcher::Prefix("stickypool_".into()), BUCKETS)`.
+/// Without buckets the exporter renders these histograms as summaries.
+pub const BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+];
 
 /// Publishes `pool`'s current state and counters to the installed recorder.
 pub fn publish<M: ManageConnection>(pool: &Pool<M>) {
@@ -122,6 +130,7 @@ fn publish_shared<M: ManageConnection>(shared: &Shared<M>) {
 
 pub(crate) fn publish_parts(id: u64, name: &str, state: State, stats: Stats, closed: bool) {
     describe();
+    let name_of_pool = name;
     let label = || [("pool", name.to_owned())];
     let g = |key: &'static str, value: u32| gauge!(key, &label()).set(f64::from(value));
     g("stickypool_connections", state.connections);
@@ -154,127 +163,114 @@ pub(crate) fn publish_parts(id: u64, name: &str, state: State, stats: Stats, clo
         )
         .absolute(count);
     }
-    gauge!("stickypool_hold_seconds_total", &label()).set(stats.hold_time_total.as_secs_f64());
-
-    let (wait_window, connect_window) = {
+    let windows = {
         let mut previous = PREVIOUS.lock();
         let map = previous.get_or_insert_with(HashMap::new);
+        let now = [
+            stats.wait_time.clone(),
+            stats.connect_time.clone(),
+            stats.hold_time.clone(),
+        ];
         let windows = match map.get(&id) {
-            Some((wait, connect)) => (
-                stats.wait_time.since(wait),
-                stats.connect_time.since(connect),
-            ),
-            None => (stats.wait_time.clone(), stats.connect_time.clone()),
+            Some(before) => [0, 1, 2].map(|i| now[i].since(&before[i])),
+            None => now.clone(),
         };
         if closed {
             map.remove(&id);
         } else {
-            map.insert(id, (stats.wait_time.clone(), stats.connect_time.clone()));
+            map.insert(id, now);
         }
         windows
     };
-    summary(
-        name,
+    let names = [
         "stickypool_wait_seconds",
-        &stats.wait_time,
-        &wait_window,
-    );
-    summary(
-        name,
         "stickypool_connect_seconds",
-        &stats.connect_time,
-        &connect_window,
-    );
-}
-
-fn summary(pool: &str, base: &'static str, total: &Histogram, window: &Histogram) {
-    let (count, sum) = match base {
-        "stickypool_wait_seconds" => (
-            "stickypool_wait_seconds_count",
-            "stickypool_wait_seconds_sum",
-        ),
-        _ => (
-            "stickypool_connect_seconds_count",
-            "stickypool_connect_seconds_sum",
-        ),
-    };
-    counter!(count, "pool" => pool.to_owned()).absolute(total.count());
-    gauge!(sum, "pool" => pool.to_owned()).set(total.sum().as_secs_f64());
-    if window.count() == 0 {
-        return;
-    }
-    for (q, label) in QUANTILES {
-        gauge!(base, "pool" => pool.to_owned(), "quantile" => label)
-            .set(window.quantile(q).as_secs_f64());
+        "stickypool_hold_seconds",
+    ];
+    for (name, window) in names.into_iter().zip(&windows) {
+        record_window(name, name_of_pool.to_owned(), window);
     }
 }
 
-/// Registers descriptions and units with the recorder, once per process.
+/// Hands the samples of `window` to the recorder's histogram: one `record_many` per
+/// bucket that has any (at most a few dozen per publish, however many borrows), at the
+/// bucket's middle, so the recorder's own buckets and sum are within the pool's 3%.
+fn record_window(name: &'static str, pool: String, window: &Histogram) {
+    let histogram = histogram!(name, "pool" => pool);
+    let mut lower = Duration::ZERO;
+    for (upper, count) in window.buckets() {
+        if count > 0 {
+            let middle = (lower + upper) / 2;
+            histogram.record_many(
+                middle.as_secs_f64(),
+                usize::try_from(count).unwrap_or(usize::MAX),
+            );
+        }
+        lower = upper;
+    }
+}
+
+/// Registers descriptions and units with the recorder: on every publish (a few calls),
+/// so a recorder installed after the first publish, or a thread's local one, has them
+/// too.
 fn describe() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        let gauges = [
-            ("stickypool_connections", "Open connections, idle or in use"),
-            (
-                "stickypool_idle_connections",
-                "Open connections not borrowed",
-            ),
-            ("stickypool_in_use_connections", "Borrowed connections"),
-            ("stickypool_pending_connections", "Connections being opened"),
-            ("stickypool_waiters", "Threads waiting for a connection"),
-            ("stickypool_max_connections", "The pool's max_size"),
-        ];
-        for (name, help) in gauges {
-            describe_gauge!(name, Unit::Count, help);
-        }
-        let counters = [
-            ("stickypool_borrows_total", "Successful borrows"),
-            ("stickypool_waits_total", "Borrows that had to wait"),
-            ("stickypool_timeouts_total", "Borrows that timed out"),
-            (
-                "stickypool_rejected_total",
-                "Borrows refused by max_waiters",
-            ),
-            ("stickypool_connections_created_total", "Connections opened"),
-            (
-                "stickypool_connect_failures_total",
-                "Failed attempts to open a connection",
-            ),
-            (
-                "stickypool_validation_failures_total",
-                "Connections that failed is_valid on borrow or return",
-            ),
-            (
-                "stickypool_connections_closed_total",
-                "Connections closed, by reason",
-            ),
-            ("stickypool_leaks_total", "Connections reported as leaked"),
-            ("stickypool_wait_seconds_count", "Borrows timed"),
-            ("stickypool_connect_seconds_count", "Connection opens timed"),
-        ];
-        for (name, help) in counters {
-            describe_counter!(name, Unit::Count, help);
-        }
-        let seconds = [
-            (
-                "stickypool_wait_seconds",
-                "Wait for a connection, per publish interval (bucket upper bound)",
-            ),
-            ("stickypool_wait_seconds_sum", "Total time waited"),
-            (
-                "stickypool_connect_seconds",
-                "Time to open a connection, per publish interval (bucket upper bound)",
-            ),
-            ("stickypool_connect_seconds_sum", "Total time spent opening"),
-            (
-                "stickypool_hold_seconds_total",
-                "Total time connections were held",
-            ),
-        ];
-        for (name, help) in seconds {
-            describe_gauge!(name, Unit::Seconds, help);
-        }
-    });
+    let gauges = [
+        ("stickypool_connections", "Open connections, idle or in use"),
+        (
+            "stickypool_idle_connections",
+            "Open connections not borrowed",
+        ),
+        ("stickypool_in_use_connections", "Borrowed connections"),
+        ("stickypool_pending_connections", "Connections being opened"),
+        ("stickypool_waiters", "Threads waiting for a connection"),
+        ("stickypool_max_connections", "The pool's max_size"),
+    ];
+    for (name, help) in gauges {
+        describe_gauge!(name, Unit::Count, help);
+    }
+    let counters = [
+        ("stickypool_borrows_total", "Successful borrows"),
+        ("stickypool_waits_total", "Borrows that had to wait"),
+        ("stickypool_timeouts_total", "Borrows that timed out"),
+        (
+            "stickypool_rejected_total",
+            "Borrows refused by max_waiters",
+        ),
+        ("stickypool_connections_created_total", "Connections opened"),
+        (
+            "stickypool_connect_failures_total",
+            "Failed attempts to open a connection",
+        ),
+        (
+            "stickypool_validation_failures_total",
+            "Connections that failed is_valid on borrow or return",
+        ),
+        (
+            "stickypool_connections_closed_total",
+            "Connections closed, by reason",
+        ),
+        ("stickypool_leaks_total", "Connections reported as leaked"),
+    ];
+    for (name, help) in counters {
+        describe_counter!(name, Unit::Count, help);
+    }
+    let seconds = [
+        (
+            "stickypool_wait_seconds",
+            "How long borrows that waited waited for a connection",
+        ),
+        (
+            "stickypool_connect_seconds",
+            "How long opening a connection took",
+        ),
+        (
+            "stickypool_hold_seconds",
+            "How long connections were held (millisecond resolution)",
+        ),
+    ];
+    for (name, help) in seconds {
+        describe_histogram!(name, Unit::Seconds, help);
+    }
 }
 
 /// Publishes a pool's metrics at an interval; see [`publish_every`]. Dropping it stops

@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Shared;
-use super::slot::{BorrowSite, Checkout, NOT_BORROWED, SlotMeta, owner_add};
+use super::slot::{BorrowSite, Checkout, NOT_BORROWED, SlotMeta, hold_bucket, owner_add};
 use crate::affinity;
 use crate::bag::{Deadline, NO_HINT, Ticket, Timer, Turn, Wait};
 use crate::clock;
@@ -87,6 +87,7 @@ impl<M: ManageConnection> Shared<M> {
         let held_ms = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
         if held_ms != 0 {
             owner_add(&meta.hold_ms, held_ms);
+            owner_add(&meta.hold_log2[hold_bucket(held_ms)], 1);
         }
         if self.config.observed {
             self.note_checkin(meta, entry.id, held_ms);

@@ -33,7 +33,7 @@ use crate::clock;
 use crate::connector::Connector;
 use crate::hook::{self, HookPanic};
 use crate::manager::{CloseReason, ManageConnection};
-use crate::stats::{Counters, Stats};
+use crate::stats::{Counters, Histogram, Stats};
 
 mod checkout;
 pub(crate) mod config;
@@ -214,13 +214,21 @@ impl<M: ManageConnection> Shared<M> {
     }
 
     pub(crate) fn stats(&self) -> Stats {
-        let (mut borrows, mut hold_ms) = (0, 0);
+        let (mut borrows, mut hold_ms, mut in_use) = (0, 0, 0);
+        let mut held = [0u64; slot::HOLD_BUCKETS];
         for i in 0..self.bag.len() {
             let meta = self.bag.meta(i);
             borrows += meta.borrows.load(Ordering::Relaxed);
             hold_ms += meta.hold_ms.load(Ordering::Relaxed);
+            for (sum, count) in held.iter_mut().zip(&meta.hold_log2) {
+                *sum += count.load(Ordering::Relaxed);
+            }
+            in_use += u64::from(self.bag.state(i) == bag::IN_USE);
         }
-        self.counters.snapshot(borrows, hold_ms)
+        // Returned borrows: every borrow but those still out.
+        let returned = borrows.saturating_sub(in_use);
+        let hold_time = Histogram::of_holds(returned, &held, hold_ms);
+        self.counters.snapshot(borrows, hold_time)
     }
 
     /// Closes the pool; see [`Pool::close`].
