@@ -3,6 +3,7 @@
 use std::fmt;
 use std::marker::PhantomData;
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
 
 use scheduled_thread_pool::ScheduledThreadPool;
@@ -399,8 +400,8 @@ impl<M: ManageConnection, P> Builder<M, P> {
             resets,
             name: id_name.unwrap_or_default(),
             max_size: self.max_size,
-            min_idle,
-            min_idle_setting: self.min_idle,
+            min_idle: AtomicU32::new(min_idle),
+            min_idle_setting: parking_lot::Mutex::new(self.min_idle),
             idle_timeout_spares_min_idle: self.idle_timeout_spares_min_idle,
             connection_timeout: self.connection_timeout,
             test_on_check_out: self.test_on_check_out,

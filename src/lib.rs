@@ -114,9 +114,9 @@ pub use bound::BoundConnection;
 #[cfg(not(loom))]
 pub use builder::Builder;
 #[cfg(not(loom))]
-pub use engine::State;
-#[cfg(not(loom))]
 pub use engine::config::{DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE};
+#[cfg(not(loom))]
+pub use engine::{ConnectionInfo, State};
 #[cfg(not(loom))]
 pub use error::{Error, SharedError};
 #[cfg(not(loom))]

@@ -165,11 +165,17 @@ pub enum CloseReason {
     Discarded,
     /// The pool was closed.
     PoolClosed,
+    /// Closed by [`Pool::evict_idle`](crate::Pool::evict_idle) or
+    /// [`Pool::retain`](crate::Pool::retain).
+    Evicted,
+    /// Closed by [`Pool::retire_all`](crate::Pool::retire_all): idle at once, borrowed
+    /// on return.
+    Retired,
 }
 
 impl CloseReason {
     /// Every reason, in a fixed order (the order of the counters in `Stats`).
-    pub const ALL: [CloseReason; 8] = [
+    pub const ALL: [CloseReason; 10] = [
         CloseReason::Idle,
         CloseReason::Lifetime,
         CloseReason::Broken,
@@ -178,6 +184,8 @@ impl CloseReason {
         CloseReason::Detached,
         CloseReason::Discarded,
         CloseReason::PoolClosed,
+        CloseReason::Evicted,
+        CloseReason::Retired,
     ];
 
     /// A short lowercase name, used in logs and metric labels.
@@ -191,6 +199,8 @@ impl CloseReason {
             CloseReason::Detached => "detached",
             CloseReason::Discarded => "discarded",
             CloseReason::PoolClosed => "pool_closed",
+            CloseReason::Evicted => "evicted",
+            CloseReason::Retired => "retired",
         }
     }
 

@@ -49,7 +49,7 @@
 //! | `stickypool_connections_created_total` | counter | connections opened |
 //! | `stickypool_connect_failures_total` | counter | failed attempts to open one |
 //! | `stickypool_validation_failures_total` | counter | failed `is_valid` on borrow or return |
-//! | `stickypool_connections_closed_total{reason}` | counter | closed, by [`CloseReason`](crate::CloseReason) (`idle`, `lifetime`, `broken`, `reset_failed`, `keepalive_failed`, `detached`, `discarded`, `pool_closed`) |
+//! | `stickypool_connections_closed_total{reason}` | counter | closed, by [`CloseReason`](crate::CloseReason) (`idle`, `lifetime`, `broken`, `reset_failed`, `keepalive_failed`, `detached`, `discarded`, `pool_closed`, `evicted`, `retired`) |
 //! | `stickypool_leaks_total` | counter | connections reported as leaked |
 //! | `stickypool_wait_seconds` | histogram | how long the borrows that waited waited |
 //! | `stickypool_connect_seconds` | histogram | how long opening a connection took |

@@ -235,7 +235,7 @@ impl<M: ManageConnection> Pool<M> {
 
     /// The `min_idle` setting as given (`None`: `max_size`), r2d2's getter.
     pub fn min_idle(&self) -> Option<u32> {
-        self.shared.settings().min_idle_setting
+        *self.shared.settings().min_idle_setting.lock()
     }
 
     /// Whether borrows are checked with `is_valid` (r2d2's getter).
@@ -314,6 +314,103 @@ impl<M: ManageConnection> Pool<M> {
     /// The pool's manager.
     pub fn manager(&self) -> &M {
         self.shared.manager()
+    }
+
+    /// Changes `min_idle` while the pool runs (`None`: `max_size`), with the builder's
+    /// validation; a larger value opens the connections it asks for at once, a smaller
+    /// one lets the housekeeper close the surplus as it goes idle. Lock-free for
+    /// borrowers: they read it with one relaxed load where they already read the
+    /// setting.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// let pool = Pool::builder().max_size(4).min_idle(Some(0)).build(Manager)?;
+    /// pool.set_min_idle(Some(2))?;
+    /// assert_eq!(pool.min_idle(), Some(2));
+    /// assert!(pool.set_min_idle(Some(5)).is_err(), "more than max_size");
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
+    pub fn set_min_idle(&self, min_idle: Option<u32>) -> Result<(), Error> {
+        self.shared.set_min_idle(min_idle)
+    }
+
+    /// Closes every idle connection now (borrowed ones are left alone) and returns how
+    /// many; `min_idle` is refilled with new ones.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// let pool = Pool::builder().max_size(2).build(Manager)?;
+    /// assert_eq!(pool.evict_idle(), 2);
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
+    pub fn evict_idle(&self) -> usize {
+        self.shared.evict_idle()
+    }
+
+    /// Retires every connection open now, HikariCP's soft eviction: idle ones are
+    /// closed at once, borrowed ones when they come back, and new ones replace them.
+    /// For credential rotation (change the manager's credentials first) or a failover
+    /// to a new primary. Returns how many were closed at once.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// let pool = Pool::builder().max_size(2).build(Manager)?;
+    /// let held = pool.get()?;
+    /// assert_eq!(pool.retire_all(), 1, "the idle one");
+    /// drop(held); // closed, not returned
+    /// assert_eq!(pool.stats().closed.get(stickypool::CloseReason::Retired), 2);
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
+    pub fn retire_all(&self) -> usize {
+        self.shared.retire_all()
+    }
+
+    /// Closes the idle connections for which `keep` returns false, judging by id, age
+    /// and idle time, and returns how many. `keep` runs with no connection claimed (a
+    /// borrower is never held up by it); if it panics, the connection is kept.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// use std::time::Duration;
+    /// let pool = Pool::builder().max_size(2).build(Manager)?;
+    /// // Close the connections older than a minute (none are, yet).
+    /// assert_eq!(pool.retain(|c| c.age < Duration::from_secs(60)), 0);
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
+    pub fn retain(&self, keep: impl FnMut(&crate::ConnectionInfo) -> bool) -> usize {
+        self.shared.retain(keep)
     }
 
     /// Closes the pool: waiting threads and later borrows get [`Error::Closed`], idle

@@ -103,6 +103,8 @@ impl<M: ManageConnection> Shared<M> {
             Some(CloseReason::Broken)
         } else if now >= entry.expires_ms {
             Some(CloseReason::Lifetime)
+        } else if self.retired(entry.generation) {
+            Some(CloseReason::Retired)
         } else if self.config.resets
             && let Some(failed) = self.recycle(entry)
         {

@@ -1,7 +1,10 @@
 //! The pool's settings after validation, and the limits they are validated against.
 
 use std::sync::Arc;
+use std::sync::atomic::AtomicU32;
 use std::time::Duration;
+
+use parking_lot::Mutex;
 
 use scheduled_thread_pool::ScheduledThreadPool;
 
@@ -27,9 +30,10 @@ pub const DEFAULT_VALIDATION_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) struct Config<M: ManageConnection> {
     pub(crate) name: String,
     pub(crate) max_size: u32,
-    pub(crate) min_idle: u32,
+    /// Changed by `Pool::set_min_idle`; read through `Shared::min_idle`.
+    pub(crate) min_idle: AtomicU32,
     /// `min_idle` as set (`None`: `max_size`), for `Pool::min_idle`.
-    pub(crate) min_idle_setting: Option<u32>,
+    pub(crate) min_idle_setting: Mutex<Option<u32>>,
     /// `idle_timeout` closes only idle connections beyond `min_idle` (HikariCP's way).
     pub(crate) idle_timeout_spares_min_idle: bool,
     pub(crate) connection_timeout: Duration,

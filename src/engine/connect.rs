@@ -87,7 +87,7 @@ impl<M: ManageConnection> Shared<M> {
     /// Blocks until `min_idle` connections are open; see [`Builder::build`].
     pub(crate) fn wait_for_min_idle(&self) -> Result<(), Error> {
         let shared = self;
-        let want = shared.config.min_idle;
+        let want = shared.min_idle();
         let started = Instant::now();
         // A timeout too large for the clock waits for ever.
         let deadline = started.checked_add(shared.config.connection_timeout);
@@ -145,7 +145,7 @@ impl<M: ManageConnection> Shared<M> {
 
     /// Notes that a slot was emptied: idle connections may now run short.
     pub(super) fn slot_emptied(&self) {
-        if self.config.min_idle > 0 && !self.may_run_short() {
+        if self.min_idle() > 0 && !self.may_run_short() {
             self.connects.may_run_short.store(true, Ordering::Relaxed);
         }
     }
@@ -159,7 +159,7 @@ impl<M: ManageConnection> Shared<M> {
     /// empty. Constant time when the counters answer it, else one scan of the slots.
     fn short_of_idle(&self, ready: &[u32]) -> bool {
         let open = self.connections_estimate();
-        if open >= self.config.max_size || self.config.min_idle == 0 {
+        if open >= self.config.max_size || self.min_idle() == 0 {
             // Full: borrows need not look until a slot empties (which sets it again,
             // and whose close asks for a refill itself).
             if self.may_run_short() {
@@ -167,11 +167,11 @@ impl<M: ManageConnection> Shared<M> {
             }
             return false;
         }
-        if open < self.config.min_idle {
+        if open < self.min_idle() {
             return true;
         }
         // Stops at the `min_idle`-th: in a pool that is not short, that is early.
-        let min_idle = self.config.min_idle as usize;
+        let min_idle = self.min_idle() as usize;
         self.slots_in(ready, min_idle) < min_idle
     }
 
@@ -235,7 +235,7 @@ impl<M: ManageConnection> Shared<M> {
             return; // the probe's success refills
         }
         let _filling = self.connects.filling.lock();
-        let min_idle = self.config.min_idle as usize;
+        let min_idle = self.min_idle() as usize;
         let ready = self.slots_in(&[bag::IDLE, bag::RESERVED, bag::CONNECTING], min_idle);
         let mut missing = min_idle - ready;
         let mut from = 0;
@@ -255,10 +255,10 @@ impl<M: ManageConnection> Shared<M> {
     /// Sets `may_run_short` to whether a slot is empty (and `min_idle` is not 0). When
     /// it clears it, it looks again, so that a slot emptied meanwhile (which sets it)
     /// is never missed.
-    fn note_whether_short(&self) {
+    pub(super) fn note_whether_short(&self) {
         let flag = &self.connects.may_run_short;
         let any_empty = || self.slots_in(&[bag::EMPTY], 1) > 0;
-        if self.config.min_idle == 0 {
+        if self.min_idle() == 0 {
             return;
         }
         if any_empty() {
@@ -337,6 +337,9 @@ impl<M: ManageConnection> Shared<M> {
             return self.abandon_connect(ticket);
         }
         let started = Instant::now();
+        // Read before connecting: a connection opened with credentials a
+        // `retire_all` meant to replace is retired too.
+        let generation = self.generation.load(Ordering::Acquire);
         match self.open() {
             Ok(conn) => {
                 self.counters.connect_time.record(started.elapsed());
@@ -359,6 +362,7 @@ impl<M: ManageConnection> Shared<M> {
                         expires_ms,
                         last_used_ms: now,
                         last_checked_ms: now,
+                        generation,
                         extensions: Extensions::new(),
                     });
                 });

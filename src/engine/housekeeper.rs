@@ -178,8 +178,7 @@ impl<M: ManageConnection> Shared<M> {
             });
             let reason = if expired {
                 Some(CloseReason::Lifetime)
-            } else if (!self.config.idle_timeout_spares_min_idle
-                || idle > self.config.min_idle as usize)
+            } else if (!self.config.idle_timeout_spares_min_idle || idle > self.min_idle() as usize)
                 && idle_timeout.is_some_and(|timeout| idle_ms >= timeout)
             {
                 Some(CloseReason::Idle)
@@ -247,7 +246,7 @@ impl<M: ManageConnection> Shared<M> {
             }
         }
         let in_use = self.slots_in(&[bag::IN_USE], usize::MAX);
-        let keep_idle = (self.config.min_idle as usize)
+        let keep_idle = (self.min_idle() as usize)
             .max((used as usize + 1).saturating_sub(in_use))
             .max(1);
         if idle.len() <= keep_idle {

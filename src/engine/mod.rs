@@ -20,7 +20,7 @@
 //! breaker (`breaker`) is open, none of those start: one probe connect at a time runs,
 //! and a borrow that finds no open connection fails at once.
 
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -40,10 +40,12 @@ pub(crate) mod config;
 mod connect;
 pub(crate) mod housekeeper;
 mod recycle;
+mod runtime;
 pub(crate) mod slot;
 
 pub(crate) use config::Config;
 use connect::Connects;
+pub use runtime::ConnectionInfo;
 pub(crate) use slot::{Checkout, PoolEntry, SlotMeta};
 
 /// What every handle, guard and background job shares.
@@ -64,6 +66,8 @@ pub(crate) struct Shared<M: ManageConnection> {
     /// from `connector` so that a close stuck on a hung server delays no connect.
     closer: Arc<Connector>,
     weak: Weak<Shared<M>>,
+    /// Bumped by `retire_all`; connections of an older one close on return.
+    generation: AtomicU64,
     /// The reaper's record of the load (`housekeeper::Shared::shrink_to_load`).
     calm: Mutex<housekeeper::Calm>,
     _clock: clock::Running,
@@ -161,6 +165,7 @@ impl<M: ManageConnection> Shared<M> {
             connector,
             closer,
             weak: weak.clone(),
+            generation: AtomicU64::new(0),
             calm: Mutex::new(housekeeper::Calm::starting_now()),
             _clock: clock::Running::start(),
         });

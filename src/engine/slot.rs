@@ -21,6 +21,8 @@ pub(crate) struct PoolEntry<C> {
     /// When it was last known to work: opened or passed `is_valid` (for
     /// `validation_bypass` and `keepalive_interval`).
     pub(crate) last_checked_ms: u64,
+    /// The pool's `retire_all` generation when it was opened.
+    pub(crate) generation: u64,
     /// The user's per-connection state (`PooledConnection::extensions`).
     pub(crate) extensions: Extensions,
 }

@@ -1,0 +1,159 @@
+//! Changes while the pool runs: `set_min_idle`, `evict_idle`, `retire_all`, `retain`.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
+use std::thread;
+use std::time::Duration;
+
+use common::{FakeManager, SOON, wait_until};
+use stickypool::{CloseReason, Pool};
+
+fn pool(manager: &FakeManager, max_size: u32, min_idle: u32) -> Pool<FakeManager> {
+    Pool::builder()
+        .max_size(max_size)
+        .min_idle(Some(min_idle))
+        .connection_timeout(SOON)
+        .test_on_check_out(false)
+        .build(manager.clone())
+        .expect("build")
+}
+
+#[test]
+fn set_min_idle_grows_at_once_and_is_validated() {
+    let manager = FakeManager::new();
+    let pool = pool(&manager, 4, 0);
+    assert_eq!(pool.state().connections, 0);
+    pool.set_min_idle(Some(3)).unwrap();
+    assert_eq!(pool.min_idle(), Some(3));
+    assert!(wait_until(SOON, || pool.state().idle_connections == 3));
+    // Borrowed ones do not count (r2d2's meaning): a borrow asks for one more.
+    let held = pool.get().unwrap();
+    assert!(wait_until(SOON, || pool.state().idle_connections == 3));
+    drop(held);
+
+    let err = pool.set_min_idle(Some(5)).unwrap_err();
+    assert!(
+        err.to_string().contains("must not exceed max_size (4)"),
+        "{err}"
+    );
+    assert_eq!(pool.min_idle(), Some(3), "unchanged by the refused value");
+    pool.set_min_idle(None).unwrap();
+    assert_eq!(pool.min_idle(), None);
+    assert!(wait_until(SOON, || pool.state().idle_connections == 4));
+}
+
+#[test]
+fn evict_idle_closes_the_idle_ones_only() {
+    let manager = FakeManager::new();
+    let pool = pool(&manager, 3, 0);
+    let held = pool.get().unwrap();
+    let held_id = held.id;
+    drop(pool.get().unwrap());
+    drop(pool.get().unwrap()); // (affinity: the same idle one again)
+    let idle = pool.state().idle_connections as usize;
+    assert!(idle >= 1);
+    assert_eq!(pool.evict_idle(), idle);
+    assert_eq!(pool.state().idle_connections, 0);
+    assert_eq!(pool.stats().closed.get(CloseReason::Evicted), idle as u64);
+    drop(held);
+    // The borrowed one went back to the pool as usual.
+    assert_eq!(pool.get().unwrap().id, held_id);
+}
+
+#[test]
+fn retire_all_closes_idle_now_and_borrowed_on_return() {
+    let manager = FakeManager::new();
+    let pool = pool(&manager, 4, 2);
+    assert!(wait_until(SOON, || pool.state().idle_connections == 2));
+    let old: BTreeSet<u64> = (0..2).map(|_| pool.get().unwrap().id).collect();
+    let held = pool.get().unwrap();
+    let held_id = held.id;
+
+    let closed_now = pool.retire_all();
+    assert!(closed_now >= 1, "the idle ones");
+    assert_eq!(
+        pool.stats().closed.get(CloseReason::Retired),
+        closed_now as u64
+    );
+    drop(held);
+    assert_eq!(
+        pool.stats().closed.get(CloseReason::Retired),
+        closed_now as u64 + 1,
+        "the borrowed one closes on return"
+    );
+
+    // Every connection from now on is new, and stays (it is not retired).
+    let mut seen = BTreeSet::new();
+    for _ in 0..6 {
+        let conn = pool.get().unwrap();
+        assert!(conn.id != held_id && !old.contains(&conn.id), "{}", conn.id);
+        seen.insert(conn.id);
+    }
+    let retired = pool.stats().closed.get(CloseReason::Retired);
+    drop(pool.get().unwrap());
+    assert_eq!(pool.stats().closed.get(CloseReason::Retired), retired);
+}
+
+/// A connect that started before `retire_all` (with the credentials it was meant to
+/// replace) is retired too: its connection serves the borrower that waits for it, then
+/// closes on return.
+#[test]
+fn a_connect_under_way_during_retire_all_is_retired() {
+    let manager = FakeManager::new();
+    let pool = pool(&manager, 1, 0);
+    manager.script.block_connects();
+    thread::scope(|s| {
+        let borrower = s.spawn(|| {
+            let conn = pool.get().expect("served once the connect finishes");
+            conn.id
+        });
+        assert!(wait_until(SOON, || pool.state().pending == 1));
+        pool.retire_all();
+        manager.script.release_connects();
+        borrower.join().unwrap();
+    });
+    assert_eq!(pool.stats().closed.get(CloseReason::Retired), 1);
+    assert_eq!(manager.script.opened.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn retain_closes_what_the_predicate_rejects_and_survives_a_hostile_one() {
+    let manager = FakeManager::new();
+    let pool = pool(&manager, 3, 3);
+    assert!(wait_until(SOON, || pool.state().idle_connections == 3));
+    let first = (0..3)
+        .map(|_| pool.get().unwrap())
+        .map(|c| c.id)
+        .min()
+        .unwrap();
+    // Keep all but the first connection.
+    assert_eq!(pool.retain(|c| c.id != first), 1);
+    assert_eq!(pool.stats().closed.get(CloseReason::Evicted), 1);
+    // Ages and idle times are there to judge by.
+    let mut infos = Vec::new();
+    pool.retain(|c| {
+        infos.push(*c);
+        true
+    });
+    assert!(
+        infos.iter().all(|c| c.age >= c.idle && c.age < SOON),
+        "{infos:?}"
+    );
+
+    // A predicate that panics keeps the connection; one that borrows from the pool
+    // itself finds it usable (no slot is claimed while it runs).
+    let before = pool.state().connections;
+    assert_eq!(pool.retain(|_| panic!("a bug in the predicate")), 0);
+    assert_eq!(pool.state().connections, before);
+    assert!(pool.stats().hook_panics >= 1);
+    let reentrant = pool.retain(|_| {
+        let conn = pool
+            .get_timeout(Duration::from_secs(1))
+            .expect("a free slot");
+        drop(conn);
+        true
+    });
+    assert_eq!(reentrant, 0);
+}
