@@ -295,3 +295,35 @@ fn timeouts_from_a_config_file_reach_the_manager() {
     let one: Option<u32> = pool.get().unwrap().query_first("SELECT 1").unwrap();
     assert_eq!(one, Some(1));
 }
+
+/// Credential rotation while the pool runs: `set_credentials` changes what new
+/// connections use, `retire_all` replaces the open ones.
+#[test]
+fn credentials_change_at_runtime() {
+    let Some(url) = servers::mysql_url("credentials_change_at_runtime") else {
+        return;
+    };
+    let manager = MysqlManager::from_url(&url).unwrap();
+    let user = manager.opts().get_user().unwrap().to_owned();
+    let password = servers::url_password(&url).unwrap();
+    let pool = Pool::builder()
+        .max_size(2)
+        .min_idle(Some(0))
+        .connection_timeout(Duration::from_secs(2))
+        .build(manager)
+        .unwrap();
+    let id = |conn: &mut mysql::Conn| conn.connection_id();
+    let first = id(&mut pool.get().unwrap());
+    pool.manager().set_credentials(&user, "wrong-password");
+    assert_eq!(pool.retire_all(), 1);
+    let err = pool.get().map(drop).unwrap_err();
+    assert!(err.to_string().contains("Access denied"), "{err}");
+    pool.manager().set_credentials(&user, &password);
+    servers::wait_until(
+        "a connect with the restored password",
+        Duration::from_secs(10),
+        || pool.get().is_ok(),
+    );
+    assert_ne!(id(&mut pool.get().unwrap()), first);
+    assert!(!format!("{:?}", pool.manager()).contains(&password));
+}

@@ -372,3 +372,52 @@ fn debug_output_hides_the_password() {
     assert!(!shown.contains(&password), "{shown}");
     assert!(shown.contains("<redacted>"), "{shown}");
 }
+
+/// Credential rotation and a new address while the pool runs: `set_credentials` and
+/// `set_url` change what new connections use, `retire_all` replaces the open ones.
+#[test]
+fn credentials_and_url_change_at_runtime() {
+    let test = "credentials_and_url_change_at_runtime";
+    let (Some(url), Some(config)) = (servers::postgres_url(test), config(test)) else {
+        return;
+    };
+    let pool = Pool::builder()
+        .max_size(2)
+        .min_idle(Some(0))
+        .connection_timeout(Duration::from_secs(2))
+        .build(PostgresManager::from_url(&url).unwrap())
+        .unwrap();
+    let pid = |conn: &mut Client| -> i32 {
+        conn.query_one("SELECT pg_backend_pid()", &[])
+            .unwrap()
+            .get(0)
+    };
+    let first = pid(&mut pool.get().unwrap());
+
+    let user = config.get_user().unwrap().to_owned();
+    pool.manager().set_credentials(&user, "wrong-password");
+    assert_eq!(pool.retire_all(), 1);
+    let err = pool.get().map(drop).unwrap_err();
+    assert!(
+        err.to_string().contains("password authentication failed"),
+        "{err}"
+    );
+    let password = servers::url_password(&url).unwrap();
+    pool.manager().set_credentials(&user, &password);
+    // The breaker may hold the next connect back briefly after the failures.
+    servers::wait_until(
+        "a connect with the restored password",
+        Duration::from_secs(10),
+        || pool.get().is_ok(),
+    );
+    assert_ne!(pid(&mut pool.get().unwrap()), first, "a new session");
+
+    let tagged = format!("{url}?application_name=rotated");
+    assert!(pool.manager().set_url("postgres://h:notaport/db").is_err());
+    pool.manager().set_url(&tagged).unwrap();
+    pool.retire_all();
+    let mut conn = pool.get().unwrap();
+    let name: String = conn.query_one("SHOW application_name", &[]).unwrap().get(0);
+    assert_eq!(name, "rotated");
+    assert!(!format!("{:?}", pool.manager()).contains(&password));
+}

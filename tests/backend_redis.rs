@@ -493,3 +493,37 @@ fn connections_have_connect_and_response_timeouts_by_default() {
     assert!(format!("{blocking:?}").contains("response_timeout: None"));
     assert!(!debug.contains("secret"), "{debug}");
 }
+
+/// A new address while the pool runs: `set_url` changes where new connections go (here
+/// another database), `retire_all` replaces the open ones.
+#[test]
+fn the_url_changes_at_runtime() {
+    let Some(url) = servers::redis_url("the_url_changes_at_runtime") else {
+        return;
+    };
+    let pool = stickypool::Pool::builder()
+        .max_size(2)
+        .min_idle(Some(0))
+        .build(stickypool::backends::redis::RedisManager::new(url.as_str()).unwrap())
+        .unwrap();
+    let db = |pool: &stickypool::Pool<stickypool::backends::redis::RedisManager>| {
+        let info: String = redis::cmd("CLIENT")
+            .arg("INFO")
+            .query(&mut *pool.get().unwrap())
+            .unwrap();
+        info.split_whitespace()
+            .find_map(|kv| kv.strip_prefix("db="))
+            .unwrap()
+            .to_owned()
+    };
+    assert_eq!(db(&pool), "0");
+    let base = url.trim_end_matches('/');
+    pool.manager()
+        .set_url(format!("{base}/3").as_str())
+        .unwrap();
+    assert_eq!(db(&pool), "0", "open connections are not touched");
+    pool.retire_all();
+    assert_eq!(db(&pool), "3");
+    assert!(pool.manager().set_url("not a url").is_err());
+    assert_eq!(db(&pool), "3");
+}

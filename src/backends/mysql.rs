@@ -127,15 +127,29 @@ use std::time::Duration;
 
 use mysql::prelude::Queryable;
 use mysql::{Conn, Opts, OptsBuilder};
+use parking_lot::RwLock;
 
 use crate::manager::{ManageConnection, ResetAction};
 
 /// A [`ManageConnection`] for MySQL and MariaDB connections ([`mysql::Conn`]).
 ///
 /// See the [module documentation](self) for an example and for what each hook does.
-#[derive(Clone)]
 pub struct MysqlManager {
-    opts: Opts,
+    /// Read by every connect; replaced by `set_url` and `set_credentials` while the
+    /// pool runs (connects are its only readers, so the lock is off the borrow path).
+    opts: RwLock<Opts>,
+    /// The read and write timeouts of `opts`, which those changes keep, for the
+    /// check (which must not take the lock).
+    io_timeouts: (Option<Duration>, Option<Duration>),
+}
+
+impl Clone for MysqlManager {
+    fn clone(&self) -> MysqlManager {
+        MysqlManager {
+            opts: RwLock::new(self.opts()),
+            io_timeouts: self.io_timeouts,
+        }
+    }
 }
 
 /// The connect timeout a [`MysqlManager`] uses when its options set none.
@@ -160,8 +174,17 @@ impl MysqlManager {
         if opts.get_write_timeout().is_none() {
             with_defaults = with_defaults.write_timeout(Some(DEFAULT_IO_TIMEOUT));
         }
+        MysqlManager::from_opts(with_defaults.into())
+    }
+
+    fn from_opts(opts: Opts) -> MysqlManager {
+        let io_timeouts = (
+            opts.get_read_timeout().copied(),
+            opts.get_write_timeout().copied(),
+        );
         MysqlManager {
-            opts: with_defaults.into(),
+            opts: RwLock::new(opts),
+            io_timeouts,
         }
     }
 
@@ -183,9 +206,8 @@ impl MysqlManager {
     }
 
     fn with(self, change: impl FnOnce(OptsBuilder) -> OptsBuilder) -> MysqlManager {
-        MysqlManager {
-            opts: change(OptsBuilder::from_opts(self.opts)).into(),
-        }
+        let opts = self.opts.into_inner();
+        MysqlManager::from_opts(change(OptsBuilder::from_opts(opts)).into())
     }
 
     /// A manager connecting to a URL such as
@@ -197,9 +219,36 @@ impl MysqlManager {
         Ok(MysqlManager::new(Opts::from_url(url)?))
     }
 
-    /// The options every connection is opened with.
-    pub fn opts(&self) -> &Opts {
-        &self.opts
+    /// The options connections are opened with now.
+    pub fn opts(&self) -> Opts {
+        self.opts.read().clone()
+    }
+
+    /// Changes the user and password new connections log in with, while the pool runs
+    /// (credential rotation). Open connections keep theirs: follow with
+    /// [`Pool::retire_all`](crate::Pool::retire_all) to replace them as they come back.
+    pub fn set_credentials(&self, user: &str, password: &str) {
+        let mut opts = self.opts.write();
+        let changed = OptsBuilder::from_opts(opts.clone())
+            .user(Some(user))
+            .pass(Some(password));
+        *opts = changed.into();
+    }
+
+    /// Changes where and as whom new connections connect, from a URL as
+    /// [`from_url`](MysqlManager::from_url) takes it; the manager's connect, read and
+    /// write timeouts stay as they are. Open connections are not
+    /// touched: follow with [`Pool::retire_all`](crate::Pool::retire_all). A URL that
+    /// does not parse leaves the manager as it was.
+    pub fn set_url(&self, url: &str) -> Result<(), mysql::Error> {
+        let parsed = Opts::from_url(url)?;
+        let mut opts = self.opts.write();
+        let next = OptsBuilder::from_opts(parsed)
+            .tcp_connect_timeout(opts.get_tcp_connect_timeout())
+            .read_timeout(opts.get_read_timeout().copied())
+            .write_timeout(opts.get_write_timeout().copied());
+        *opts = next.into();
+        Ok(())
     }
 }
 
@@ -219,7 +268,7 @@ impl From<OptsBuilder> for MysqlManager {
 /// prints it, so it is not used here).
 impl fmt::Debug for MysqlManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let o = &self.opts;
+        let o = &*self.opts.read();
         f.debug_struct("MysqlManager")
             .field("host", &o.get_ip_or_hostname())
             .field("port", &o.get_tcp_port())
@@ -240,7 +289,7 @@ impl ManageConnection for MysqlManager {
     type Error = mysql::Error;
 
     fn connect(&self) -> Result<Conn, mysql::Error> {
-        Conn::new(self.opts.clone())
+        Conn::new(self.opts())
     }
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), mysql::Error> {
@@ -248,15 +297,15 @@ impl ManageConnection for MysqlManager {
     }
 
     fn is_valid_within(&self, conn: &mut Conn, timeout: Duration) -> Result<(), mysql::Error> {
-        let (read, write) = (self.opts.get_read_timeout(), self.opts.get_write_timeout());
-        let bound = super::shorter_for_check(timeout, read.copied())
-            .or_else(|| super::shorter_for_check(timeout, write.copied()));
+        let (read, write) = self.io_timeouts;
+        let bound = super::shorter_for_check(timeout, read)
+            .or_else(|| super::shorter_for_check(timeout, write));
         let Some(bound) = bound else {
             return conn.ping();
         };
         set_socket_timeouts(conn, Some(bound), Some(bound))?;
         let checked = conn.ping();
-        checked.and(set_socket_timeouts(conn, read.copied(), write.copied()))
+        checked.and(set_socket_timeouts(conn, read, write))
     }
 
     fn has_broken(&self, _conn: &mut Conn) -> bool {

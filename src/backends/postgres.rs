@@ -77,6 +77,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use postgres::error::{DbError, SqlState};
 use postgres::tls::{MakeTlsConnect, TlsConnect};
 use postgres::{Client, Config, Error, NoTls, Socket};
@@ -99,12 +100,16 @@ type NoticeCallback = Arc<dyn Fn(DbError) + Send + Sync>;
 ///
 /// `T` is the TLS connector, [`NoTls`] unless given. See the [module
 /// documentation](self) for an example and for what each hook does.
-#[derive(Clone)]
 pub struct PostgresManager<T = NoTls> {
-    config: Config,
-    /// The config's own startup options, before `statement_timeout` was added.
-    options: Option<String>,
+    /// Where to connect, as given; the manager's own settings are applied on top at
+    /// each connect (`effective`). Replaced by `set_url` and `set_credentials` while
+    /// the pool runs: connects are its only readers, so the lock is off the borrow
+    /// path.
+    base: RwLock<Config>,
+    connect_timeout: Option<Duration>,
     statement_timeout: Option<Duration>,
+    tcp_user_timeout: Option<Duration>,
+    notices: NoticeCallback,
     tls: T,
 }
 
@@ -129,26 +134,20 @@ where
     /// A manager connecting with this config and TLS connector. Timeouts the config
     /// leaves unset get the defaults (module docs); its notice callback is replaced
     /// (see [`notice_callback`](Self::notice_callback)).
-    pub fn new(mut config: Config, tls: T) -> PostgresManager<T> {
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(DEFAULT_CONNECT_TIMEOUT);
-        }
-        if config.get_tcp_user_timeout().is_none() {
-            config.tcp_user_timeout(DEFAULT_TCP_USER_TIMEOUT);
-        }
-        let options = config.get_options().map(str::to_owned);
-        let manager = PostgresManager {
-            config,
-            options,
+    pub fn new(config: Config, tls: T) -> PostgresManager<T> {
+        PostgresManager {
+            base: RwLock::new(config),
+            connect_timeout: None,
             statement_timeout: None,
+            tcp_user_timeout: None,
+            notices: Arc::new(|notice| log::info!("{}: {}", notice.severity(), notice.message())),
             tls,
-        };
-        manager.notice_callback(|notice| log::info!("{}: {}", notice.severity(), notice.message()))
+        }
     }
 
     /// How long opening a connection may take, authentication included.
     pub fn connect_timeout(mut self, timeout: Duration) -> PostgresManager<T> {
-        self.config.connect_timeout(timeout);
+        self.connect_timeout = Some(timeout);
         self
     }
 
@@ -156,20 +155,13 @@ where
     /// keeps the server's setting.
     pub fn statement_timeout(mut self, timeout: impl Into<Option<Duration>>) -> PostgresManager<T> {
         self.statement_timeout = timeout.into();
-        let own = self.options.as_deref().unwrap_or_default();
-        let options = match self.statement_timeout {
-            // Whole milliseconds, at least 1: 0 would mean no limit to the server.
-            Some(t) => format!("{own} -c statement_timeout={}", t.as_millis().max(1)),
-            None => own.to_owned(),
-        };
-        self.config.options(options.trim_start());
         self
     }
 
     /// How long sent data may stay unacknowledged before the connection fails
     /// (`TCP_USER_TIMEOUT`, Linux).
     pub fn tcp_user_timeout(mut self, timeout: Duration) -> PostgresManager<T> {
-        self.config.tcp_user_timeout(timeout);
+        self.tcp_user_timeout = Some(timeout);
         self
     }
 
@@ -180,25 +172,86 @@ where
         mut self,
         callback: impl Fn(DbError) + Send + Sync + 'static,
     ) -> PostgresManager<T> {
-        let callback: NoticeCallback = Arc::new(callback);
-        self.config.notice_callback(move |notice| {
-            if notice.code() != &SqlState::NO_ACTIVE_SQL_TRANSACTION {
-                callback(notice);
-            }
-        });
+        self.notices = Arc::new(callback);
         self
     }
 
-    /// The config every connection is opened with.
-    pub fn config(&self) -> &Config {
-        &self.config
+    /// The config connections are opened with now: the one given, with the manager's
+    /// timeouts, `statement_timeout` and notice callback.
+    pub fn config(&self) -> Config {
+        self.effective()
+    }
+
+    /// Changes the user and password new connections log in with, while the pool runs
+    /// (credential rotation). Open connections keep theirs: follow with
+    /// [`Pool::retire_all`](crate::Pool::retire_all) to replace them as they come back.
+    pub fn set_credentials(&self, user: &str, password: impl AsRef<[u8]>) {
+        let mut base = self.base.write();
+        base.user(user);
+        base.password(password);
+    }
+
+    /// Changes where and as whom new connections connect (a new primary, new
+    /// credentials), from a URL or `key=value` string as
+    /// [`from_url`](PostgresManager::from_url) takes it; the manager's own settings
+    /// stay. Open connections are not touched: follow with
+    /// [`Pool::retire_all`](crate::Pool::retire_all). A URL that does not parse leaves
+    /// the manager as it was.
+    pub fn set_url(&self, url: &str) -> Result<(), Error> {
+        *self.base.write() = url.parse()?;
+        Ok(())
+    }
+
+    /// The base config with the manager's settings on top.
+    fn effective(&self) -> Config {
+        let mut config = self.base.read().clone();
+        match self.connect_timeout {
+            Some(t) => config.connect_timeout(t),
+            None if config.get_connect_timeout().is_none() => {
+                config.connect_timeout(DEFAULT_CONNECT_TIMEOUT)
+            }
+            None => &mut config,
+        };
+        match self.tcp_user_timeout {
+            Some(t) => config.tcp_user_timeout(t),
+            None if config.get_tcp_user_timeout().is_none() => {
+                config.tcp_user_timeout(DEFAULT_TCP_USER_TIMEOUT)
+            }
+            None => &mut config,
+        };
+        if let Some(t) = self.statement_timeout {
+            let own = config.get_options().unwrap_or_default();
+            // Whole milliseconds, at least 1: 0 would mean no limit to the server.
+            let options = format!("{own} -c statement_timeout={}", t.as_millis().max(1));
+            config.options(options.trim_start());
+        }
+        let notices = self.notices.clone();
+        config.notice_callback(move |notice| {
+            if notice.code() != &SqlState::NO_ACTIVE_SQL_TRANSACTION {
+                notices(notice);
+            }
+        });
+        config
+    }
+}
+
+impl<T: Clone> Clone for PostgresManager<T> {
+    fn clone(&self) -> PostgresManager<T> {
+        PostgresManager {
+            base: RwLock::new(self.base.read().clone()),
+            connect_timeout: self.connect_timeout,
+            statement_timeout: self.statement_timeout,
+            tcp_user_timeout: self.tcp_user_timeout,
+            notices: self.notices.clone(),
+            tls: self.tls.clone(),
+        }
     }
 }
 
 /// Shows where the manager connects, never the password.
 impl<T> fmt::Debug for PostgresManager<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let c = &self.config;
+        let c = &*self.base.read();
         f.debug_struct("PostgresManager")
             .field("hosts", &c.get_hosts())
             .field("ports", &c.get_ports())
@@ -206,9 +259,15 @@ impl<T> fmt::Debug for PostgresManager<T> {
             .field("password", &c.get_password().map(|_| "<redacted>"))
             .field("dbname", &c.get_dbname())
             .field("ssl_mode", &c.get_ssl_mode())
-            .field("connect_timeout", &c.get_connect_timeout())
+            .field(
+                "connect_timeout",
+                &self.connect_timeout.or(c.get_connect_timeout().copied()),
+            )
             .field("statement_timeout", &self.statement_timeout)
-            .field("tcp_user_timeout", &c.get_tcp_user_timeout())
+            .field(
+                "tcp_user_timeout",
+                &self.tcp_user_timeout.or(c.get_tcp_user_timeout().copied()),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -224,7 +283,7 @@ where
     type Error = Error;
 
     fn connect(&self) -> Result<Client, Error> {
-        self.config.connect(self.tls.clone())
+        self.effective().connect(self.tls.clone())
     }
 
     fn is_valid(&self, conn: &mut Client) -> Result<(), Error> {

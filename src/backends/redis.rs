@@ -103,7 +103,10 @@
 //! the cluster, [`ResetAction::None`] skips that cost.
 
 use std::fmt;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
+
+use parking_lot::RwLock;
 
 use redis::cluster::{ClusterClient, ClusterConnection};
 use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
@@ -123,11 +126,25 @@ pub const DEFAULT_RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A [`ManageConnection`] for one Redis server ([`redis::Connection`]).
 ///
 /// See the [module documentation](self) for an example and for what each hook does.
-#[derive(Clone)]
 pub struct RedisManager {
-    client: Client,
+    /// Read by every connect; replaced by `set_url` and `set_credentials` while the
+    /// pool runs (connects are its only readers, so the lock is off the borrow path).
+    client: RwLock<Client>,
+    /// The client's database, for the `Session` reset on return (no lock there).
+    db: AtomicI64,
     connect_timeout: Option<Duration>,
     response_timeout: Option<Duration>,
+}
+
+impl Clone for RedisManager {
+    fn clone(&self) -> RedisManager {
+        RedisManager {
+            client: RwLock::new(self.client()),
+            db: AtomicI64::new(self.db.load(Ordering::Relaxed)),
+            connect_timeout: self.connect_timeout,
+            response_timeout: self.response_timeout,
+        }
+    }
 }
 
 impl RedisManager {
@@ -144,7 +161,8 @@ impl RedisManager {
     /// the driver's TLS certificate options, for example).
     pub fn from_client(client: Client) -> RedisManager {
         RedisManager {
-            client,
+            db: AtomicI64::new(client.get_connection_info().redis_settings().db()),
+            client: RwLock::new(client),
             connect_timeout: Some(DEFAULT_CONNECT_TIMEOUT),
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
         }
@@ -170,9 +188,38 @@ impl RedisManager {
         self
     }
 
-    /// The client connections are opened from.
-    pub fn client(&self) -> &Client {
-        &self.client
+    /// The client connections are opened from now.
+    pub fn client(&self) -> Client {
+        self.client.read().clone()
+    }
+
+    /// Changes where and as whom new connections connect (a URL or a
+    /// [`ConnectionInfo`], as [`new`](RedisManager::new) takes it), while the pool
+    /// runs. Open connections are not touched: follow with
+    /// [`Pool::retire_all`](crate::Pool::retire_all). An address that does not parse
+    /// leaves the manager as it was.
+    pub fn set_url(&self, info: impl IntoConnectionInfo) -> RedisResult<()> {
+        self.replace_client(Client::open(info)?);
+        Ok(())
+    }
+
+    /// Changes the user (ACL) and password new connections authenticate with
+    /// (credential rotation). Open connections keep theirs: follow with
+    /// [`Pool::retire_all`](crate::Pool::retire_all).
+    pub fn set_credentials(&self, user: Option<&str>, password: &str) -> RedisResult<()> {
+        let info = self.client.read().get_connection_info().clone();
+        let mut settings = info.redis_settings().clone().set_password(password);
+        if let Some(user) = user {
+            settings = settings.set_username(user);
+        }
+        self.replace_client(Client::open(info.set_redis_settings(settings))?);
+        Ok(())
+    }
+
+    fn replace_client(&self, client: Client) {
+        let db = client.get_connection_info().redis_settings().db();
+        *self.client.write() = client;
+        self.db.store(db, Ordering::Relaxed);
     }
 }
 
@@ -204,7 +251,7 @@ impl fmt::Debug for Addr<'_> {
 impl fmt::Debug for RedisManager {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisManager")
-            .field("server", &Addr(self.client.get_connection_info()))
+            .field("server", &Addr(self.client.read().get_connection_info()))
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .finish()
@@ -216,9 +263,10 @@ impl ManageConnection for RedisManager {
     type Error = RedisError;
 
     fn connect(&self) -> RedisResult<Connection> {
+        let client = self.client();
         let conn = match self.connect_timeout {
-            Some(timeout) => self.client.get_connection_with_timeout(timeout)?,
-            None => self.client.get_connection()?,
+            Some(timeout) => client.get_connection_with_timeout(timeout)?,
+            None => client.get_connection()?,
         };
         if let Some(timeout) = self.response_timeout {
             conn.set_read_timeout(Some(timeout))?;
@@ -245,8 +293,7 @@ impl ManageConnection for RedisManager {
     }
 
     fn reset(&self, conn: &mut Connection, action: ResetAction) -> RedisResult<()> {
-        let db = self.client.get_connection_info().redis_settings().db();
-        reset_server(conn, action, db)
+        reset_server(conn, action, self.db.load(Ordering::Relaxed))
     }
 }
 

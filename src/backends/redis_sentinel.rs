@@ -57,9 +57,10 @@
 //! `rediss://` URL and the driver's TLS feature).
 
 use std::fmt;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use parking_lot::RwLock;
 use redis::{
     Client, Connection, ConnectionInfo, ConnectionLike, ErrorKind, IntoConnectionInfo,
     RedisConnectionInfo, RedisError, RedisResult, Role,
@@ -76,7 +77,11 @@ use crate::manager::{ManageConnection, ResetAction};
 pub struct RedisSentinelManager {
     sentinels: Vec<ConnectionInfo>,
     service: String,
-    master: RedisConnectionInfo,
+    /// Database, user and password for the master; replaced by
+    /// `set_master_credentials` while the pool runs (read by connects only).
+    master: RwLock<RedisConnectionInfo>,
+    /// The master's database, for the `Session` reset on return (no lock there).
+    db: AtomicI64,
     connect_timeout: Duration,
     response_timeout: Option<Duration>,
     /// The sentinel that answered last; asked first next time.
@@ -107,7 +112,8 @@ impl RedisSentinelManager {
         Ok(RedisSentinelManager {
             sentinels,
             service: service.into(),
-            master: RedisConnectionInfo::default(),
+            master: RwLock::new(RedisConnectionInfo::default()),
+            db: AtomicI64::new(0),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             response_timeout: Some(DEFAULT_RESPONSE_TIMEOUT),
             preferred: AtomicUsize::new(0),
@@ -115,21 +121,34 @@ impl RedisSentinelManager {
     }
 
     /// Database, user, password and protocol for the connections to the master.
-    pub fn master_settings(mut self, settings: RedisConnectionInfo) -> RedisSentinelManager {
-        self.master = settings;
+    pub fn master_settings(self, settings: RedisConnectionInfo) -> RedisSentinelManager {
+        self.db.store(settings.db(), Ordering::Relaxed);
+        *self.master.write() = settings;
         self
     }
 
     /// The master's password (its `requirepass`); the sentinels' own goes in their URLs.
-    pub fn master_password(mut self, password: impl AsRef<str>) -> RedisSentinelManager {
-        self.master = self.master.set_password(password);
-        self
+    pub fn master_password(self, password: impl AsRef<str>) -> RedisSentinelManager {
+        let settings = self.master.read().clone().set_password(password);
+        self.master_settings(settings)
     }
 
     /// The database connections to the master select.
-    pub fn master_db(mut self, db: i64) -> RedisSentinelManager {
-        self.master = self.master.set_db(db);
-        self
+    pub fn master_db(self, db: i64) -> RedisSentinelManager {
+        let settings = self.master.read().clone().set_db(db);
+        self.master_settings(settings)
+    }
+
+    /// Changes the user (ACL) and password new connections to the master authenticate
+    /// with, while the pool runs (credential rotation). Open connections keep theirs:
+    /// follow with [`Pool::retire_all`](crate::Pool::retire_all).
+    pub fn set_master_credentials(&self, user: Option<&str>, password: &str) {
+        let mut master = self.master.write();
+        let mut settings = master.clone().set_password(password);
+        if let Some(user) = user {
+            settings = settings.set_username(user);
+        }
+        *master = settings;
     }
 
     /// Bounds opening a connection to a sentinel or to the master, and each sentinel's
@@ -200,7 +219,7 @@ impl RedisSentinelManager {
     fn open_master(&self, (host, port): (String, u16)) -> RedisResult<Connection> {
         let info = (host.as_str(), port)
             .into_connection_info()?
-            .set_redis_settings(self.master.clone());
+            .set_redis_settings(self.master.read().clone());
         let mut conn = Client::open(info)?.get_connection_with_timeout(self.connect_timeout)?;
         conn.set_read_timeout(Some(self.connect_timeout))?;
         conn.set_write_timeout(Some(self.connect_timeout))?;
@@ -230,12 +249,13 @@ impl fmt::Debug for RedisSentinelManager {
             .iter()
             .map(|s| s.addr().to_string())
             .collect();
+        let master = self.master.read();
         f.debug_struct("RedisSentinelManager")
             .field("sentinels", &sentinels)
             .field("service", &self.service)
-            .field("db", &self.master.db())
-            .field("username", &self.master.username())
-            .field("password", &self.master.password().map(|_| "<redacted>"))
+            .field("db", &master.db())
+            .field("username", &master.username())
+            .field("password", &master.password().map(|_| "<redacted>"))
             .field("connect_timeout", &self.connect_timeout)
             .field("response_timeout", &self.response_timeout)
             .finish()
@@ -269,6 +289,6 @@ impl ManageConnection for RedisSentinelManager {
     }
 
     fn reset(&self, conn: &mut Connection, action: ResetAction) -> RedisResult<()> {
-        reset_server(conn, action, self.master.db())
+        reset_server(conn, action, self.db.load(Ordering::Relaxed))
     }
 }
