@@ -100,6 +100,8 @@ mod pool;
 pub mod registry;
 #[cfg(not(loom))]
 mod stats;
+#[cfg(not(loom))]
+mod trace;
 
 #[cfg(not(loom))]
 mod bag;

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::event::{CheckinEvent, CheckoutEvent, TimeoutEvent};
 use crate::manager::{CloseReason, ManageConnection};
 use crate::stats::Counters;
+use crate::trace;
 
 impl<M: ManageConnection> Shared<M> {
     /// Borrows: the fast path inline, the rest out of line.
@@ -55,7 +56,7 @@ impl<M: ManageConnection> Shared<M> {
         if self.config.test_on_check_out
             && now.saturating_sub(entry.last_checked_ms) >= self.config.validation_bypass_ms
         {
-            if !self.check(&mut entry.conn) {
+            if !self.check(&mut entry.conn, entry.id) {
                 self.close_failed(checkout.into_ticket(), CloseReason::Broken);
                 return None;
             }
@@ -139,6 +140,7 @@ impl<M: ManageConnection> Shared<M> {
         timeout: Duration,
     ) -> Result<Checkout<M::Connection>, Error> {
         let started = Instant::now();
+        let _span = trace::Waiting::start(&self.config.name, started);
         clock::tick();
         let timer = BorrowTimer {
             deadline: Deadline::after(timeout),

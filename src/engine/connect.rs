@@ -18,6 +18,7 @@ use crate::extensions::Extensions;
 use crate::hook;
 use crate::manager::{ErrorOrigin, ManageConnection};
 use crate::stats::Counters;
+use crate::trace;
 
 /// The connecting side's state, owned by this module: the rest of the engine reads it
 /// through the methods below.
@@ -340,11 +341,20 @@ impl<M: ManageConnection> Shared<M> {
         // Read before connecting: a connection opened with credentials a
         // `retire_all` meant to replace is retired too.
         let generation = self.generation.load(Ordering::Acquire);
-        match self.open() {
+        let span = trace::span!(
+            "connect",
+            pool = %self.config.name,
+            attempt,
+            conn_id = tracing::field::Empty
+        )
+        .entered();
+        let opened = self.open();
+        match opened {
             Ok(conn) => {
                 self.counters.connect_time.record(started.elapsed());
                 let now = clock::tick();
                 let id = self.connects.next_conn_id.fetch_add(1, Ordering::Relaxed);
+                span.record("conn_id", id);
                 let expires_ms = match self.config.max_lifetime {
                     Some(lifetime) => now.saturating_add(lifetime_with_jitter(lifetime, id)),
                     None => u64::MAX,

@@ -283,7 +283,7 @@ impl<M: ManageConnection> Shared<M> {
                 if now.saturating_sub(entry.last_checked_ms.max(entry.last_used_ms)) < interval {
                     return None;
                 }
-                if self.validate(&mut entry.conn) {
+                if self.validate(&mut entry.conn, entry.id) {
                     entry.last_checked_ms = now;
                     None
                 } else {

@@ -12,6 +12,7 @@ use crate::error::{Chain, ErrorMessage, SharedError};
 use crate::event::ReleaseEvent;
 use crate::manager::{CloseReason, ErrorOrigin, ManageConnection, ResetAction};
 use crate::stats::Counters;
+use crate::trace;
 
 impl<M: ManageConnection> Shared<M> {
     /// The fake close and the optional check on return; `Some` if the connection
@@ -19,6 +20,9 @@ impl<M: ManageConnection> Shared<M> {
     pub(super) fn recycle(&self, entry: &mut PoolEntry<M::Connection>) -> Option<CloseReason> {
         let (action, id) = (self.config.reset_on_return, entry.id);
         if action != ResetAction::None {
+            let _span =
+                trace::span!("reset", pool = %self.config.name, conn_id = id, action = ?action)
+                    .entered();
             let failed = self.reset_step("ManageConnection::reset", id, || {
                 self.manager.reset(&mut entry.conn, action)
             });
@@ -35,7 +39,7 @@ impl<M: ManageConnection> Shared<M> {
             }
         }
         if self.config.test_on_check_in {
-            if !self.check(&mut entry.conn) {
+            if !self.check(&mut entry.conn, entry.id) {
                 return Some(CloseReason::Broken);
             }
             entry.last_checked_ms = clock::now_ms();
@@ -66,8 +70,8 @@ impl<M: ManageConnection> Shared<M> {
     }
 
     /// `validate`, counting a failure (or a panic) in `validation_failures`.
-    pub(super) fn check(&self, conn: &mut M::Connection) -> bool {
-        let valid = self.validate(conn);
+    pub(super) fn check(&self, conn: &mut M::Connection, id: u64) -> bool {
+        let valid = self.validate(conn, id);
         if !valid {
             Counters::bump(&self.counters.validation_failures);
         }
@@ -75,7 +79,9 @@ impl<M: ManageConnection> Shared<M> {
     }
 
     /// `is_valid_within` the validation timeout; a failure goes to the error handler.
-    pub(crate) fn validate(&self, conn: &mut M::Connection) -> bool {
+    #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
+    pub(crate) fn validate(&self, conn: &mut M::Connection, id: u64) -> bool {
+        let _span = trace::span!("validate", pool = %self.config.name, conn_id = id).entered();
         let timeout = self.config.validation_timeout;
         match self.hook("ManageConnection::is_valid", || {
             self.manager.is_valid_within(conn, timeout)
@@ -175,6 +181,12 @@ impl<M: ManageConnection> Shared<M> {
     /// Counts, logs and reports (`handle_release`) a connection leaving the pool.
     fn note_release(&self, entry: &PoolEntry<M::Connection>, reason: CloseReason) {
         Counters::bump(&self.counters.closed[reason.index()]);
+        trace::event!(
+            pool = %self.config.name,
+            conn_id = entry.id,
+            reason = reason.as_str(),
+            "connection closed"
+        );
         log::debug!(
             "pool '{}': closing connection {} ({reason})",
             self.config.name,
