@@ -355,41 +355,8 @@ impl<M: ManageConnection, P> Builder<M, P> {
     }
 
     pub(crate) fn validate(self) -> Result<Config<M>, Error> {
-        if self.max_size == 0 {
-            return Err(Error::config("max_size", "must be at least 1"));
-        }
-        if self.max_size > MAX_POOL_SIZE {
-            return Err(Error::config(
-                "max_size",
-                format!("must be at most {MAX_POOL_SIZE}, got {}", self.max_size),
-            ));
-        }
+        self.check_settings()?;
         let min_idle = self.min_idle.unwrap_or(self.max_size);
-        if min_idle > self.max_size {
-            return Err(Error::config(
-                "min_idle",
-                format!(
-                    "must not exceed max_size ({}), got {min_idle}",
-                    self.max_size
-                ),
-            ));
-        }
-        positive("connection_timeout", Some(self.connection_timeout))?;
-        positive("validation_timeout", Some(self.validation_timeout))?;
-        positive("reap_interval", Some(self.reap_interval))?;
-        positive("idle_timeout", self.idle_timeout)?;
-        positive("max_lifetime", self.max_lifetime)?;
-        positive("keepalive_interval", self.keepalive_interval)?;
-        positive("leak_detection_threshold", self.leak_detection_threshold)?;
-        at_least_min_interval("reap_interval", Some(self.reap_interval))?;
-        at_least_min_interval("keepalive_interval", self.keepalive_interval)?;
-        if self.max_waiters == Some(0) {
-            return Err(Error::config(
-                "max_waiters",
-                "must be at least 1 (None means unbounded): a pool that admits no waiter \
-                 never opens a connection",
-            ));
-        }
         let id_name = self.name.filter(|n| !n.is_empty());
         let observed = self.leak_detection_threshold.is_some() || self.event_handler.is_some();
         let resets = self.reset_on_return != ResetAction::None
@@ -425,6 +392,47 @@ impl<M: ManageConnection, P> Builder<M, P> {
                 .thread_pool
                 .unwrap_or_else(crate::engine::housekeeper::shared_scheduler),
         })
+    }
+
+    /// The range checks of `build`, without building (the config file runs them when
+    /// it is parsed).
+    pub(crate) fn check_settings(&self) -> Result<(), Error> {
+        if self.max_size == 0 {
+            return Err(Error::config("max_size", "must be at least 1"));
+        }
+        if self.max_size > MAX_POOL_SIZE {
+            return Err(Error::config(
+                "max_size",
+                format!("must be at most {MAX_POOL_SIZE}, got {}", self.max_size),
+            ));
+        }
+        let min_idle = self.min_idle.unwrap_or(self.max_size);
+        if min_idle > self.max_size {
+            return Err(Error::config(
+                "min_idle",
+                format!(
+                    "must not exceed max_size ({}), got {min_idle}",
+                    self.max_size
+                ),
+            ));
+        }
+        positive("connection_timeout", Some(self.connection_timeout))?;
+        positive("validation_timeout", Some(self.validation_timeout))?;
+        positive("reap_interval", Some(self.reap_interval))?;
+        positive("idle_timeout", self.idle_timeout)?;
+        positive("max_lifetime", self.max_lifetime)?;
+        positive("keepalive_interval", self.keepalive_interval)?;
+        positive("leak_detection_threshold", self.leak_detection_threshold)?;
+        at_least_min_interval("reap_interval", Some(self.reap_interval))?;
+        at_least_min_interval("keepalive_interval", self.keepalive_interval)?;
+        if self.max_waiters == Some(0) {
+            return Err(Error::config(
+                "max_waiters",
+                "must be at least 1 (None means unbounded): a pool that admits no waiter \
+                 never opens a connection",
+            ));
+        }
+        Ok(())
     }
 }
 

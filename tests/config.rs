@@ -681,3 +681,51 @@ mod with_redis_sentinel {
         assert!(pools.redis("cache").is_err(), "not a single-server pool");
     }
 }
+
+/// Range errors (what `build` would refuse) come from the parser, with the position,
+/// before any pool is built.
+#[test]
+fn ranges_are_checked_when_the_text_is_parsed() {
+    for (table, expected) in [
+        ("max_size = 0", "`max_size`: must be at least 1"),
+        (
+            "max_size = 2\nmin_idle = 3",
+            "`min_idle`: must not exceed max_size (2), got 3",
+        ),
+        ("connection_timeout = \"0s\"", "`connection_timeout`"),
+        ("reap_interval = \"1ms\"", "`reap_interval`"),
+        ("max_waiters = 0", "`max_waiters`: must be at least 1"),
+    ] {
+        let toml = format!(
+            "[pools.a]\nbackend = \"sqlite\"\nmemory = true\n\n[pools.b]\nbackend = \"sqlite\"\nmemory = true\n{table}\n"
+        );
+        let err = PoolsConfig::from_toml_str(&toml).unwrap_err().to_string();
+        assert!(err.contains(expected), "{table}: {err}");
+        assert!(err.contains("line 5"), "{table}: no position: {err}");
+    }
+}
+
+/// The table serializes back to what parses into the same settings (TOML in, JSON out
+/// and in again), and settings are plain fields to read and change in code.
+#[test]
+fn settings_round_trip_and_are_fields() {
+    let mut config = PoolsConfig::from_toml_str(
+        "[pools.main]\nbackend = \"sqlite\"\nmemory = true\nmax_size = 4\n\
+         idle_timeout = \"off\"\nconnection_timeout = \"1.5s\"\nmax_waiters = 64\n\
+         reset_on_return = \"rollback\"\n",
+    )
+    .unwrap();
+    let main = config.pools.get_mut("main").unwrap();
+    assert_eq!(main.max_size, Some(4));
+    assert_eq!(
+        main.connection_timeout.map(|d| d.0),
+        Some(std::time::Duration::from_millis(1500))
+    );
+    assert_eq!(main.idle_timeout, Some(stickypool::config::Off(None)));
+    main.min_idle = Some(1);
+    let json = serde_json::to_string(&config).unwrap();
+    assert!(json.contains(r#""idle_timeout":"off""#), "{json}");
+    assert!(json.contains(r#""connection_timeout":"1500ms""#), "{json}");
+    let back: PoolsConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, config);
+}

@@ -70,25 +70,64 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer, Serialize};
 
 mod build;
 mod env;
 mod values;
 
-pub use values::parse_duration;
-use values::{DurationSetting, Off};
+pub use values::{DurationSetting, Off, parse_duration};
 
 use crate::builder::Builder;
 use crate::manager::{ManageConnection, ResetAction};
 use crate::registry::Pools;
 
+/// A manager type for running the builder's checks on a table; never connects.
+struct CheckOnly;
+
+impl ManageConnection for CheckOnly {
+    type Connection = ();
+    type Error = std::io::Error;
+    fn connect(&self) -> Result<(), std::io::Error> {
+        Err(std::io::Error::other("not a real manager"))
+    }
+    fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> {
+        Ok(())
+    }
+    fn has_broken(&self, _: &mut ()) -> bool {
+        false
+    }
+}
+
 /// Every pool of a file, by alias: the value of the `pools` table.
-#[derive(Debug, Clone, Default, Deserialize)]
+///
+/// Each pool's settings are checked as the builder checks them while the text is
+/// parsed (`max_size = 0`, `min_idle` above `max_size`, a zero timeout ...), so the
+/// error has the line and column, and no pool is built from a file with a bad one.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(transparent)]
 pub struct PoolsConfig {
     /// The pools by alias.
+    #[serde(deserialize_with = "checked_pools")]
     pub pools: BTreeMap<String, PoolConfig>,
+}
+
+/// The pools, each checked as it is read (so a range error has its position).
+fn checked_pools<'de, D: Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<String, PoolConfig>, D::Error> {
+    let checked = BTreeMap::<String, Checked>::deserialize(d)?;
+    Ok(checked.into_iter().map(|(alias, c)| (alias, c.0)).collect())
+}
+
+struct Checked(PoolConfig);
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let config = PoolConfig::deserialize(d)?;
+        config.check().map_err(serde::de::Error::custom)?;
+        Ok(Checked(config))
+    }
 }
 
 impl PoolsConfig {
@@ -113,7 +152,7 @@ pub(crate) struct FileConfig {
 }
 
 /// The backend of a pool (`backend = "..."`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 #[non_exhaustive]
 pub enum Backend {
@@ -163,12 +202,16 @@ impl fmt::Display for Backend {
 }
 
 /// How returned connections are reset (`reset_on_return`), as in [`ResetAction`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
-enum ResetSetting {
+pub enum ResetSetting {
+    /// `"none"`: [`ResetAction::None`].
     None,
+    /// `"commit"`: [`ResetAction::Commit`].
     Commit,
+    /// `"rollback"`: [`ResetAction::Rollback`].
     Rollback,
+    /// `"session"`: [`ResetAction::Session`].
     Session,
 }
 
@@ -184,95 +227,177 @@ impl From<ResetSetting> for ResetAction {
 }
 
 /// One `[pools.<alias>]` table. Every setting is optional and keeps the [`Builder`]'s
-/// default when missing.
-#[derive(Debug, Clone, Deserialize)]
+/// default when missing (`None` here); settings that can be turned off are
+/// [`Off`], where `Off(None)` is `"off"`. Readable and settable in code before
+/// [`Pools::from_config`](crate::Pools::from_config), and serializable back.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// Which backend.
     pub backend: Backend,
     /// Where to connect (`mysql`, `redis`, `postgres`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     /// The node URLs (`redis-cluster`), or the sentinels' URLs (`redis-sentinel`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub urls: Option<Vec<String>>,
     /// The name of the service whose master to connect to (`redis-sentinel`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub service: Option<String>,
     /// The master's password (`redis-sentinel`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub master_password: Option<String>,
     /// The database connections select (`redis-sentinel`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub db: Option<i64>,
     /// The database file (`sqlite`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub path: Option<String>,
     /// An in-memory database shared by the pool's connections (`sqlite`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<bool>,
     /// SQL run on every new connection (`sqlite`).
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init: Option<String>,
     /// Bound on opening a connection (`mysql`, `redis`, `redis-cluster`, `postgres`,
     /// `redis-sentinel`).
-    #[serde(default)]
-    connect_timeout: Option<DurationSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect_timeout: Option<DurationSetting>,
     /// Bound on each command's reply (`redis`, `redis-cluster`, `redis-sentinel`).
-    #[serde(default)]
-    response_timeout: Option<DurationSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response_timeout: Option<DurationSetting>,
     /// Bound on each read from the server, or `"off"` (`mysql`).
-    #[serde(default)]
-    read_timeout: Option<Off<DurationSetting>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_timeout: Option<Off<DurationSetting>>,
     /// Bound on each write to the server, or `"off"` (`mysql`).
-    #[serde(default)]
-    write_timeout: Option<Off<DurationSetting>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write_timeout: Option<Off<DurationSetting>>,
     /// How long a statement waits for a locked database (`sqlite`).
-    #[serde(default)]
-    busy_timeout: Option<DurationSetting>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_timeout: Option<DurationSetting>,
     /// The server-side `statement_timeout`, or `"off"` (`postgres`).
-    #[serde(default)]
-    statement_timeout: Option<Off<DurationSetting>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub statement_timeout: Option<Off<DurationSetting>>,
     /// How long sent data may stay unacknowledged (`postgres`).
-    #[serde(default)]
-    tcp_user_timeout: Option<DurationSetting>,
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default)]
-    max_size: Option<u32>,
-    #[serde(default)]
-    min_idle: Option<u32>,
-    #[serde(default)]
-    connection_timeout: Option<DurationSetting>,
-    #[serde(default)]
-    test_on_check_out: Option<bool>,
-    #[serde(default)]
-    validation_bypass: Option<DurationSetting>,
-    #[serde(default)]
-    test_on_check_in: Option<bool>,
-    #[serde(default)]
-    idle_timeout: Option<Off<DurationSetting>>,
-    #[serde(default)]
-    max_lifetime: Option<Off<DurationSetting>>,
-    #[serde(default)]
-    reap_interval: Option<DurationSetting>,
-    #[serde(default)]
-    keepalive_interval: Option<Off<DurationSetting>>,
-    #[serde(default)]
-    reset_on_return: Option<ResetSetting>,
-    #[serde(default)]
-    leak_detection_threshold: Option<Off<DurationSetting>>,
-    #[serde(default)]
-    max_waiters: Option<Off<usize>>,
-    #[serde(default)]
-    circuit_breaker: Option<bool>,
-    #[serde(default)]
-    validation_timeout: Option<DurationSetting>,
-    #[serde(default)]
-    idle_timeout_spares_min_idle: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tcp_user_timeout: Option<DurationSetting>,
+    /// [`Builder::name`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// [`Builder::max_size`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size: Option<u32>,
+    /// [`Builder::min_idle`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_idle: Option<u32>,
+    /// [`Builder::connection_timeout`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connection_timeout: Option<DurationSetting>,
+    /// [`Builder::test_on_check_out`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_on_check_out: Option<bool>,
+    /// [`Builder::validation_bypass`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_bypass: Option<DurationSetting>,
+    /// [`Builder::test_on_check_in`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub test_on_check_in: Option<bool>,
+    /// [`Builder::idle_timeout`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout: Option<Off<DurationSetting>>,
+    /// [`Builder::max_lifetime`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_lifetime: Option<Off<DurationSetting>>,
+    /// [`Builder::reap_interval`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reap_interval: Option<DurationSetting>,
+    /// [`Builder::keepalive_interval`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keepalive_interval: Option<Off<DurationSetting>>,
+    /// [`Builder::reset_on_return`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reset_on_return: Option<ResetSetting>,
+    /// [`Builder::leak_detection_threshold`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leak_detection_threshold: Option<Off<DurationSetting>>,
+    /// [`Builder::max_waiters`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_waiters: Option<Off<usize>>,
+    /// [`Builder::circuit_breaker`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub circuit_breaker: Option<bool>,
+    /// [`Builder::validation_timeout`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub validation_timeout: Option<DurationSetting>,
+    /// [`Builder::idle_timeout_spares_min_idle`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle_timeout_spares_min_idle: Option<bool>,
 }
 
 impl PoolConfig {
+    /// A table for `backend` with every setting left at its default, to fill in code.
+    ///
+    /// ```
+    /// use stickypool::config::{Backend, DurationSetting, PoolConfig, PoolsConfig};
+    /// use std::time::Duration;
+    ///
+    /// let mut main = PoolConfig::new(Backend::Sqlite);
+    /// main.memory = Some(true);
+    /// main.max_size = Some(4);
+    /// main.connection_timeout = Some(DurationSetting(Duration::from_millis(1500)));
+    /// let mut pools = PoolsConfig::default();
+    /// pools.pools.insert("main".into(), main);
+    /// let json = serde_json::to_string(&pools).unwrap();
+    /// assert_eq!(
+    ///     json,
+    ///     r#"{"main":{"backend":"sqlite","memory":true,"max_size":4,"connection_timeout":"1500ms"}}"#
+    /// );
+    /// ```
+    pub fn new(backend: Backend) -> PoolConfig {
+        PoolConfig {
+            backend,
+            url: None,
+            urls: None,
+            service: None,
+            master_password: None,
+            db: None,
+            path: None,
+            memory: None,
+            init: None,
+            connect_timeout: None,
+            response_timeout: None,
+            read_timeout: None,
+            write_timeout: None,
+            busy_timeout: None,
+            statement_timeout: None,
+            tcp_user_timeout: None,
+            name: None,
+            max_size: None,
+            min_idle: None,
+            connection_timeout: None,
+            test_on_check_out: None,
+            validation_bypass: None,
+            test_on_check_in: None,
+            idle_timeout: None,
+            max_lifetime: None,
+            reap_interval: None,
+            keepalive_interval: None,
+            reset_on_return: None,
+            leak_detection_threshold: None,
+            max_waiters: None,
+            circuit_breaker: None,
+            validation_timeout: None,
+            idle_timeout_spares_min_idle: None,
+        }
+    }
+
+    /// The builder's range checks on this table's settings (`build` runs them again).
+    fn check(&self) -> Result<(), String> {
+        self.builder::<CheckOnly>("")
+            .check_settings()
+            .map_err(|e| e.to_string())
+    }
+
     /// A builder with this table's settings, named `name` or else `alias`.
     pub fn builder<M: ManageConnection>(&self, alias: &str) -> Builder<M> {
         let mut b = Builder::new().name(self.name.as_deref().unwrap_or(alias));

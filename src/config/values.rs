@@ -5,12 +5,38 @@
 use std::fmt;
 use std::time::Duration;
 
-use serde::Deserialize;
 use serde::de::{self, Deserializer, Visitor};
+use serde::{Deserialize, Serialize, Serializer};
 
-/// A duration written as `"250ms"`, `"3s"`, `"10m"`, `"1h30m"`.
+/// A duration written as `"250ms"`, `"3s"`, `"10m"`, `"1h30m"` (see
+/// [`parse_duration`]); serialized in the largest unit that writes it exactly.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct DurationSetting(pub(crate) Duration);
+pub struct DurationSetting(pub Duration);
+
+impl Serialize for DurationSetting {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format_duration(self.0))
+    }
+}
+
+/// `d` as the file writes it: `"90s"`, `"1500ms"`, `"2h"`, `"250ns"`.
+pub(crate) fn format_duration(d: Duration) -> String {
+    let nanos = d.as_nanos();
+    let units: [(u128, &str); 7] = [
+        (86_400_000_000_000, "d"),
+        (3_600_000_000_000, "h"),
+        (60_000_000_000, "m"),
+        (1_000_000_000, "s"),
+        (1_000_000, "ms"),
+        (1_000, "us"),
+        (1, "ns"),
+    ];
+    let (size, unit) = units
+        .into_iter()
+        .find(|(size, _)| nanos >= *size && nanos.is_multiple_of(*size))
+        .unwrap_or((1, "ns"));
+    format!("{}{unit}", nanos / size)
+}
 
 impl<'de> Deserialize<'de> for DurationSetting {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
@@ -41,13 +67,24 @@ impl Visitor<'_> for DurationVisitor {
     }
 }
 
-/// A setting that may be turned off with `"off"` or `false` (the builder's `None`).
+/// A setting that may be turned off with `"off"` or `false` (the builder's `None`);
+/// serialized as `"off"` or the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Off<T>(pub(crate) Option<T>);
+pub struct Off<T>(pub Option<T>);
 
 impl Off<DurationSetting> {
-    pub(crate) fn duration(self) -> Option<Duration> {
+    /// The duration, or `None` if turned off.
+    pub fn duration(self) -> Option<Duration> {
         self.0.map(|d| d.0)
+    }
+}
+
+impl<T: Serialize> Serialize for Off<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match &self.0 {
+            Some(value) => value.serialize(s),
+            None => s.serialize_str("off"),
+        }
     }
 }
 
