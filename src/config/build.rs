@@ -131,6 +131,39 @@ impl PoolConfig {
         })
     }
 
+    /// `urls` with variables expanded.
+    #[allow(dead_code)] // without the backend features
+    fn expanded_urls(
+        &self,
+        alias: &str,
+        secrets: &mut Vec<String>,
+    ) -> Result<Vec<String>, ConfigError> {
+        self.urls
+            .iter()
+            .flatten()
+            .map(|u| expand(u, alias, "urls", secrets))
+            .collect()
+    }
+
+    /// Builds the pool with this table's settings (opening `min_idle`).
+    #[allow(dead_code)] // without the backend features
+    fn start<M: crate::ManageConnection>(
+        &self,
+        alias: &str,
+        manager: M,
+        kind: &'static str,
+    ) -> Result<crate::registry::Entry, ConfigError> {
+        let pool = self
+            .builder(alias)
+            .build(manager)
+            .map_err(|e| ConfigError::Build {
+                alias: alias.to_owned(),
+                backend: self.backend,
+                reason: e.to_string(),
+            })?;
+        Ok(crate::registry::Entry::new(pool, kind))
+    }
+
     // Without the backend features most of this is compiled out.
     #[allow(unused_variables, unreachable_code, clippy::ptr_arg)]
     fn build_backend(
@@ -172,11 +205,7 @@ impl PoolConfig {
                     if let Some(t) = self.write_timeout {
                         manager = manager.write_timeout(t.duration());
                     }
-                    let pool = self
-                        .builder(alias)
-                        .build(manager)
-                        .map_err(|e| failed(e.to_string()))?;
-                    return Ok(crate::registry::Entry::new(pool, "mysql"));
+                    return self.start(alias, manager, "mysql");
                 }
                 Err(missing())
             }
@@ -192,11 +221,7 @@ impl PoolConfig {
                     if let Some(t) = self.response_timeout {
                         manager = manager.response_timeout(t.0);
                     }
-                    let pool = self
-                        .builder(alias)
-                        .build(manager)
-                        .map_err(|e| failed(e.to_string()))?;
-                    return Ok(crate::registry::Entry::new(pool, "redis"));
+                    return self.start(alias, manager, "redis");
                 }
                 Err(missing())
             }
@@ -204,12 +229,7 @@ impl PoolConfig {
                 #[cfg(feature = "redis")]
                 {
                     use crate::backends::redis::RedisClusterManager;
-                    let urls = self
-                        .urls
-                        .iter()
-                        .flatten()
-                        .map(|u| expand(u, alias, "urls", secrets))
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let urls = self.expanded_urls(alias, secrets)?;
                     let manager = match self.connect_timeout {
                         None => RedisClusterManager::new(urls.iter().map(String::as_str)),
                         Some(t) => ::redis::cluster::ClusterClient::builder(
@@ -227,11 +247,7 @@ impl PoolConfig {
                         Some(t) => manager.response_timeout(t.0),
                         None => manager,
                     };
-                    let pool = self
-                        .builder(alias)
-                        .build(manager)
-                        .map_err(|e| failed(e.to_string()))?;
-                    return Ok(crate::registry::Entry::new(pool, "redis-cluster"));
+                    return self.start(alias, manager, "redis-cluster");
                 }
                 Err(missing())
             }
@@ -250,11 +266,7 @@ impl PoolConfig {
                         let sql = expand(init, alias, "init", secrets)?;
                         manager = manager.with_init(move |conn| conn.execute_batch(&sql));
                     }
-                    let pool = self
-                        .builder(alias)
-                        .build(manager)
-                        .map_err(|e| failed(e.to_string()))?;
-                    return Ok(crate::registry::Entry::new(pool, "sqlite"));
+                    return self.start(alias, manager, "sqlite");
                 }
                 Err(missing())
             }
@@ -273,11 +285,7 @@ impl PoolConfig {
                     if let Some(t) = self.tcp_user_timeout {
                         manager = manager.tcp_user_timeout(t.0);
                     }
-                    let pool = self
-                        .builder(alias)
-                        .build(manager)
-                        .map_err(|e| failed(e.to_string()))?;
-                    return Ok(crate::registry::Entry::new(pool, "postgres"));
+                    return self.start(alias, manager, "postgres");
                 }
                 Err(missing())
             }
@@ -285,12 +293,7 @@ impl PoolConfig {
                 #[cfg(feature = "redis-sentinel")]
                 {
                     use crate::backends::redis_sentinel::RedisSentinelManager;
-                    let urls = self
-                        .urls
-                        .iter()
-                        .flatten()
-                        .map(|u| expand(u, alias, "urls", secrets))
-                        .collect::<Result<Vec<_>, _>>()?;
+                    let urls = self.expanded_urls(alias, secrets)?;
                     let service = self.service.clone().unwrap_or_default();
                     let mut manager =
                         RedisSentinelManager::new(urls.iter().map(String::as_str), service)
@@ -309,11 +312,7 @@ impl PoolConfig {
                     if let Some(t) = self.response_timeout {
                         manager = manager.response_timeout(t.0);
                     }
-                    let pool = self
-                        .builder(alias)
-                        .build(manager)
-                        .map_err(|e| failed(e.to_string()))?;
-                    return Ok(crate::registry::Entry::new(pool, "redis-sentinel"));
+                    return self.start(alias, manager, "redis-sentinel");
                 }
                 Err(missing())
             }
