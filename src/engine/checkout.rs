@@ -88,7 +88,7 @@ impl<M: ManageConnection> Shared<M> {
         let held_ms = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
         if held_ms != 0 {
             owner_add(&meta.hold_ms, held_ms);
-            owner_add(&meta.hold_log2[hold_bucket(held_ms)], 1);
+            owner_add(&self.hold_times[index].0[hold_bucket(held_ms)], 1);
         }
         if self.config.observed {
             self.note_checkin(meta, entry.id, held_ms);

@@ -24,6 +24,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use scheduled_thread_pool::JobHandle;
 
@@ -66,6 +67,8 @@ pub(crate) struct Shared<M: ManageConnection> {
     /// from `connector` so that a close stuck on a hung server delays no connect.
     closer: Arc<Connector>,
     weak: Weak<Shared<M>>,
+    /// Per slot, beside the bag (`slot::HoldTimes`).
+    hold_times: Box<[CachePadded<slot::HoldTimes>]>,
     /// Bumped by `retire_all`; connections of an older one close on return.
     generation: AtomicU64,
     /// The reaper's record of the load (`housekeeper::Shared::shrink_to_load`).
@@ -165,6 +168,7 @@ impl<M: ManageConnection> Shared<M> {
             connector,
             closer,
             weak: weak.clone(),
+            hold_times: (0..size).map(|_| CachePadded::default()).collect(),
             generation: AtomicU64::new(0),
             calm: Mutex::new(housekeeper::Calm::starting_now()),
             _clock: clock::Running::start(),
@@ -225,7 +229,7 @@ impl<M: ManageConnection> Shared<M> {
             let meta = self.bag.meta(i);
             borrows += meta.borrows.load(Ordering::Relaxed);
             hold_ms += meta.hold_ms.load(Ordering::Relaxed);
-            for (sum, count) in held.iter_mut().zip(&meta.hold_log2) {
+            for (sum, count) in held.iter_mut().zip(&self.hold_times[i].0) {
                 *sum += count.load(Ordering::Relaxed);
             }
             in_use += u64::from(self.bag.state(i) == bag::IN_USE);

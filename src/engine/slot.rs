@@ -39,9 +39,6 @@ pub(crate) struct SlotMeta {
     pub(crate) borrowed_at_ns: AtomicU64,
     pub(crate) borrows: AtomicU64,
     pub(crate) hold_ms: AtomicU64,
-    /// Returns after a hold of at least 1 ms, by power of two of milliseconds
-    /// (`hold_bucket`); shorter holds are `borrows` minus these.
-    pub(crate) hold_log2: [AtomicU64; HOLD_BUCKETS],
     pub(crate) leak_reported: AtomicBool,
     /// Where the current borrow happened, captured only with leak detection on and
     /// symbolized only if it is reported.
@@ -53,6 +50,19 @@ pub(crate) const NOT_BORROWED: u64 = u64::MAX;
 /// Hold-time buckets per slot: `[2^k, 2^(k+1))` ms for `k < HOLD_BUCKETS - 1`, the last
 /// one open (from about 2.3 hours).
 pub(crate) const HOLD_BUCKETS: usize = 24;
+
+/// One slot's returns after a hold of at least 1 ms, by power of two of milliseconds
+/// (`hold_bucket`); shorter holds are its `borrows` minus these. Kept beside the slots,
+/// not in them, so the slot's own lines stay those a borrow already touches; written
+/// by the slot's owner only, and only after a hold of a millisecond or more.
+#[derive(Debug)]
+pub(crate) struct HoldTimes(pub(crate) [AtomicU64; HOLD_BUCKETS]);
+
+impl Default for HoldTimes {
+    fn default() -> Self {
+        HoldTimes(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
 
 /// The hold-time bucket of a hold of `ms >= 1` milliseconds.
 #[inline]
@@ -67,7 +77,6 @@ impl Default for SlotMeta {
             borrowed_at_ns: AtomicU64::new(0),
             borrows: AtomicU64::new(0),
             hold_ms: AtomicU64::new(0),
-            hold_log2: std::array::from_fn(|_| AtomicU64::new(0)),
             leak_reported: AtomicBool::new(false),
             borrow_site: Mutex::new(None),
         }
