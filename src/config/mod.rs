@@ -232,6 +232,7 @@ impl From<ResetSetting> for ResetAction {
 /// [`Pools::from_config`](crate::Pools::from_config), and serializable back.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
+#[non_exhaustive]
 pub struct PoolConfig {
     /// Which backend.
     pub backend: Backend,
