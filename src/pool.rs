@@ -316,6 +316,34 @@ impl<M: ManageConnection> Pool<M> {
         self.shared.manager()
     }
 
+    /// Resizes the pool while it runs (any `max_size` the builder accepts, not below
+    /// `min_idle`). Growing lets waiting borrowers have new connections at once;
+    /// shrinking closes the idle connections beyond the new size now and borrowed
+    /// ones when they come back. Borrowers see it through loads they already make.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = Vec<u8>;
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
+    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
+    /// # }
+    /// let pool = Pool::builder().max_size(2).min_idle(Some(0)).build(Manager)?;
+    /// pool.set_max_size(20)?;
+    /// let held: Vec<_> = (0..20).map(|_| pool.get()).collect::<Result<_, _>>()?;
+    /// drop(held);
+    /// pool.set_max_size(4)?;
+    /// assert_eq!(pool.state().connections, 4);
+    /// assert!(pool.set_max_size(0).is_err());
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
+    pub fn set_max_size(&self, max_size: u32) -> Result<(), Error> {
+        self.shared.set_max_size(max_size)
+    }
+
     /// Changes `min_idle` while the pool runs (`None`: `max_size`), with the builder's
     /// validation; a larger value opens the connections it asks for at once, a smaller
     /// one lets the housekeeper close the surplus as it goes idle. Lock-free for

@@ -109,7 +109,10 @@ fn a_connect_under_way_during_retire_all_is_retired() {
             let conn = pool.get().expect("served once the connect finishes");
             conn.id
         });
-        assert!(wait_until(SOON, || pool.state().pending == 1));
+        // Inside `connect` (blocked there), not merely queued.
+        assert!(wait_until(SOON, || {
+            manager.script.connect_attempts.load(Ordering::SeqCst) == 1
+        }));
         pool.retire_all();
         manager.script.release_connects();
         borrower.join().unwrap();
@@ -157,4 +160,104 @@ fn retain_closes_what_the_predicate_rejects_and_survives_a_hostile_one() {
         true
     });
     assert_eq!(reentrant, 0);
+}
+
+#[test]
+fn set_max_size_grows_for_waiting_borrowers_and_shrinks_on_return() {
+    let manager = FakeManager::new();
+    let pool = pool(&manager, 2, 0);
+    let held: Vec<_> = (0..2).map(|_| pool.get().unwrap()).collect();
+    thread::scope(|s| {
+        // Each waiter keeps what it gets (owned, so it can leave the thread).
+        let waiters: Vec<_> = (0..3).map(|_| s.spawn(|| pool.get_owned())).collect();
+        assert!(wait_until(SOON, || pool.state().waiters == 3));
+        pool.set_max_size(5).unwrap();
+        assert_eq!(pool.max_size(), 5);
+        let served: Vec<_> = waiters
+            .into_iter()
+            .map(|w| w.join().unwrap().unwrap())
+            .collect();
+        let ids: BTreeSet<u64> = served.iter().map(|c| c.id).collect();
+        assert_eq!(ids.len(), 3, "three new connections for the three waiters");
+    });
+    assert_eq!(pool.state().connections, 5);
+
+    // Shrink while two are borrowed: the idle ones beyond the new size close now, the
+    // borrowed ones beyond it when they come back.
+    pool.set_max_size(1).unwrap();
+    assert!(pool.state().connections <= 3, "{:?}", pool.state());
+    drop(held);
+    assert!(wait_until(SOON, || pool.state().connections <= 1));
+    assert_eq!(pool.state().max_size, 1);
+    let conn = pool.get().unwrap();
+    assert!(pool.try_get().is_none(), "one slot now");
+    drop(conn);
+    assert!(pool.stats().closed.get(CloseReason::Evicted) >= 4);
+}
+
+#[test]
+fn set_max_size_grows_far_and_is_validated() {
+    let manager = FakeManager::new();
+    let pool = pool(&manager, 1, 0);
+    for size in [3, 10, 100] {
+        pool.set_max_size(size).unwrap();
+        let held: Vec<_> = (0..size).map(|_| pool.get().unwrap()).collect();
+        let ids: BTreeSet<u64> = held.iter().map(|c| c.id).collect();
+        assert_eq!(ids.len(), size as usize);
+        assert!(pool.try_get().is_none());
+    }
+    assert_eq!(pool.stats().borrows, 3 + 10 + 100);
+    assert!(pool.set_max_size(0).is_err());
+    assert!(pool.set_max_size(stickypool::MAX_POOL_SIZE + 1).is_err());
+    pool.set_min_idle(Some(5)).unwrap();
+    let err = pool.set_max_size(4).unwrap_err();
+    assert!(err.to_string().contains("below min_idle (5)"), "{err}");
+    assert_eq!(pool.max_size(), 100);
+}
+
+/// Borrowers at full speed while another thread resizes the pool between 1 and 16:
+/// every borrow succeeds, a connection is never held twice, and after the last resize
+/// the pool settles within its size; every connection opened is closed exactly once.
+#[test]
+fn resizing_under_load_loses_nothing() {
+    let manager = FakeManager::new();
+    let pool = Pool::builder()
+        .max_size(4)
+        .min_idle(Some(0))
+        .connection_timeout(SOON)
+        .build(manager.clone())
+        .unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let in_hand = std::sync::Mutex::new(BTreeSet::new());
+    thread::scope(|s| {
+        for _ in 0..8 {
+            s.spawn(|| {
+                while !stop.load(Ordering::SeqCst) {
+                    let conn = pool.get().expect("a borrow during resizing");
+                    assert!(in_hand.lock().unwrap().insert(conn.id), "held twice");
+                    thread::yield_now();
+                    in_hand.lock().unwrap().remove(&conn.id);
+                    drop(conn);
+                }
+            });
+        }
+        for size in [1, 16, 2, 9, 1, 12, 3, 16, 1, 5]
+            .into_iter()
+            .cycle()
+            .take(60)
+        {
+            pool.set_max_size(size).unwrap();
+            thread::sleep(Duration::from_millis(2));
+        }
+        pool.set_max_size(3).unwrap();
+        stop.store(true, Ordering::SeqCst);
+    });
+    assert!(
+        wait_until(SOON, || pool.state().connections <= 3),
+        "{:?}",
+        pool.state()
+    );
+    drop(pool);
+    assert!(wait_until(SOON, || manager.script.live() == 0));
+    manager.script.assert_all_closed_once();
 }

@@ -14,8 +14,10 @@ use crate::sync::{
     AtomicU32, AtomicUsize, Mutex, Ordering, UnsafeCell, fence, init_barriers, light_barrier,
 };
 
+mod slots;
 mod wait;
 
+use slots::Slots;
 use wait::Queue;
 pub use wait::{Deadline, Timer, Turn, Wait};
 
@@ -123,7 +125,7 @@ impl<T, X> Slot<T, X> {
 /// The slot array and the waiter queue.
 #[derive(Debug)]
 pub struct Bag<T, X = ()> {
-    slots: Box<[CachePadded<Slot<T, X>>]>,
+    slots: Slots<T, X>,
     /// See [`Signal`].
     signal: CachePadded<AtomicUsize>,
     queue: Mutex<Queue>,
@@ -152,15 +154,7 @@ impl<T, X: Default> Bag<T, X> {
     /// A bag of `size` empty slots; see docs/implementation.md for `fair_after`.
     pub fn new(size: usize, fair_after: Duration) -> Self {
         init_barriers();
-        let slots = (0..size)
-            .map(|_| {
-                CachePadded::new(Slot {
-                    state: AtomicU32::new(EMPTY),
-                    meta: X::default(),
-                    value: UnsafeCell::new(None),
-                })
-            })
-            .collect();
+        let slots = Slots::new(size);
         Bag {
             slots,
             signal: CachePadded::new(AtomicUsize::new(0)),
@@ -170,6 +164,14 @@ impl<T, X: Default> Bag<T, X> {
             #[cfg(loom)]
             heavies: AtomicUsize::new(0),
         }
+    }
+}
+
+impl<T, X: Default> Bag<T, X> {
+    /// Makes `limit` the number of slots in use (the pool's `max_size`), allocating
+    /// slots when it grows. The caller closes what slots beyond a smaller limit hold.
+    pub fn set_limit(&self, limit: usize) {
+        self.slots.set_limit(limit);
     }
 }
 
@@ -193,7 +195,7 @@ impl<T, X> Bag<T, X> {
     /// `Err`, and the caller must close the payload and [`free`](Bag::free) the slot.
     #[inline]
     pub fn give_back(&self, ticket: Ticket) -> Result<(), Ticket> {
-        let slot = &self.slots[ticket.0];
+        let slot = &self.slots.at(ticket.0);
         let before = self.signal();
         if before.is_quiet() {
             if self.publish(slot, before).is_quiet() {
@@ -241,19 +243,27 @@ impl<T, X> Bag<T, X> {
 
     // Everything below is off the uncontended path.
 
-    /// The number of slots.
+    /// The number of slots allocated (those in use and those beyond the limit that a
+    /// smaller size left; every index below it is valid).
     pub fn len(&self) -> usize {
-        self.slots.len()
+        self.slots.capacity()
+    }
+
+    /// The number of slots in use: slots at or beyond it are not handed out by scans
+    /// or filled by creators.
+    #[inline]
+    pub fn limit(&self) -> usize {
+        self.slots.limit()
     }
 
     /// The per-slot data of slot `index`.
     pub fn meta(&self, index: usize) -> &X {
-        &self.slots[index].meta
+        &self.slots.at(index).meta
     }
 
     /// The current state of slot `index` (a snapshot, for statistics and scans).
     pub fn state(&self, index: usize) -> u32 {
-        self.slots[index].state.load(Ordering::Relaxed)
+        self.slots.at(index).state.load(Ordering::Relaxed)
     }
 
     /// The number of threads waiting.
@@ -274,7 +284,8 @@ impl<T, X> Bag<T, X> {
 
     /// Claims idle slot `index` for the housekeeper (`IDLE` to `RESERVED`).
     pub fn try_reserve(&self, index: usize) -> Option<Ticket> {
-        self.slots[index]
+        self.slots
+            .at(index)
             .state
             .compare_exchange(IDLE, RESERVED, Ordering::Acquire, Ordering::Relaxed)
             .ok()
@@ -282,13 +293,13 @@ impl<T, X> Bag<T, X> {
     }
 
     fn scan(&self, start: usize, from: u32, to: u32) -> Option<Ticket> {
-        let len = self.slots.len();
+        let len = self.slots.limit();
         if len == 0 {
             return None;
         }
         let start = start % len;
         for index in (start..len).chain(0..start) {
-            let state = &self.slots[index].state;
+            let state = &self.slots.at(index).state;
             // Load first: a failed CAS would still pull the line in exclusive mode.
             if state.load(Ordering::Relaxed) == from
                 && state
@@ -302,14 +313,15 @@ impl<T, X> Bag<T, X> {
     }
 
     fn any_idle(&self) -> bool {
-        self.slots.iter().any(|slot| slot.is_idle())
+        self.slots.in_use().any(|slot| slot.is_idle())
     }
 
     /// Runs `f` on the payload of the slot `ticket` owns.
     pub fn with_value<R>(&self, ticket: &Ticket, f: impl FnOnce(&mut Option<T>) -> R) -> R {
         // SAFETY: the ticket proves this thread owns the slot's payload (docs/implementation.md),
         // and `&Ticket` cannot be used to give the slot away during `f`.
-        self.slots[ticket.0]
+        self.slots
+            .at(ticket.0)
             .value
             .with_mut(|value| f(unsafe { &mut *value }))
     }
@@ -318,12 +330,12 @@ impl<T, X> Bag<T, X> {
     /// held, since slots never move.
     #[cfg(not(loom))]
     pub fn value_ptr(&self, ticket: &Ticket) -> *mut Option<T> {
-        self.slots[ticket.0].value.get()
+        self.slots.at(ticket.0).value.get()
     }
 
     /// Frees an owned slot whose payload has been taken out (`EMPTY`).
     pub fn free(&self, ticket: Ticket) {
-        let slot = &self.slots[ticket.0];
+        let slot = &self.slots.at(ticket.0);
         debug_assert!(slot.value.with_mut(|v| {
             // SAFETY: the ticket owns the payload.
             unsafe { (*v).is_none() }

@@ -206,7 +206,7 @@ fn the_bounded_park_recovers_a_lost_wake_up() {
     wait_for(|| bag.waiters() == 1);
     // Publish behind the protocol's back, as a buggy giver would: nobody is woken.
     let _ = held.index(); // the ticket is given up without `give_back`
-    bag.slots[0].state.store(IDLE, Ordering::Release);
+    bag.slots.at(0).state.store(IDLE, Ordering::Release);
     let started = Instant::now();
     let ticket = got(w.join().unwrap());
     assert_eq!(ticket.index(), 0);
@@ -251,4 +251,42 @@ fn a_failing_membarrier_falls_back_to_fences_without_panicking() {
     bag.give_back(got(w.join().unwrap())).unwrap();
     // After the first failed call, every barrier is a real fence.
     assert!(!crate::sync::barriers_are_asymmetric());
+}
+
+#[test]
+fn a_limit_grows_the_slots_in_segments_and_bounds_the_scans() {
+    let bag = Bag::<u32>::new(2, Duration::ZERO);
+    bag.set_limit(37);
+    assert_eq!(bag.limit(), 37);
+    assert!(bag.len() >= 37);
+    // Every slot below the limit can be filled and taken, each a slot of its own.
+    let mut tickets = Vec::new();
+    while let Some(ticket) = bag.reserve_empty(0) {
+        bag.with_value(&ticket, |v| *v = Some(ticket.index() as u32));
+        tickets.push(ticket);
+    }
+    assert_eq!(tickets.len(), 37);
+    for ticket in tickets {
+        bag.give_back(ticket).unwrap();
+    }
+    let taken: Vec<_> = std::iter::from_fn(|| bag.try_take(NO_HINT, || 0)).collect();
+    assert_eq!(taken.len(), 37);
+    for ticket in &taken {
+        assert_eq!(bag.with_value(ticket, |v| *v), Some(ticket.index() as u32));
+    }
+    for ticket in taken {
+        bag.give_back(ticket).unwrap();
+    }
+    // Shrunk: scans stop at the limit, slots beyond it keep what they hold (the pool
+    // closes it) and stay reachable by index.
+    bag.set_limit(3);
+    let taken: Vec<_> = std::iter::from_fn(|| bag.try_take(NO_HINT, || 0)).collect();
+    assert_eq!(taken.len(), 3);
+    assert!(bag.reserve_empty(0).is_none());
+    assert_eq!(bag.state(36), IDLE);
+    let far = bag.try_reserve(36).expect("beyond the limit, still there");
+    bag.give_back(far).unwrap();
+    for ticket in taken {
+        bag.give_back(ticket).unwrap();
+    }
 }

@@ -117,7 +117,7 @@ impl<T, X> Bag<T, X> {
     #[cold]
     #[inline(never)]
     pub(super) fn give_back_slow(&self, mut ticket: Ticket) -> Result<(), Ticket> {
-        let slot = &self.slots[ticket.0];
+        let slot = self.slots.at(ticket.0);
         loop {
             let signal = self.signal();
             if signal.is_closed() {
@@ -148,7 +148,7 @@ impl<T, X> Bag<T, X> {
         let Some(waiter) = self.pop(&mut queue) else {
             return Err(ticket);
         };
-        let slot = &self.slots[ticket.0];
+        let slot = self.slots.at(ticket.0);
         if waiter.since.elapsed() >= self.fair_after {
             // Ownership moves with the index in the cell. The slot may come from
             // `CONNECTING` or `RESERVED` (a creator or the housekeeper giving back):
@@ -311,7 +311,7 @@ impl<T, X> Bag<T, X> {
     }
 
     fn idle_slots(&self) -> usize {
-        self.slots.iter().filter(|slot| slot.is_idle()).count()
+        self.slots.in_use().filter(|slot| slot.is_idle()).count()
     }
 
     /// Removes `waiter` from the queue; false if it was already popped (its cell is

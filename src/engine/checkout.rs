@@ -88,7 +88,7 @@ impl<M: ManageConnection> Shared<M> {
         let held_ms = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
         if held_ms != 0 {
             owner_add(&meta.hold_ms, held_ms);
-            owner_add(&self.hold_times[index].0[hold_bucket(held_ms)], 1);
+            owner_add(&meta.hold_times.0[hold_bucket(held_ms)], 1);
         }
         if self.config.observed {
             self.note_checkin(meta, entry.id, held_ms);
@@ -104,8 +104,10 @@ impl<M: ManageConnection> Shared<M> {
             Some(CloseReason::Broken)
         } else if now >= entry.expires_ms {
             Some(CloseReason::Lifetime)
-        } else if self.retired(entry.generation) {
-            Some(CloseReason::Retired)
+        } else if self.stale(entry.epoch)
+            && let Some(reason) = self.recheck(entry, index)
+        {
+            Some(reason)
         } else if self.config.resets
             && let Some(failed) = self.recycle(entry)
         {

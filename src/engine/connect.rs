@@ -16,7 +16,7 @@ use crate::error::{Error, SharedError};
 use crate::event::AcquireEvent;
 use crate::extensions::Extensions;
 use crate::hook;
-use crate::manager::{ErrorOrigin, ManageConnection};
+use crate::manager::{CloseReason, ErrorOrigin, ManageConnection};
 use crate::stats::Counters;
 use crate::trace;
 
@@ -160,7 +160,7 @@ impl<M: ManageConnection> Shared<M> {
     /// empty. Constant time when the counters answer it, else one scan of the slots.
     fn short_of_idle(&self, ready: &[u32]) -> bool {
         let open = self.connections_estimate();
-        if open >= self.config.max_size || self.min_idle() == 0 {
+        if open >= self.max_size() || self.min_idle() == 0 {
             // Full: borrows need not look until a slot empties (which sets it again,
             // and whose close asks for a refill itself).
             if self.may_run_short() {
@@ -340,7 +340,7 @@ impl<M: ManageConnection> Shared<M> {
         let started = Instant::now();
         // Read before connecting: a connection opened with credentials a
         // `retire_all` meant to replace is retired too.
-        let generation = self.generation.load(Ordering::Acquire);
+        let epoch = self.epoch.load(Ordering::Acquire);
         let span = trace::span!(
             "connect",
             pool = %self.config.name,
@@ -372,12 +372,17 @@ impl<M: ManageConnection> Shared<M> {
                         expires_ms,
                         last_used_ms: now,
                         last_checked_ms: now,
-                        generation,
+                        epoch,
                         extensions: Extensions::new(),
                     });
                 });
                 *self.connects.last_error.lock() = None;
-                self.give_back(ticket);
+                if ticket.index() < self.bag.limit() {
+                    self.give_back(ticket);
+                } else {
+                    // The pool shrank while it connected.
+                    self.close_slot(ticket, CloseReason::Evicted);
+                }
                 // Counted once it is in its slot, so `connections_estimate` never runs
                 // ahead of `state()`.
                 Counters::bump(&self.counters.created);

@@ -176,7 +176,9 @@ impl<M: ManageConnection> Shared<M> {
                     now.saturating_sub(entry.last_used_ms),
                 )
             });
-            let reason = if expired {
+            let reason = if i >= self.bag.limit() {
+                Some(CloseReason::Evicted) // beyond a smaller max_size
+            } else if expired {
                 Some(CloseReason::Lifetime)
             } else if (!self.config.idle_timeout_spares_min_idle || idle > self.min_idle() as usize)
                 && idle_timeout.is_some_and(|timeout| idle_ms >= timeout)

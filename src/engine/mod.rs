@@ -24,7 +24,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use scheduled_thread_pool::JobHandle;
 
@@ -67,10 +66,11 @@ pub(crate) struct Shared<M: ManageConnection> {
     /// from `connector` so that a close stuck on a hung server delays no connect.
     closer: Arc<Connector>,
     weak: Weak<Shared<M>>,
-    /// Per slot, beside the bag (`slot::HoldTimes`).
-    hold_times: Box<[CachePadded<slot::HoldTimes>]>,
-    /// Bumped by `retire_all`; connections of an older one close on return.
-    generation: AtomicU64,
+    /// Bumped by `retire_all` and `set_max_size`: a connection of an older epoch is
+    /// rechecked on return (`runtime`).
+    epoch: AtomicU64,
+    /// Connections of an epoch before this were retired by `retire_all`.
+    retired_before: AtomicU64,
     /// The reaper's record of the load (`housekeeper::Shared::shrink_to_load`).
     calm: Mutex<housekeeper::Calm>,
     _clock: clock::Running,
@@ -109,10 +109,6 @@ impl<M: ManageConnection> Shared<M> {
 
     pub(crate) fn manager(&self) -> &M {
         &self.manager
-    }
-
-    pub(crate) fn max_size(&self) -> u32 {
-        self.config.max_size
     }
 
     pub(crate) fn connection_timeout(&self) -> Duration {
@@ -168,8 +164,8 @@ impl<M: ManageConnection> Shared<M> {
             connector,
             closer,
             weak: weak.clone(),
-            hold_times: (0..size).map(|_| CachePadded::default()).collect(),
-            generation: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            retired_before: AtomicU64::new(0),
             calm: Mutex::new(housekeeper::Calm::starting_now()),
             _clock: clock::Running::start(),
         });
@@ -208,7 +204,7 @@ impl<M: ManageConnection> Shared<M> {
             in_use: 0,
             pending: 0,
             waiters: u32::try_from(self.bag.waiters()).unwrap_or(u32::MAX),
-            max_size: self.config.max_size,
+            max_size: self.max_size(),
         };
         for i in 0..self.bag.len() {
             match self.bag.state(i) {
@@ -229,7 +225,7 @@ impl<M: ManageConnection> Shared<M> {
             let meta = self.bag.meta(i);
             borrows += meta.borrows.load(Ordering::Relaxed);
             hold_ms += meta.hold_ms.load(Ordering::Relaxed);
-            for (sum, count) in held.iter_mut().zip(&self.hold_times[i].0) {
+            for (sum, count) in held.iter_mut().zip(&meta.hold_times.0) {
                 *sum += count.load(Ordering::Relaxed);
             }
             in_use += u64::from(self.bag.state(i) == bag::IN_USE);

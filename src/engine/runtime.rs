@@ -3,9 +3,10 @@
 //! predicate accepts.
 //!
 //! None of it touches the borrow path beyond what it already reads: the one addition
-//! is that a return compares the connection's generation with the pool's (a load of
-//! a field written only by `retire_all`) to close connections opened before the last
-//! `retire_all`.
+//! is that a return compares the connection's epoch with the pool's (a load of a field
+//! written only by `retire_all` and `set_max_size`). Only when they differ does it look
+//! further: retired by `retire_all`, or in a slot beyond a smaller `max_size`, it is
+//! closed; otherwise it takes the current epoch and the next return is fast again.
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -37,14 +38,12 @@ impl<M: ManageConnection> Shared<M> {
     /// Sets `min_idle` (`None`: `max_size`), as the builder validates it, and opens
     /// what a larger value asks for at once.
     pub(crate) fn set_min_idle(&self, min_idle: Option<u32>) -> Result<(), Error> {
-        let value = min_idle.unwrap_or(self.config.max_size);
-        if value > self.config.max_size {
+        let max_size = self.max_size();
+        let value = min_idle.unwrap_or(max_size);
+        if value > max_size {
             return Err(Error::config(
                 "min_idle",
-                format!(
-                    "must not exceed max_size ({}), got {value}",
-                    self.config.max_size
-                ),
+                format!("must not exceed max_size ({max_size}), got {value}"),
             ));
         }
         *self.config.min_idle_setting.lock() = min_idle;
@@ -124,13 +123,80 @@ impl<M: ManageConnection> Shared<M> {
     /// Retires every connection open now: the idle ones at once, the borrowed ones
     /// when they come back. Connections opened from now on are not affected.
     pub(crate) fn retire_all(&self) -> usize {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+        let now = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
+        self.retired_before.fetch_max(now, Ordering::AcqRel);
         self.retain_idle(|_| false, CloseReason::Retired)
     }
 
-    /// Whether a connection of `generation` was opened before the last `retire_all`.
+    /// Whether a connection of `epoch` must be looked at again on return.
     #[inline]
-    pub(crate) fn retired(&self, generation: u64) -> bool {
-        generation != self.generation.load(Ordering::Relaxed)
+    pub(crate) fn stale(&self, epoch: u64) -> bool {
+        epoch != self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Why a returned connection in slot `index` must close, after a `retire_all` or a
+    /// resize; `None` (and the entry is current again) if it may stay.
+    #[cold]
+    pub(crate) fn recheck(
+        &self,
+        entry: &mut super::PoolEntry<M::Connection>,
+        index: usize,
+    ) -> Option<CloseReason> {
+        if entry.epoch < self.retired_before.load(Ordering::Acquire) {
+            return Some(CloseReason::Retired);
+        }
+        if index >= self.bag.limit() {
+            return Some(CloseReason::Evicted);
+        }
+        entry.epoch = self.epoch.load(Ordering::Acquire);
+        None
+    }
+
+    /// The current `max_size`.
+    #[inline]
+    pub(crate) fn max_size(&self) -> u32 {
+        u32::try_from(self.bag.limit()).unwrap_or(u32::MAX)
+    }
+
+    /// Resizes the pool, as the builder validates `max_size` (and against `min_idle`).
+    /// Growing opens what waiters and `min_idle` ask for at once; shrinking closes the
+    /// idle connections beyond the new size now and the borrowed ones on return.
+    pub(crate) fn set_max_size(&self, max_size: u32) -> Result<(), Error> {
+        if max_size == 0 || max_size > crate::engine::config::MAX_POOL_SIZE {
+            return Err(Error::config(
+                "max_size",
+                format!(
+                    "must be between 1 and {}, got {max_size}",
+                    crate::engine::config::MAX_POOL_SIZE
+                ),
+            ));
+        }
+        let setting = *self.config.min_idle_setting.lock();
+        if let Some(min_idle) = setting
+            && min_idle > max_size
+        {
+            return Err(Error::config(
+                "max_size",
+                format!(
+                    "must not be below min_idle ({min_idle}), got {max_size}; lower min_idle first"
+                ),
+            ));
+        }
+        let size = max_size as usize;
+        self.bag.set_limit(size);
+        self.config
+            .min_idle
+            .store(setting.unwrap_or(max_size), Ordering::Relaxed);
+        // Connections beyond the new size go: idle ones now, the others on return.
+        self.epoch.fetch_add(1, Ordering::AcqRel);
+        for i in size..self.bag.len() {
+            if let Some(ticket) = self.bag.try_reserve(i) {
+                self.close_slot(ticket, CloseReason::Evicted);
+            }
+        }
+        self.open_for_waiters();
+        self.note_whether_short();
+        self.fill_min_idle();
+        Ok(())
     }
 }

@@ -21,8 +21,8 @@ pub(crate) struct PoolEntry<C> {
     /// When it was last known to work: opened or passed `is_valid` (for
     /// `validation_bypass` and `keepalive_interval`).
     pub(crate) last_checked_ms: u64,
-    /// The pool's `retire_all` generation when it was opened.
-    pub(crate) generation: u64,
+    /// The pool's epoch when it was opened or last rechecked (`runtime`).
+    pub(crate) epoch: u64,
     /// The user's per-connection state (`PooledConnection::extensions`).
     pub(crate) extensions: Extensions,
 }
@@ -39,6 +39,8 @@ pub(crate) struct SlotMeta {
     pub(crate) borrowed_at_ns: AtomicU64,
     pub(crate) borrows: AtomicU64,
     pub(crate) hold_ms: AtomicU64,
+    /// Behind a pointer, so the slot's own lines stay those a borrow touches.
+    pub(crate) hold_times: Box<HoldTimes>,
     pub(crate) leak_reported: AtomicBool,
     /// Where the current borrow happened, captured only with leak detection on and
     /// symbolized only if it is reported.
@@ -52,9 +54,9 @@ pub(crate) const NOT_BORROWED: u64 = u64::MAX;
 pub(crate) const HOLD_BUCKETS: usize = 24;
 
 /// One slot's returns after a hold of at least 1 ms, by power of two of milliseconds
-/// (`hold_bucket`); shorter holds are its `borrows` minus these. Kept beside the slots,
-/// not in them, so the slot's own lines stay those a borrow already touches; written
-/// by the slot's owner only, and only after a hold of a millisecond or more.
+/// (`hold_bucket`); shorter holds are its `borrows` minus these. Kept out of the slot's
+/// own lines (those a borrow touches); written by the slot's owner only, and only
+/// after a hold of a millisecond or more.
 #[derive(Debug)]
 pub(crate) struct HoldTimes(pub(crate) [AtomicU64; HOLD_BUCKETS]);
 
@@ -77,6 +79,7 @@ impl Default for SlotMeta {
             borrowed_at_ns: AtomicU64::new(0),
             borrows: AtomicU64::new(0),
             hold_ms: AtomicU64::new(0),
+            hold_times: Box::default(),
             leak_reported: AtomicBool::new(false),
             borrow_site: Mutex::new(None),
         }
