@@ -94,7 +94,16 @@ impl<T, X> Slots<T, X> {
     /// Slot `index`, which must exist (it came from a ticket or a scan).
     #[inline]
     pub(super) fn at(&self, index: usize) -> &CachePadded<Slot<T, X>> {
-        self.get(index).expect("a slot below the capacity")
+        match self.first.get(index) {
+            Some(slot) => slot,
+            None => self.far_at(index),
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn far_at(&self, index: usize) -> &CachePadded<Slot<T, X>> {
+        self.far(index).expect("a slot below the capacity")
     }
 
     pub(super) fn capacity(&self) -> usize {
