@@ -1,4 +1,4 @@
-//! The hand-out algorithm: a fixed array of slots, each with an atomic state, and a FIFO
+//! The hand-out algorithm: an array of slots (growable, `slots`), each with an atomic state, and a FIFO
 //! queue of parked waiters for when every slot is taken.
 //!
 //! The algorithm, its invariant (no waiter stays parked while a slot is `IDLE`) and the
