@@ -130,7 +130,6 @@ fn publish_shared<M: ManageConnection>(shared: &Shared<M>) {
 
 pub(crate) fn publish_parts(id: u64, name: &str, state: State, stats: Stats, closed: bool) {
     describe();
-    let name_of_pool = name;
     let label = || [("pool", name.to_owned())];
     let g = |key: &'static str, value: u32| gauge!(key, &label()).set(f64::from(value));
     g("stickypool_connections", state.connections);
@@ -182,13 +181,13 @@ pub(crate) fn publish_parts(id: u64, name: &str, state: State, stats: Stats, clo
         }
         windows
     };
-    let names = [
+    let metrics = [
         "stickypool_wait_seconds",
         "stickypool_connect_seconds",
         "stickypool_hold_seconds",
     ];
-    for (name, window) in names.into_iter().zip(&windows) {
-        record_window(name, name_of_pool.to_owned(), window);
+    for (metric, window) in metrics.into_iter().zip(&windows) {
+        record_window(metric, name.to_owned(), window);
     }
 }
 

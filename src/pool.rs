@@ -419,7 +419,8 @@ impl<M: ManageConnection> Pool<M> {
 
     /// Closes the idle connections for which `keep` returns false, judging by id, age
     /// and idle time, and returns how many. `keep` runs with no connection claimed (a
-    /// borrower is never held up by it); if it panics, the connection is kept.
+    /// borrower is never held up by it); a connection borrowed meanwhile is left alone,
+    /// and if `keep` panics, the connection is kept.
     ///
     /// ```
     /// # use stickypool::{ManageConnection, Pool};

@@ -268,9 +268,8 @@ impl ManageConnection for RedisManager {
             Some(timeout) => client.get_connection_with_timeout(timeout)?,
             None => client.get_connection()?,
         };
-        if let Some(timeout) = self.response_timeout {
-            conn.set_read_timeout(Some(timeout))?;
-            conn.set_write_timeout(Some(timeout))?;
+        if self.response_timeout.is_some() {
+            set_io_timeouts(&conn, self.response_timeout)?;
         }
         Ok(conn)
     }
@@ -280,8 +279,7 @@ impl ManageConnection for RedisManager {
     }
 
     fn is_valid_within(&self, conn: &mut Connection, timeout: Duration) -> RedisResult<()> {
-        let set = |c: &Connection, t| c.set_read_timeout(t).and(c.set_write_timeout(t));
-        check_within(conn, timeout, self.response_timeout, set, ping)
+        check_within(conn, timeout, self.response_timeout, set_io_timeouts, ping)
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {
@@ -445,6 +443,12 @@ impl ManageConnection for RedisClusterManager {
             Err(e) => Err(e),
         }
     }
+}
+
+/// Sets the read and write timeout of a connection to one server.
+pub(super) fn set_io_timeouts(conn: &Connection, timeout: Option<Duration>) -> RedisResult<()> {
+    conn.set_read_timeout(timeout)?;
+    conn.set_write_timeout(timeout)
 }
 
 /// The reset of a connection to one server (module docs); `Session` selects `db`.

@@ -66,7 +66,9 @@ use redis::{
     RedisConnectionInfo, RedisError, RedisResult, Role,
 };
 
-use super::redis::{DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, check_within, reset_server};
+use super::redis::{
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_RESPONSE_TIMEOUT, check_within, reset_server, set_io_timeouts,
+};
 use crate::manager::{ManageConnection, ResetAction};
 
 /// A [`ManageConnection`] for the master of a Redis Sentinel service
@@ -198,11 +200,15 @@ impl RedisSentinelManager {
         Err(last_error.expect("at least one sentinel"))
     }
 
+    /// A connection with every step bounded by `connect_timeout`.
+    fn open(&self, info: ConnectionInfo) -> RedisResult<Connection> {
+        let conn = Client::open(info)?.get_connection_with_timeout(self.connect_timeout)?;
+        set_io_timeouts(&conn, Some(self.connect_timeout))?;
+        Ok(conn)
+    }
+
     fn master_address(&self, sentinel: &ConnectionInfo) -> RedisResult<(String, u16)> {
-        let mut conn =
-            Client::open(sentinel.clone())?.get_connection_with_timeout(self.connect_timeout)?;
-        conn.set_read_timeout(Some(self.connect_timeout))?;
-        conn.set_write_timeout(Some(self.connect_timeout))?;
+        let mut conn = self.open(sentinel.clone())?;
         let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
             .arg(&self.service)
@@ -220,12 +226,9 @@ impl RedisSentinelManager {
         let info = (host.as_str(), port)
             .into_connection_info()?
             .set_redis_settings(self.master.read().clone());
-        let mut conn = Client::open(info)?.get_connection_with_timeout(self.connect_timeout)?;
-        conn.set_read_timeout(Some(self.connect_timeout))?;
-        conn.set_write_timeout(Some(self.connect_timeout))?;
+        let mut conn = self.open(info)?;
         check_master(&mut conn)?;
-        conn.set_read_timeout(self.response_timeout)?;
-        conn.set_write_timeout(self.response_timeout)?;
+        set_io_timeouts(&conn, self.response_timeout)?;
         Ok(conn)
     }
 }
@@ -276,8 +279,13 @@ impl ManageConnection for RedisSentinelManager {
     }
 
     fn is_valid_within(&self, conn: &mut Connection, timeout: Duration) -> RedisResult<()> {
-        let set = |c: &Connection, t| c.set_read_timeout(t).and(c.set_write_timeout(t));
-        check_within(conn, timeout, self.response_timeout, set, check_master)
+        check_within(
+            conn,
+            timeout,
+            self.response_timeout,
+            set_io_timeouts,
+            check_master,
+        )
     }
 
     fn has_broken(&self, conn: &mut Connection) -> bool {

@@ -234,19 +234,7 @@ impl<M: ManageConnection> Shared<M> {
             .div_ceil(elapsed.max(1));
         *calm = Calm::at(waits, now, hold_ms);
         drop(calm);
-        let mut idle: Vec<(u64, usize)> = Vec::new();
-        for i in 0..self.bag.len() {
-            if let Some(ticket) = self.bag.try_reserve(i) {
-                let last_used = self.bag.with_value(&ticket, |entry| {
-                    entry
-                        .as_ref()
-                        .expect("an idle slot holds a connection")
-                        .last_used_ms
-                });
-                idle.push((last_used, i));
-                self.give_back(ticket);
-            }
-        }
+        let mut idle = self.idle_connections();
         let in_use = self.slots_in(&[bag::IN_USE], usize::MAX);
         let keep_idle = (self.min_idle() as usize)
             .max((used as usize + 1).saturating_sub(in_use))
@@ -254,20 +242,9 @@ impl<M: ManageConnection> Shared<M> {
         if idle.len() <= keep_idle {
             return;
         }
-        idle.sort_unstable();
-        for &(last_used, i) in idle.iter().take(idle.len() - keep_idle) {
-            // Still idle and unused since it was looked at, or left alone.
-            let Some(ticket) = self.bag.try_reserve(i) else {
-                continue;
-            };
-            let unchanged = self.bag.with_value(&ticket, |entry| {
-                entry.as_ref().is_some_and(|e| e.last_used_ms == last_used)
-            });
-            if unchanged {
-                self.close_slot(ticket, CloseReason::Idle);
-            } else {
-                self.give_back(ticket);
-            }
+        idle.sort_unstable_by_key(|c| c.last_used_ms);
+        for connection in &idle[..idle.len() - keep_idle] {
+            self.close_if_unchanged(connection, CloseReason::Idle);
         }
     }
 

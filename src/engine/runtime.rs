@@ -28,6 +28,14 @@ pub struct ConnectionInfo {
     pub idle: Duration,
 }
 
+/// An idle connection as seen by `idle_connections`: where, which, and since when.
+pub(crate) struct IdleConnection {
+    slot: usize,
+    id: u64,
+    created_ms: u64,
+    pub(crate) last_used_ms: u64,
+}
+
 impl<M: ManageConnection> Shared<M> {
     /// The current `min_idle`.
     #[inline]
@@ -54,43 +62,45 @@ impl<M: ManageConnection> Shared<M> {
         Ok(())
     }
 
-    /// The connections idle now, as `(slot, info)`. Each slot is claimed only while it
-    /// is looked at, so no borrower waits for user code that runs on the result.
-    fn idle_connections(&self) -> Vec<(usize, ConnectionInfo)> {
-        let now = clock::tick();
+    /// The connections idle now. Each slot is claimed only while it is looked at, so
+    /// no borrower waits for what runs on the result (user code, for `retain`).
+    pub(crate) fn idle_connections(&self) -> Vec<IdleConnection> {
         let mut idle = Vec::new();
-        for i in 0..self.bag.len() {
-            if let Some(ticket) = self.bag.try_reserve(i) {
-                let info = self.bag.with_value(&ticket, |entry| {
-                    let entry = entry.as_ref().expect("an idle slot holds a connection");
-                    ConnectionInfo {
-                        id: entry.id,
-                        age: Duration::from_millis(now.saturating_sub(entry.created_ms)),
-                        idle: Duration::from_millis(now.saturating_sub(entry.last_used_ms)),
-                    }
+        for slot in 0..self.bag.len() {
+            if let Some(ticket) = self.bag.try_reserve(slot) {
+                let (id, created_ms, last_used_ms) = self.bag.with_value(&ticket, |entry| {
+                    let e = entry.as_ref().expect("an idle slot holds a connection");
+                    (e.id, e.created_ms, e.last_used_ms)
                 });
                 self.give_back(ticket);
-                idle.push((i, info));
+                idle.push(IdleConnection {
+                    slot,
+                    id,
+                    created_ms,
+                    last_used_ms,
+                });
             }
         }
         idle
     }
 
-    /// Closes the connection `id` in slot `i` for `reason` if it is still there and
-    /// idle; whether it did.
-    fn close_if_idle(&self, i: usize, id: u64, reason: CloseReason) -> bool {
-        let Some(ticket) = self.bag.try_reserve(i) else {
+    /// Closes `idle` for `reason` if it is still idle and unused since it was looked
+    /// at; whether it did.
+    pub(crate) fn close_if_unchanged(&self, idle: &IdleConnection, reason: CloseReason) -> bool {
+        let Some(ticket) = self.bag.try_reserve(idle.slot) else {
             return false;
         };
-        let same = self
-            .bag
-            .with_value(&ticket, |entry| entry.as_ref().is_some_and(|e| e.id == id));
-        if same {
+        let unchanged = self.bag.with_value(&ticket, |entry| {
+            entry
+                .as_ref()
+                .is_some_and(|e| e.id == idle.id && e.last_used_ms == idle.last_used_ms)
+        });
+        if unchanged {
             self.close_slot(ticket, reason);
         } else {
             self.give_back(ticket);
         }
-        same
+        unchanged
     }
 
     /// Closes every idle connection; `min_idle` is refilled with new ones.
@@ -109,10 +119,16 @@ impl<M: ManageConnection> Shared<M> {
         mut keep: impl FnMut(&ConnectionInfo) -> bool,
         reason: CloseReason,
     ) -> usize {
+        let now = clock::tick();
         let mut closed = 0;
-        for (i, info) in self.idle_connections() {
+        for idle in self.idle_connections() {
+            let info = ConnectionInfo {
+                id: idle.id,
+                age: Duration::from_millis(now.saturating_sub(idle.created_ms)),
+                idle: Duration::from_millis(now.saturating_sub(idle.last_used_ms)),
+            };
             let kept = self.hook("Pool::retain's predicate", || keep(&info));
-            if kept == Some(false) && self.close_if_idle(i, info.id, reason) {
+            if kept == Some(false) && self.close_if_unchanged(&idle, reason) {
                 closed += 1;
             }
         }
