@@ -15,7 +15,9 @@
 //!   for finding leaks, not for production hot paths;
 //! * `r2d2`: r2d2's defaults with the same sizing and `test_on_check_out(false)`;
 //! * `naive-mutex`: a `parking_lot::Mutex<Vec<Conn>>` with a condvar, popped under the
-//!   lock and pushed back on drop: the simplest pool that is correct.
+//!   lock and pushed back on drop: the simplest pool that is correct;
+//! * `floor`: a bare array of CAS slots with a thread-local hint, spinning when all
+//!   are taken: no statistics, lifecycle or parking. The cost of the design itself.
 //!
 //! All pools use the same no-op manager and are fully connected before measuring.
 //! One iteration is one `get` + drop; in the threaded groups the time reported is the
@@ -27,12 +29,15 @@
 
 mod common;
 
+use std::cell::{Cell, UnsafeCell};
 use std::hint::black_box;
 use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use criterion::{BenchmarkGroup, Criterion, Throughput, measurement::WallTime};
+use crossbeam_utils::CachePadded;
 use parking_lot::{Condvar, Mutex};
 
 use common::{CONNECTION_TIMEOUT, Conn, NoopManager, r2d2_pool, stickypool_pool};
@@ -108,6 +113,87 @@ impl BenchPool for NaivePool {
     fn get_and_drop(&self) {
         let mut guard = self.get();
         let conn = guard.conn.as_mut().expect("a guard holds a connection");
+        conn.queries += 1;
+        black_box(conn);
+    }
+}
+
+/// The floor: a bare array of CAS slots and a thread-local hint, and nothing else (no
+/// statistics, no lifecycle, no waiting but spinning). What any pool of this design
+/// costs at least; stickypool's rows are read against it.
+struct FloorPool {
+    slots: Box<[CachePadded<FloorSlot>]>,
+}
+
+struct FloorSlot {
+    taken: AtomicBool,
+    conn: UnsafeCell<Conn>,
+}
+
+// SAFETY: a slot's `conn` is reached only by the thread that won its `taken` flag
+// (Acquire on the win, Release on the give-back), so no two threads touch it at once.
+unsafe impl Sync for FloorPool {}
+
+thread_local! {
+    static FLOOR_HINT: Cell<usize> = const { Cell::new(0) };
+}
+
+struct FloorGuard<'a> {
+    slot: &'a FloorSlot,
+    index: usize,
+}
+
+impl FloorPool {
+    fn new(size: usize) -> Self {
+        FloorPool {
+            slots: (0..size)
+                .map(|_| {
+                    CachePadded::new(FloorSlot {
+                        taken: AtomicBool::new(false),
+                        conn: UnsafeCell::new(Conn::default()),
+                    })
+                })
+                .collect(),
+        }
+    }
+
+    #[inline]
+    fn try_take(&self, index: usize) -> Option<FloorGuard<'_>> {
+        let slot = self.slots.get(index)?;
+        slot.taken
+            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+            .then_some(FloorGuard { slot, index })
+    }
+
+    #[inline]
+    fn get(&self) -> FloorGuard<'_> {
+        if let Some(guard) = self.try_take(FLOOR_HINT.get()) {
+            return guard;
+        }
+        loop {
+            if let Some(guard) = (0..self.slots.len()).find_map(|i| self.try_take(i)) {
+                return guard;
+            }
+            thread::yield_now();
+        }
+    }
+}
+
+impl Drop for FloorGuard<'_> {
+    #[inline]
+    fn drop(&mut self) {
+        FLOOR_HINT.set(self.index);
+        self.slot.taken.store(false, Ordering::Release);
+    }
+}
+
+impl BenchPool for FloorPool {
+    #[inline]
+    fn get_and_drop(&self) {
+        let guard = self.get();
+        // SAFETY: the guard's slot was won by this thread (see `FloorPool`'s `Sync`).
+        let conn = unsafe { &mut *guard.slot.conn.get() };
         conn.queries += 1;
         black_box(conn);
     }
@@ -190,6 +276,7 @@ fn bench_group(c: &mut Criterion, name: &str, threads: usize, size: u32) {
         &NaivePool::new(size as usize),
         threads,
     );
+    bench_pool(&mut group, "floor", &FloorPool::new(size as usize), threads);
     group.finish();
 }
 

@@ -101,7 +101,11 @@ impl Ticket {
 }
 
 /// One slot: its state, per-slot data `X` the pool keeps beside it, and the payload.
+/// `repr(C)` in this order, so that the state starts the slot's first cache line and
+/// what the pool writes on every borrow and return in `X` and `T` can follow it on the
+/// same line (the pool's `slot_layout` test checks it).
 #[derive(Debug)]
+#[repr(C)]
 pub struct Slot<T, X> {
     state: AtomicU32,
     meta: X,
@@ -331,6 +335,16 @@ impl<T, X> Bag<T, X> {
     #[cfg(not(loom))]
     pub fn value_ptr(&self, ticket: &Ticket) -> *mut Option<T> {
         self.slots.at(ticket.0).value.get()
+    }
+
+    /// The addresses of slot `index` and of its state word, for layout tests.
+    #[cfg(test)]
+    pub(crate) fn slot_addresses(&self, index: usize) -> (usize, usize) {
+        let slot: &Slot<T, X> = self.slots.at(index);
+        (
+            std::ptr::from_ref(slot).addr(),
+            std::ptr::from_ref(&slot.state).addr(),
+        )
     }
 
     /// Frees an owned slot whose payload has been taken out (`EMPTY`).

@@ -88,7 +88,7 @@ impl<M: ManageConnection> Shared<M> {
         let held_ms = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
         if held_ms != 0 {
             owner_add(&meta.hold_ms, held_ms);
-            owner_add(&meta.hold_times.0[hold_bucket(held_ms)], 1);
+            owner_add(&meta.cold.hold_times.0[hold_bucket(held_ms)], 1);
         }
         if self.config.observed {
             self.note_checkin(meta, entry.id, held_ms);
@@ -245,7 +245,8 @@ impl<M: ManageConnection> Shared<M> {
         }
         if let Some(handler) = &self.config.event_handler {
             // The precise start of the hold, for `CheckinEvent::duration`.
-            meta.borrowed_at_ns
+            meta.cold
+                .borrowed_at_ns
                 .store(clock::precise_ns(), Ordering::Relaxed);
             self.hook("HandleEvent::handle_checkout", || {
                 handler.handle_checkout(CheckoutEvent {
@@ -264,8 +265,8 @@ impl<M: ManageConnection> Shared<M> {
                 .to_owned(),
             backtrace: std::backtrace::Backtrace::force_capture(),
         };
-        *meta.borrow_site.lock() = Some(site);
-        meta.leak_reported.store(false, Ordering::Relaxed);
+        *meta.cold.borrow_site.lock() = Some(site);
+        meta.cold.leak_reported.store(false, Ordering::Relaxed);
     }
 
     /// What a return records beyond the fast path: the leak follow-up, the event.
@@ -273,7 +274,7 @@ impl<M: ManageConnection> Shared<M> {
     pub(super) fn note_checkin(&self, meta: &SlotMeta, id: u64, held_ms: u64) {
         if self.config.leak_detection_threshold.is_some() {
             meta.borrowed_at_ms.store(NOT_BORROWED, Ordering::Relaxed);
-            if meta.leak_reported.swap(false, Ordering::Relaxed) {
+            if meta.cold.leak_reported.swap(false, Ordering::Relaxed) {
                 log::info!(
                     "pool '{}': connection {id}, reported as leaked, was returned after {:?}",
                     self.config.name,
@@ -282,7 +283,7 @@ impl<M: ManageConnection> Shared<M> {
             }
         }
         if let Some(handler) = &self.config.event_handler {
-            let since = meta.borrowed_at_ns.load(Ordering::Relaxed);
+            let since = meta.cold.borrowed_at_ns.load(Ordering::Relaxed);
             let held = Duration::from_nanos(clock::precise_ns().saturating_sub(since));
             self.hook("HandleEvent::handle_checkin", || {
                 handler.handle_checkin(CheckinEvent { id, duration: held })

@@ -296,11 +296,11 @@ impl<M: ManageConnection> Shared<M> {
             }
             let meta = self.bag.meta(i);
             let held = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
-            if held < threshold_ms || meta.leak_reported.swap(true, Ordering::Relaxed) {
+            if held < threshold_ms || meta.cold.leak_reported.swap(true, Ordering::Relaxed) {
                 continue;
             }
             Counters::bump(&self.counters.leaks);
-            let site = match &*meta.borrow_site.lock() {
+            let site = match &*meta.cold.borrow_site.lock() {
                 Some(site) => format!("thread '{}', borrowed at:\n{}", site.thread, site.backtrace),
                 None => "an unknown borrower".to_owned(),
             };

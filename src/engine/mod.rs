@@ -225,7 +225,7 @@ impl<M: ManageConnection> Shared<M> {
             let meta = self.bag.meta(i);
             borrows += meta.borrows.load(Ordering::Relaxed);
             hold_ms += meta.hold_ms.load(Ordering::Relaxed);
-            for (sum, count) in held.iter_mut().zip(&meta.hold_times.0) {
+            for (sum, count) in held.iter_mut().zip(&meta.cold.hold_times.0) {
                 *sum += count.load(Ordering::Relaxed);
             }
             in_use += u64::from(self.bag.state(i) == bag::IN_USE);

@@ -10,37 +10,52 @@ use crate::bag::Ticket;
 use crate::extensions::Extensions;
 
 /// A connection in its slot, with what the pool knows about it.
+///
+/// `repr(C)`, the fields a return writes first: with the slot's state and `SlotMeta`
+/// before it, `last_used_ms` and `last_checked_ms` sit on the cache line of the CAS
+/// that borrows the slot (`slot_layout` test).
+#[repr(C)]
 pub(crate) struct PoolEntry<C> {
-    pub(crate) conn: C,
-    pub(crate) id: u64,
-    pub(crate) created_ms: u64,
-    /// When it must be retired (`u64::MAX` if never).
-    pub(crate) expires_ms: u64,
     /// When it was last returned or opened (for `idle_timeout`).
     pub(crate) last_used_ms: u64,
     /// When it was last known to work: opened or passed `is_valid` (for
     /// `validation_bypass` and `keepalive_interval`).
     pub(crate) last_checked_ms: u64,
+    /// When it must be retired (`u64::MAX` if never).
+    pub(crate) expires_ms: u64,
     /// The pool's epoch when it was opened or last rechecked (`runtime`).
     pub(crate) epoch: u64,
+    pub(crate) id: u64,
+    pub(crate) created_ms: u64,
     /// The user's per-connection state (`PooledConnection::extensions`).
     pub(crate) extensions: Extensions,
+    pub(crate) conn: C,
 }
 
 /// Per-slot data readable while the slot is borrowed (by the leak scan and `stats`).
 /// Written only by the slot's owner, so plain loads and stores suffice.
+///
+/// `repr(C)` and small: what every borrow and return writes is here, right after the
+/// slot's state, on the line the borrowing CAS owns; what only leak detection, event
+/// handlers and holds of a millisecond or more touch is behind `cold`.
 #[derive(Debug)]
+#[repr(C)]
 pub(crate) struct SlotMeta {
     /// When the current borrow started; `NOT_BORROWED` between borrows when leak
     /// detection is on, so the scan never reads a stale time.
     pub(crate) borrowed_at_ms: AtomicU64,
+    pub(crate) borrows: AtomicU64,
+    pub(crate) hold_ms: AtomicU64,
+    pub(crate) cold: Box<ColdMeta>,
+}
+
+/// The per-slot data off the borrow path.
+#[derive(Debug)]
+pub(crate) struct ColdMeta {
     /// When the current borrow started, in `clock::precise_ns`, kept only with an
     /// event handler (for `CheckinEvent::duration`).
     pub(crate) borrowed_at_ns: AtomicU64,
-    pub(crate) borrows: AtomicU64,
-    pub(crate) hold_ms: AtomicU64,
-    /// Behind a pointer, so the slot's own lines stay those a borrow touches.
-    pub(crate) hold_times: Box<HoldTimes>,
+    pub(crate) hold_times: HoldTimes,
     pub(crate) leak_reported: AtomicBool,
     /// Where the current borrow happened, captured only with leak detection on and
     /// symbolized only if it is reported.
@@ -54,9 +69,8 @@ pub(crate) const NOT_BORROWED: u64 = u64::MAX;
 pub(crate) const HOLD_BUCKETS: usize = 24;
 
 /// One slot's returns after a hold of at least 1 ms, by power of two of milliseconds
-/// (`hold_bucket`); shorter holds are its `borrows` minus these. Kept out of the slot's
-/// own lines (those a borrow touches); written by the slot's owner only, and only
-/// after a hold of a millisecond or more.
+/// (`hold_bucket`); shorter holds are its `borrows` minus these. Written by the slot's
+/// owner only, and only after a hold of a millisecond or more.
 #[derive(Debug)]
 pub(crate) struct HoldTimes(pub(crate) [AtomicU64; HOLD_BUCKETS]);
 
@@ -76,12 +90,14 @@ impl Default for SlotMeta {
     fn default() -> Self {
         SlotMeta {
             borrowed_at_ms: AtomicU64::new(NOT_BORROWED),
-            borrowed_at_ns: AtomicU64::new(0),
             borrows: AtomicU64::new(0),
             hold_ms: AtomicU64::new(0),
-            hold_times: Box::default(),
-            leak_reported: AtomicBool::new(false),
-            borrow_site: Mutex::new(None),
+            cold: Box::new(ColdMeta {
+                borrowed_at_ns: AtomicU64::new(0),
+                hold_times: HoldTimes::default(),
+                leak_reported: AtomicBool::new(false),
+                borrow_site: Mutex::new(None),
+            }),
         }
     }
 }
@@ -166,5 +182,69 @@ impl<C> Checkout<C> {
     #[inline]
     pub(crate) fn into_ticket(self) -> Ticket {
         self.ticket
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::bag::Bag;
+
+    /// The cache line a slot starts on is the one its borrowing CAS pulls in: every
+    /// field a borrow and a return write must be on it, whatever the connection type.
+    fn check_layout<C>(conn: C) {
+        let bag: Bag<PoolEntry<C>, SlotMeta> = Bag::new(2, Duration::ZERO);
+        let ticket = bag.reserve_empty(1).expect("an empty slot");
+        bag.with_value(&ticket, |value| {
+            *value = Some(PoolEntry {
+                last_used_ms: 0,
+                last_checked_ms: 0,
+                expires_ms: 0,
+                epoch: 0,
+                id: 0,
+                created_ms: 0,
+                extensions: Extensions::new(),
+                conn,
+            })
+        });
+        let (slot, state) = bag.slot_addresses(ticket.index());
+        assert_eq!(slot % 64, 0, "a slot starts a cache line");
+        let meta = bag.meta(ticket.index());
+        let addr = |field: &AtomicU64| std::ptr::from_ref(field).addr();
+        let (last_used, last_checked) = bag.with_value(&ticket, |value| {
+            let entry = value.as_ref().expect("filled above");
+            (
+                std::ptr::from_ref(&entry.last_used_ms).addr(),
+                std::ptr::from_ref(&entry.last_checked_ms).addr(),
+            )
+        });
+        for (name, at, size) in [
+            ("state", state, 4),
+            ("borrowed_at_ms", addr(&meta.borrowed_at_ms), 8),
+            ("borrows", addr(&meta.borrows), 8),
+            ("hold_ms", addr(&meta.hold_ms), 8),
+            ("last_used_ms", last_used, 8),
+            ("last_checked_ms", last_checked, 8),
+        ] {
+            assert!(
+                at >= slot && at + size <= slot + 64,
+                "{name} at offset {} of the slot, {} bytes: beyond its first cache line",
+                at.wrapping_sub(slot),
+                size
+            );
+        }
+        bag.with_value(&ticket, |value| *value = None);
+        bag.free(ticket);
+    }
+
+    #[test]
+    fn slot_layout_puts_every_borrow_and_return_write_on_the_cas_line() {
+        check_layout(());
+        check_layout(7u8);
+        check_layout(7u128);
+        check_layout([7u64; 40]);
+        check_layout(String::from("a connection"));
     }
 }
