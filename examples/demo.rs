@@ -8,17 +8,22 @@
 //! pool's own counters (`pool.stats()`).
 //!
 //! Without any server it runs on SQLite: a database file in WAL mode in a temporary
-//! directory, removed at exit. With `--backend redis` (GET/SET) or `--backend mysql`
-//! (SELECT and an upsert on a table it creates, `stickypool_demo`, and drops at the
-//! end) it uses a real server. `--compare r2d2` runs the same workload again through
-//! r2d2 and prints both side by side.
+//! directory, removed at exit; that needs no `--features` (the crate's dev-dependency on
+//! itself turns on `sqlite` for its examples). `--compare r2d2` runs the same workload
+//! again through r2d2 and prints both side by side.
+//!
+//! With `--backend redis` (GET/SET) or `--backend mysql` (SELECT and an upsert on a
+//! table it creates, `stickypool_demo`, and drops at the end) it uses a real server;
+//! those need the crate's `redis` or `mysql` feature, and comparing them with r2d2 needs
+//! `compare` (r2d2's own Redis and MySQL managers).
 //!
 //! ```text
-//! cargo run --release --features compare --example demo
-//! cargo run --release --features compare --example demo -- --threads 32 --seconds 10
-//! cargo run --release --features compare --example demo -- --compare r2d2
-//! cargo run --release --features compare --example demo -- --backend redis --url redis://127.0.0.1:6379/
-//! cargo run --release --features compare --example demo -- --help
+//! cargo run --release --example demo
+//! cargo run --release --example demo -- --threads 32 --seconds 10
+//! cargo run --release --example demo -- --compare r2d2
+//! cargo run --release --features redis --example demo -- --backend redis --url redis://127.0.0.1:6379/
+//! cargo run --release --features compare --example demo -- --backend mysql --compare r2d2
+//! cargo run --release --example demo -- --help
 //! ```
 //!
 //! A progress bar is drawn on stderr while it runs, only when stderr is a terminal
@@ -36,9 +41,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mysql::prelude::Queryable;
-use stickypool::backends::mysql::MysqlManager;
-use stickypool::backends::redis::RedisManager;
 use stickypool::backends::sqlite::SqliteManager;
 use stickypool::{ManageConnection, Pool};
 
@@ -164,7 +166,35 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
     if opts.backend == Backend::Sqlite && opts.url.is_some() {
         return Err("--url is for --backend redis or mysql; sqlite uses a temporary file".into());
     }
+    if let Some(msg) = missing_feature(&opts) {
+        return Err(msg);
+    }
     Ok(Some(opts))
+}
+
+/// The crate feature that this build lacks for `opts`, as a message saying how to build
+/// with it; `None` when everything asked for is compiled in. SQLite and its r2d2
+/// comparison are always there.
+fn missing_feature(opts: &Options) -> Option<String> {
+    let (name, has_backend) = match opts.backend {
+        Backend::Sqlite => return None,
+        Backend::Redis => ("redis", cfg!(feature = "redis")),
+        Backend::Mysql => ("mysql", cfg!(feature = "mysql")),
+    };
+    if !has_backend {
+        Some(format!(
+            "--backend {name} needs the `{name}` feature: \
+             cargo run --release --features {name} --example demo -- --backend {name} ..."
+        ))
+    } else if opts.compare && !cfg!(feature = "compare") {
+        Some(format!(
+            "--compare r2d2 with --backend {name} needs the `compare` feature (r2d2's \
+             {name} manager): cargo run --release --features compare --example demo -- \
+             --backend {name} --compare r2d2 ..."
+        ))
+    } else {
+        None
+    }
 }
 
 fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: &str) -> Result<T, String> {
@@ -200,13 +230,19 @@ fn main() -> ExitCode {
 fn run(opts: &Options) -> Result<Vec<RunResult>, BoxError> {
     let runs = match opts.backend {
         Backend::Sqlite => sqlite::run(opts)?,
+        #[cfg(feature = "redis")]
         Backend::Redis => redis_backend::run(opts, &server_url(opts, "STICKYPOOL_REDIS_URL")?)?,
+        #[cfg(feature = "mysql")]
         Backend::Mysql => mysql_backend::run(opts, &server_url(opts, "STICKYPOOL_MYSQL_URL")?)?,
+        // `parse_args` refuses a backend that is not compiled in.
+        #[allow(unreachable_patterns)]
+        _ => return Err(missing_feature(opts).unwrap_or_default().into()),
     };
     print!("{}", report(opts, &runs));
     Ok(runs)
 }
 
+#[cfg(any(feature = "redis", feature = "mysql"))]
 fn server_url(opts: &Options, var: &str) -> Result<String, BoxError> {
     match (&opts.url, std::env::var(var)) {
         (Some(url), _) => Ok(url.clone()),
@@ -489,9 +525,11 @@ mod sqlite {
     }
 }
 
+#[cfg(feature = "redis")]
 mod redis_backend {
     use super::*;
     use redis::Connection;
+    use stickypool::backends::redis::RedisManager;
 
     fn key(k: i64) -> String {
         format!("stickypool:demo:{k}")
@@ -531,6 +569,9 @@ mod redis_backend {
         runs.push(result);
         drop(pool);
 
+        // `redis::Client` is an r2d2 manager with the `redis` crate's `r2d2` feature,
+        // which `compare` turns on; `parse_args` refuses `--compare` here without it.
+        #[cfg(feature = "compare")]
         if opts.compare {
             let pool = r2d2_pool(opts, redis::Client::open(url)?)?;
             runs.push(run_workload("r2d2", opts, |rng| {
@@ -543,9 +584,12 @@ mod redis_backend {
     }
 }
 
+#[cfg(feature = "mysql")]
 mod mysql_backend {
     use super::*;
     use mysql::Conn;
+    use mysql::prelude::Queryable;
+    use stickypool::backends::mysql::MysqlManager;
 
     fn op(conn: &mut Conn, op: Op) -> mysql::Result<()> {
         match op {
@@ -587,6 +631,9 @@ mod mysql_backend {
         result.stats = Some(pool.stats());
         runs.push(result);
 
+        // r2d2_mysql comes with the `compare` feature; `parse_args` refuses `--compare`
+        // here without it.
+        #[cfg(feature = "compare")]
         if opts.compare {
             let manager =
                 r2d2_mysql::MySqlConnectionManager::new(mysql::OptsBuilder::from_opts(mysql_opts));
