@@ -8,27 +8,38 @@
 //! pool's own counters (`pool.stats()`).
 //!
 //! Without any server it runs on SQLite: a database file in WAL mode in a temporary
-//! directory, removed at exit. With `--backend redis` (GET/SET) or `--backend mysql`
-//! (SELECT and an upsert on a table it creates, `stickypool_demo`, and drops at the
-//! end) it uses a real server. `--compare r2d2` runs the same workload again through
-//! r2d2 and prints both side by side.
+//! directory, removed at exit; that needs no `--features` (the crate's dev-dependency on
+//! itself turns on `sqlite` for its examples). `--compare r2d2` runs the same workload
+//! again through r2d2 and prints both side by side, with stickypool's time per
+//! operation and p99 wait as ratios of r2d2's, and draws both pools' wait-time
+//! distributions (cumulative, log time axis) into an SVG file: `target/demo-waits.svg`
+//! when run from a directory with a `target/` (as `cargo run` is), else in the system's
+//! temporary directory, or wherever `--svg PATH` says (which also draws stickypool's
+//! curve alone without `--compare`).
+//!
+//! With `--backend redis` (GET/SET) or `--backend mysql` (SELECT and an upsert on a
+//! table it creates, `stickypool_demo`, and drops at the end) it uses a real server;
+//! those need the crate's `redis` or `mysql` feature, and comparing them with r2d2 needs
+//! `compare` (r2d2's own Redis and MySQL managers).
 //!
 //! ```text
-//! cargo run --release --features compare --example demo
-//! cargo run --release --features compare --example demo -- --threads 32 --seconds 10
-//! cargo run --release --features compare --example demo -- --compare r2d2
-//! cargo run --release --features compare --example demo -- --backend redis --url redis://127.0.0.1:6379/
-//! cargo run --release --features compare --example demo -- --help
+//! cargo run --release --example demo
+//! cargo run --release --example demo -- --threads 32 --seconds 10
+//! cargo run --release --example demo -- --compare r2d2
+//! cargo run --release --example demo -- --compare r2d2 --svg /tmp/waits.svg
+//! cargo run --release --features redis --example demo -- --backend redis --url redis://127.0.0.1:6379/
+//! cargo run --release --features compare --example demo -- --backend mysql --compare r2d2
+//! cargo run --release --example demo -- --help
 //! ```
 //!
 //! A progress bar is drawn on stderr while it runs, only when stderr is a terminal
 //! (indicatif's `ProgressDrawTarget::stderr` checks), so piping the output gives the
 //! plain report; `--quiet` turns the bar off everywhere. The exit status is 0 when every
-//! operation succeeded, 1 on errors, 2 on bad flags.
+//! operation succeeded (and the SVG, if any, was written), 1 on errors, 2 on bad flags.
 
 use std::error::Error;
 use std::fmt::Write as _;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Barrier, Mutex};
@@ -36,9 +47,6 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use mysql::prelude::Queryable;
-use stickypool::backends::mysql::MysqlManager;
-use stickypool::backends::redis::RedisManager;
 use stickypool::backends::sqlite::SqliteManager;
 use stickypool::{ManageConnection, Pool};
 
@@ -54,14 +62,20 @@ Options:
   --connections N      pool size (max_size and min_idle) [default: 8]
   --seconds S          how long to run, fractions allowed [default: 5]
   --writes PCT         percentage of operations that write [default: 20]
-  --backend NAME       sqlite, redis or mysql [default: sqlite]
+  --backend NAME       sqlite, redis or mysql [default: sqlite]; redis and mysql
+                       need the crate feature of that name (and `compare` for
+                       --compare r2d2)
   --url URL            server URL for redis or mysql [default: $STICKYPOOL_REDIS_URL
                        or $STICKYPOOL_MYSQL_URL]
   --compare r2d2       run the same workload through r2d2 too and compare
+  --svg PATH           write the wait-time CDF of each pool to PATH as SVG [default
+                       with --compare: target/demo-waits.svg if ./target exists, else
+                       demo-waits.svg in the temp dir; without --compare: none]
   --quiet              no progress bar
   -h, --help           print this help
 
-Exit status: 0 if every operation succeeded, 1 on errors, 2 on bad flags.
+Exit status: 0 if every operation succeeded and the SVG was written, 1 on errors,
+2 on bad flags.
 ";
 
 /// How many distinct keys the workload reads and writes.
@@ -83,6 +97,7 @@ struct Options {
     backend: Backend,
     url: Option<String>,
     compare: bool,
+    svg: Option<PathBuf>,
     quiet: bool,
 }
 
@@ -97,6 +112,7 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
         backend: Backend::Sqlite,
         url: None,
         compare: false,
+        svg: None,
         quiet: false,
     };
     let mut args = args.into_iter();
@@ -150,6 +166,13 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
                 }
             }
             "--url" => opts.url = Some(value("a server URL")?),
+            "--svg" => {
+                let v = value("a file path")?;
+                if v.is_empty() {
+                    return Err(format!("{flag}: expected a file path, got an empty one"));
+                }
+                opts.svg = Some(PathBuf::from(v));
+            }
             "--compare" => match value("r2d2")?.as_str() {
                 "r2d2" => opts.compare = true,
                 other => {
@@ -164,7 +187,35 @@ fn parse_args(args: impl IntoIterator<Item = String>) -> Result<Option<Options>,
     if opts.backend == Backend::Sqlite && opts.url.is_some() {
         return Err("--url is for --backend redis or mysql; sqlite uses a temporary file".into());
     }
+    if let Some(msg) = missing_feature(&opts) {
+        return Err(msg);
+    }
     Ok(Some(opts))
+}
+
+/// The crate feature that this build lacks for `opts`, as a message saying how to build
+/// with it; `None` when everything asked for is compiled in. SQLite and its r2d2
+/// comparison are always there.
+fn missing_feature(opts: &Options) -> Option<String> {
+    let (name, has_backend) = match opts.backend {
+        Backend::Sqlite => return None,
+        Backend::Redis => ("redis", cfg!(feature = "redis")),
+        Backend::Mysql => ("mysql", cfg!(feature = "mysql")),
+    };
+    if !has_backend {
+        Some(format!(
+            "--backend {name} needs the `{name}` feature: \
+             cargo run --release --features {name} --example demo -- --backend {name} ..."
+        ))
+    } else if opts.compare && !cfg!(feature = "compare") {
+        Some(format!(
+            "--compare r2d2 with --backend {name} needs the `compare` feature (r2d2's \
+             {name} manager): cargo run --release --features compare --example demo -- \
+             --backend {name} --compare r2d2 ..."
+        ))
+    } else {
+        None
+    }
 }
 
 fn positive<T: std::str::FromStr + PartialOrd + Default>(flag: &str, v: &str) -> Result<T, String> {
@@ -187,8 +238,8 @@ fn main() -> ExitCode {
         }
     };
     match run(&opts) {
-        Ok(runs) if runs.iter().all(|r| r.errors == 0) => ExitCode::SUCCESS,
-        Ok(_) => ExitCode::FAILURE,
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
         Err(e) => {
             eprintln!("demo: {e}");
             ExitCode::FAILURE
@@ -196,17 +247,57 @@ fn main() -> ExitCode {
     }
 }
 
-/// Sets up the backend, runs the workload once per pool, prints the report.
-fn run(opts: &Options) -> Result<Vec<RunResult>, BoxError> {
+/// Sets up the backend, runs the workload once per pool, writes the SVG, prints the
+/// report. `Ok(true)` when every operation succeeded and the SVG (if any) was written.
+fn run(opts: &Options) -> Result<bool, BoxError> {
     let runs = match opts.backend {
         Backend::Sqlite => sqlite::run(opts)?,
+        #[cfg(feature = "redis")]
         Backend::Redis => redis_backend::run(opts, &server_url(opts, "STICKYPOOL_REDIS_URL")?)?,
+        #[cfg(feature = "mysql")]
         Backend::Mysql => mysql_backend::run(opts, &server_url(opts, "STICKYPOOL_MYSQL_URL")?)?,
+        // `parse_args` refuses a backend that is not compiled in.
+        #[allow(unreachable_patterns)]
+        _ => return Err(missing_feature(opts).unwrap_or_default().into()),
     };
-    print!("{}", report(opts, &runs));
-    Ok(runs)
+    let mut out = report(opts, &runs);
+    let mut ok = runs.iter().all(|r| r.errors == 0);
+    if let Some(path) = svg_path(opts) {
+        match plot::write_wait_cdf(opts, &runs, &path) {
+            Ok(()) => {
+                let _ = writeln!(out, "\nwait-time CDF: {}", path.display());
+            }
+            Err(e) => {
+                eprintln!(
+                    "demo: cannot write the wait-time CDF to {}: {e}",
+                    path.display()
+                );
+                ok = false;
+            }
+        }
+    }
+    print!("{out}");
+    Ok(ok)
 }
 
+/// Where the SVG goes: `--svg`, else with `--compare` `target/demo-waits.svg` when
+/// the current directory has a `target/` (as under `cargo run`), else the temp dir.
+fn svg_path(opts: &Options) -> Option<PathBuf> {
+    if let Some(path) = &opts.svg {
+        return Some(path.clone());
+    }
+    if !opts.compare {
+        return None;
+    }
+    let target = Path::new("target");
+    Some(if target.is_dir() {
+        target.join("demo-waits.svg")
+    } else {
+        std::env::temp_dir().join("demo-waits.svg")
+    })
+}
+
+#[cfg(any(feature = "redis", feature = "mysql"))]
 fn server_url(opts: &Options, var: &str) -> Result<String, BoxError> {
     match (&opts.url, std::env::var(var)) {
         (Some(url), _) => Ok(url.clone()),
@@ -259,6 +350,7 @@ fn timed<T, E>(get: impl FnOnce() -> Result<T, E>) -> Result<(T, Duration), E> {
 /// What one pool achieved.
 struct RunResult {
     pool: &'static str,
+    threads: usize,
     ops: u64,
     errors: u64,
     first_error: Option<String>,
@@ -272,6 +364,12 @@ struct RunResult {
 impl RunResult {
     fn throughput(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// Seconds one worker thread spent per operation (borrow, query, give back), on
+    /// average; infinite if no operation completed.
+    fn time_per_op(&self) -> f64 {
+        self.elapsed.as_secs_f64() * self.threads as f64 / self.ops as f64
     }
 
     fn wait(&self, quantile: f64) -> Duration {
@@ -370,6 +468,7 @@ where
 
     let mut result = RunResult {
         pool,
+        threads: opts.threads,
         ops: 0,
         errors: 0,
         first_error: first_error.into_inner().unwrap_or_else(|p| p.into_inner()),
@@ -489,9 +588,11 @@ mod sqlite {
     }
 }
 
+#[cfg(feature = "redis")]
 mod redis_backend {
     use super::*;
     use redis::Connection;
+    use stickypool::backends::redis::RedisManager;
 
     fn key(k: i64) -> String {
         format!("stickypool:demo:{k}")
@@ -531,6 +632,9 @@ mod redis_backend {
         runs.push(result);
         drop(pool);
 
+        // `redis::Client` is an r2d2 manager with the `redis` crate's `r2d2` feature,
+        // which `compare` turns on; `parse_args` refuses `--compare` here without it.
+        #[cfg(feature = "compare")]
         if opts.compare {
             let pool = r2d2_pool(opts, redis::Client::open(url)?)?;
             runs.push(run_workload("r2d2", opts, |rng| {
@@ -543,9 +647,12 @@ mod redis_backend {
     }
 }
 
+#[cfg(feature = "mysql")]
 mod mysql_backend {
     use super::*;
     use mysql::Conn;
+    use mysql::prelude::Queryable;
+    use stickypool::backends::mysql::MysqlManager;
 
     fn op(conn: &mut Conn, op: Op) -> mysql::Result<()> {
         match op {
@@ -587,6 +694,9 @@ mod mysql_backend {
         result.stats = Some(pool.stats());
         runs.push(result);
 
+        // r2d2_mysql comes with the `compare` feature; `parse_args` refuses `--compare`
+        // here without it.
+        #[cfg(feature = "compare")]
         if opts.compare {
             let manager =
                 r2d2_mysql::MySqlConnectionManager::new(mysql::OptsBuilder::from_opts(mysql_opts));
@@ -602,6 +712,47 @@ mod mysql_backend {
             .query_drop("DROP TABLE IF EXISTS stickypool_demo")?;
         Ok(runs)
     }
+}
+
+/// The backend as the report and the plot name it, short.
+fn backend_name(backend: Backend) -> &'static str {
+    match backend {
+        Backend::Sqlite => "sqlite",
+        Backend::Redis => "redis",
+        Backend::Mysql => "mysql",
+    }
+}
+
+/// A duration given in seconds, in the unit that suits it; `-` when there is none
+/// (no operation completed).
+fn human(secs: f64) -> String {
+    if !secs.is_finite() || secs < 0.0 {
+        return "-".to_owned();
+    }
+    match (secs * 1e9).round() {
+        nanos if nanos < 1e3 => format!("{nanos} ns"),
+        nanos if nanos < 1e6 => format!("{:.1} µs", nanos / 1e3),
+        nanos if nanos < 1e9 => format!("{:.1} ms", nanos / 1e6),
+        nanos => format!("{:.2} s", nanos / 1e9),
+    }
+}
+
+/// `a / b` as `1.23x`, or `-` when it has no meaning.
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".to_owned()
+    }
+}
+
+/// How a report row's values are printed.
+#[derive(Clone, Copy)]
+enum Cell {
+    Count,
+    Rate,
+    /// Seconds, printed as ns, µs, ms or s.
+    Time,
 }
 
 /// The report: one column per pool, and a ratio column when comparing.
@@ -622,23 +773,18 @@ fn report(opts: &Options, runs: &[RunResult]) -> String {
         opts.write_percent,
     );
 
-    let us = |d: Duration| match d.as_nanos() {
-        nanos if nanos < 1_000 => format!("{nanos} ns"),
-        nanos if nanos < 1_000_000 => format!("{:.1} µs", nanos as f64 / 1e3),
-        nanos => format!("{:.1} ms", nanos as f64 / 1e6),
-    };
-    type Row = (&'static str, fn(&RunResult) -> f64, bool);
-    // (label, value, higher is better)
-    let rows: [Row; 6] = [
-        ("ops", |r| r.ops as f64, true),
-        ("throughput (ops/s)", RunResult::throughput, true),
-        ("errors", |r| r.errors as f64, false),
-        ("wait p50", |r| r.wait(0.5).as_secs_f64(), false),
-        ("wait p99", |r| r.wait(0.99).as_secs_f64(), false),
+    type Row = (&'static str, fn(&RunResult) -> f64, Cell);
+    let rows: [Row; 7] = [
+        ("ops", |r| r.ops as f64, Cell::Count),
+        ("throughput (ops/s)", RunResult::throughput, Cell::Rate),
+        ("time/op per thread", RunResult::time_per_op, Cell::Time),
+        ("errors", |r| r.errors as f64, Cell::Count),
+        ("wait p50", |r| r.wait(0.5).as_secs_f64(), Cell::Time),
+        ("wait p99", |r| r.wait(0.99).as_secs_f64(), Cell::Time),
         (
             "wait max",
             |r| Duration::from_nanos(r.wait.max()).as_secs_f64(),
-            false,
+            Cell::Time,
         ),
     ];
     let _ = write!(out, "{:<20}", "");
@@ -649,35 +795,54 @@ fn report(opts: &Options, runs: &[RunResult]) -> String {
         let _ = write!(out, "{:>18}", "stickypool/r2d2");
     }
     out.push('\n');
-    for (label, value, _) in rows {
+    for (label, value, cell) in rows {
         let _ = write!(out, "{label:<20}");
         for run in runs {
             let v = value(run);
-            let cell = if label.starts_with("wait") {
-                us(Duration::from_secs_f64(v))
-            } else if label.starts_with("throughput") {
-                format!("{v:.0}")
-            } else {
-                format!("{v}")
+            let text = match cell {
+                Cell::Count => format!("{v}"),
+                Cell::Rate => format!("{v:.0}"),
+                Cell::Time => human(v),
             };
-            let _ = write!(out, "{cell:>16}");
+            let _ = write!(out, "{text:>16}");
         }
         if let [ours, theirs] = runs {
-            let (a, b) = (value(ours), value(theirs));
-            let ratio = if b > 0.0 {
-                format!("{:.2}x", a / b)
-            } else {
-                "-".to_owned()
-            };
-            let _ = write!(out, "{ratio:>18}");
+            let _ = write!(out, "{:>18}", ratio(value(ours), value(theirs)));
         }
         out.push('\n');
     }
     if let [ours, theirs] = runs {
         let _ = writeln!(
             out,
-            "\nstickypool did {:.2}x the operations per second of r2d2 \
-             (waits: lower is better; r2d2 ran with test_on_check_out off)",
+            "\nstickypool against r2d2, this workload ({}, {} threads, {} connections; \
+             below 1x is better):",
+            backend_name(opts.backend),
+            opts.threads,
+            opts.connections,
+        );
+        let (a, b) = (ours.time_per_op(), theirs.time_per_op());
+        let _ = writeln!(
+            out,
+            "  time per operation    {:>7} of r2d2's ({} against {}, per thread)",
+            ratio(a, b),
+            human(a),
+            human(b),
+        );
+        let (a, b) = (
+            ours.wait(0.99).as_secs_f64(),
+            theirs.wait(0.99).as_secs_f64(),
+        );
+        let _ = writeln!(
+            out,
+            "  p99 wait in get()     {:>7} of r2d2's ({} against {})",
+            ratio(a, b),
+            human(a),
+            human(b),
+        );
+        let _ = writeln!(
+            out,
+            "stickypool did {:.2}x the operations per second of r2d2 \
+             (r2d2 ran with test_on_check_out off)",
             ours.throughput() / theirs.throughput().max(f64::MIN_POSITIVE),
         );
     }
@@ -690,4 +855,133 @@ fn report(opts: &Options, runs: &[RunResult]) -> String {
         }
     }
     out
+}
+
+/// The SVG plot: the cumulative distribution of each pool's waits in `get()`.
+mod plot {
+    use super::*;
+    use plotters::prelude::*;
+
+    /// One colour per pool: stickypool blue, r2d2 red.
+    const COLORS: [RGBColor; 2] = [RGBColor(31, 119, 180), RGBColor(214, 39, 40)];
+
+    /// Draws the plot and writes it to `path`, creating its parent directories.
+    pub(super) fn write_wait_cdf(
+        opts: &Options,
+        runs: &[RunResult],
+        path: &Path,
+    ) -> Result<(), BoxError> {
+        let svg = render(opts, runs)?;
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        }
+        std::fs::write(path, svg)?;
+        Ok(())
+    }
+
+    /// The points of one pool's curve: (wait in µs, fraction of borrows that waited at
+    /// most that long), thinned to a few hundred points. Empty if nothing was recorded.
+    fn cdf(wait: &Histogram<u64>) -> Vec<(f64, f64)> {
+        let mut points: Vec<(f64, f64)> = Vec::new();
+        let mut recorded = wait.iter_recorded().peekable();
+        while let Some(v) = recorded.next() {
+            let point = (v.value_iterated_to() as f64 / 1e3, v.quantile_iterated_to());
+            match points.last() {
+                // The curve starts from 0 at the shortest wait.
+                None => points.extend([(point.0, 0.0), point]),
+                Some(&(x, y))
+                    if point.0 >= x * 1.02 || point.1 - y >= 0.002 || recorded.peek().is_none() =>
+                {
+                    points.push(point)
+                }
+                Some(_) => {}
+            }
+        }
+        points
+    }
+
+    /// A tick label for a wait of `us` microseconds: `500 ns`, `20 µs`, `1 ms`, `2 s`.
+    fn tick(us: f64) -> String {
+        let (v, unit) = match us {
+            us if us < 1.0 => (us * 1e3, "ns"),
+            us if us < 1e3 => (us, "µs"),
+            us if us < 1e6 => (us / 1e3, "ms"),
+            us => (us / 1e6, "s"),
+        };
+        if (v - v.round()).abs() < 1e-6 {
+            format!("{v:.0} {unit}")
+        } else {
+            format!("{v:.1} {unit}")
+        }
+    }
+
+    fn render(opts: &Options, runs: &[RunResult]) -> Result<String, BoxError> {
+        let curves: Vec<_> = runs.iter().map(|r| (r, cdf(&r.wait))).collect();
+        // The x axis spans whole decades around every recorded wait.
+        let (lo, hi) = curves
+            .iter()
+            .flat_map(|(_, c)| c.iter().map(|p| p.0))
+            .fold((f64::INFINITY, 0.0_f64), |(lo, hi), x| {
+                (lo.min(x), hi.max(x))
+            });
+        let (lo, hi) = if lo.is_finite() {
+            let lo = 10f64.powf(lo.max(1e-3).log10().floor());
+            let hi = 10f64.powf(hi.log10().ceil());
+            (lo, if hi > lo { hi } else { lo * 10.0 })
+        } else {
+            (1.0, 1e3)
+        };
+        let title = format!(
+            "Wait in pool.get(), cumulative: {}, {} threads, {} connections, {}% writes",
+            backend_name(opts.backend),
+            opts.threads,
+            opts.connections,
+            opts.write_percent,
+        );
+
+        let mut svg = String::new();
+        {
+            let root = SVGBackend::with_string(&mut svg, (960, 600)).into_drawing_area();
+            root.fill(&WHITE)?;
+            let mut chart = ChartBuilder::on(&root)
+                .caption(title, ("sans-serif", 22))
+                .margin(20)
+                .x_label_area_size(50)
+                .y_label_area_size(60)
+                .build_cartesian_2d((lo..hi).log_scale(), 0.0..1.0)?;
+            chart
+                .configure_mesh()
+                .x_desc("wait in pool.get() (log scale)")
+                .y_desc("fraction of borrows")
+                .x_label_formatter(&|us| tick(*us))
+                .y_label_formatter(&|f| format!("{f:.1}"))
+                .label_style(("sans-serif", 14))
+                .draw()?;
+            for ((run, points), color) in curves.into_iter().zip(COLORS) {
+                let label = format!(
+                    "{}: p50 {}, p99 {}, {} borrows",
+                    run.pool,
+                    human(run.wait(0.5).as_secs_f64()),
+                    human(run.wait(0.99).as_secs_f64()),
+                    run.wait.len(),
+                );
+                chart
+                    .draw_series(LineSeries::new(points, color.stroke_width(2)))?
+                    .label(label)
+                    .legend(move |(x, y)| {
+                        PathElement::new([(x, y), (x + 24, y)], color.stroke_width(2))
+                    });
+            }
+            chart
+                .configure_series_labels()
+                .position(SeriesLabelPosition::LowerRight)
+                .label_font(("sans-serif", 15))
+                .background_style(WHITE.mix(0.9))
+                .border_style(BLACK)
+                .draw()?;
+            root.present()?;
+        }
+        Ok(svg)
+    }
 }
