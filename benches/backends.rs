@@ -20,6 +20,16 @@
 //! figures are wall time per operation for the whole group of threads (lower is more
 //! throughput).
 //!
+//! Then, after criterion's rows, the contended tables for Redis, MySQL and PostgreSQL
+//! (`benches/common/contended.rs`): 32 threads on 8 connections and 64 on 16, each
+//! pool for `BACKENDS_SECS` (default 2) per row, giving time per operation, the wait
+//! in `get()` (p50, p99, max), the worker threads' CPU and context switches per
+//! operation, and ratios to r2d2 in the same run. Each table has a `direct` row: no
+//! pool, as many connections opened with the driver as the pool has, thread `t`
+//! taking connection `t % n` through its own mutex. `BACKENDS_ROUNDS` (default 1)
+//! repeats the tables, alternating the order of the rows; `BACKENDS_CONTENDED_ONLY=1`
+//! skips criterion's rows.
+//!
 //! Run it (servers from the same variables as the tests; a backend whose variable is
 //! unset is skipped with a message, SQLite needs no server):
 //!
@@ -34,7 +44,7 @@ use std::path::PathBuf;
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
-use criterion::{BenchmarkId, Criterion, criterion_group, criterion_main};
+use criterion::{BenchmarkId, Criterion};
 use diesel::RunQueryDsl;
 use mysql::prelude::Queryable;
 use stickypool::ManageConnection;
@@ -45,13 +55,22 @@ use stickypool::backends::r2d2::R2d2Adapter;
 use stickypool::backends::redis::RedisManager;
 use stickypool::backends::sqlite::SqliteManager;
 
+#[path = "common/contended.rs"]
+mod contended;
+
+use contended::{Direct, Outcome, SHAPES, Shape};
+
 const MAX_SIZE: u32 = 8;
 const THREADS: usize = 32;
 
 fn stickypool<M: ManageConnection>(manager: M) -> stickypool::Pool<M> {
+    stickypool_of(MAX_SIZE, manager)
+}
+
+fn stickypool_of<M: ManageConnection>(size: u32, manager: M) -> stickypool::Pool<M> {
     stickypool::Pool::builder()
-        .max_size(MAX_SIZE)
-        .min_idle(Some(MAX_SIZE))
+        .max_size(size)
+        .min_idle(Some(size))
         .connection_timeout(Duration::from_secs(30))
         .test_on_check_out(false)
         .build(manager)
@@ -59,9 +78,13 @@ fn stickypool<M: ManageConnection>(manager: M) -> stickypool::Pool<M> {
 }
 
 fn r2d2<M: r2d2::ManageConnection>(manager: M) -> r2d2::Pool<M> {
+    r2d2_of(MAX_SIZE, manager)
+}
+
+fn r2d2_of<M: r2d2::ManageConnection>(size: u32, manager: M) -> r2d2::Pool<M> {
     r2d2::Pool::builder()
-        .max_size(MAX_SIZE)
-        .min_idle(Some(MAX_SIZE))
+        .max_size(size)
+        .min_idle(Some(size))
         .connection_timeout(Duration::from_secs(30))
         .test_on_check_out(false)
         .build(manager)
@@ -332,11 +355,210 @@ fn backends(c: &mut Criterion) {
     bench_diesel(c);
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
-    targets = backends
+/// One contended row through a pool: `get` borrows, `op` runs on the connection.
+fn pool_row<G: std::ops::DerefMut>(
+    name: &str,
+    shape: Shape,
+    get: impl Fn() -> G + Sync,
+    op: impl Fn(&mut G::Target) + Sync,
+) -> Outcome {
+    let (warm_up, measure) = contended_times();
+    contended::run(name, shape.threads, warm_up, measure, &|_| {
+        let before = Instant::now();
+        let mut conn = get();
+        let waited = before.elapsed();
+        op(&mut conn);
+        waited
+    })
 }
-criterion_main!(benches);
+
+/// The row without a pool: `shape.connections` connections from `connect`.
+fn direct_row<C: Send>(
+    shape: Shape,
+    connect: impl Fn() -> C,
+    op: impl Fn(&mut C) + Sync,
+) -> Outcome {
+    let conns = Direct::new((0..shape.connections).map(|_| connect()));
+    let (warm_up, measure) = contended_times();
+    contended::run(
+        "direct (a mutex per connection)",
+        shape.threads,
+        warm_up,
+        measure,
+        &|t| conns.with(t, &op),
+    )
+}
+
+fn contended_times() -> (Duration, Duration) {
+    let measure = Duration::from_secs(contended::env_u64("BACKENDS_SECS", 2).max(1));
+    (measure / 10, measure)
+}
+
+/// A table's rows, each building its pool (or connections) and running it.
+type Rows<'a> = Vec<Box<dyn Fn(Shape) -> Outcome + 'a>>;
+
+/// Runs `rows` for every shape and round (odd rounds in reverse order) and prints
+/// each table in the rows' order.
+fn contended_tables(title: &str, rows: Rows<'_>) {
+    let rounds = contended::env_u64("BACKENDS_ROUNDS", 1).max(1);
+    for round in 0..rounds {
+        for shape in SHAPES {
+            let mut order: Vec<usize> = (0..rows.len()).collect();
+            if !round.is_multiple_of(2) {
+                order.reverse();
+            }
+            let mut outcomes: Vec<(usize, Outcome)> =
+                order.into_iter().map(|i| (i, rows[i](shape))).collect();
+            outcomes.sort_by_key(|(i, _)| *i);
+            let outcomes: Vec<Outcome> = outcomes.into_iter().map(|(_, o)| o).collect();
+            contended::print_table(
+                &format!(
+                    "{title}: {} threads, {} connections (round {})",
+                    shape.threads,
+                    shape.connections,
+                    round + 1
+                ),
+                &outcomes,
+            );
+        }
+    }
+}
+
+fn contended_redis(url: &str) {
+    let client = || redis::Client::open(url).expect("redis URL");
+    contended_tables(
+        "redis PING",
+        vec![
+            Box::new(|shape: Shape| {
+                let pool = stickypool_of(shape.connections, RedisManager::new(url).expect("URL"));
+                pool_row(
+                    "stickypool",
+                    shape,
+                    || pool.get().expect("borrow"),
+                    redis_ping,
+                )
+            }),
+            Box::new(|shape: Shape| {
+                let pool = r2d2_of(shape.connections, client());
+                pool_row("r2d2", shape, || pool.get().expect("borrow"), redis_ping)
+            }),
+            Box::new(|shape: Shape| {
+                direct_row(
+                    shape,
+                    || client().get_connection().expect("connect"),
+                    redis_ping,
+                )
+            }),
+        ],
+    );
+}
+
+fn contended_mysql(url: &str) {
+    let opts = mysql::Opts::from_url(url).expect("mysql URL");
+    let builder = || mysql::OptsBuilder::from_opts(opts.clone());
+    contended_tables(
+        "mysql SELECT 1",
+        vec![
+            Box::new(|shape: Shape| {
+                let pool = stickypool_of(shape.connections, MysqlManager::new(opts.clone()));
+                pool_row(
+                    "stickypool",
+                    shape,
+                    || pool.get().expect("borrow"),
+                    mysql_select,
+                )
+            }),
+            Box::new(|shape: Shape| {
+                let manager = r2d2_mysql::MySqlConnectionManager::new(builder());
+                let pool = r2d2_of(shape.connections, manager);
+                pool_row("r2d2", shape, || pool.get().expect("borrow"), mysql_select)
+            }),
+            Box::new(|shape: Shape| {
+                let manager = R2d2Adapter::new(r2d2_mysql::MySqlConnectionManager::new(builder()));
+                let pool = stickypool_of(shape.connections, manager);
+                pool_row(
+                    "stickypool + r2d2_mysql manager",
+                    shape,
+                    || pool.get().expect("borrow"),
+                    mysql_select,
+                )
+            }),
+            Box::new(|shape: Shape| {
+                direct_row(
+                    shape,
+                    || mysql::Conn::new(opts.clone()).expect("connect"),
+                    mysql_select,
+                )
+            }),
+        ],
+    );
+}
+
+fn contended_postgres(url: &str) {
+    let config: postgres::Config = url.parse().expect("postgres URL");
+    contended_tables(
+        "postgres SELECT 1",
+        vec![
+            Box::new(|shape: Shape| {
+                let manager = PostgresManager::new(config.clone(), postgres::NoTls);
+                let pool = stickypool_of(shape.connections, manager);
+                pool_row(
+                    "stickypool",
+                    shape,
+                    || pool.get().expect("borrow"),
+                    postgres_select,
+                )
+            }),
+            Box::new(|shape: Shape| {
+                let manager =
+                    r2d2_postgres::PostgresConnectionManager::new(config.clone(), postgres::NoTls);
+                let pool = r2d2_of(shape.connections, manager);
+                pool_row(
+                    "r2d2",
+                    shape,
+                    || pool.get().expect("borrow"),
+                    postgres_select,
+                )
+            }),
+            Box::new(|shape: Shape| {
+                direct_row(
+                    shape,
+                    || config.connect(postgres::NoTls).expect("connect"),
+                    postgres_select,
+                )
+            }),
+        ],
+    );
+}
+
+/// The filter given after `--` (criterion's too), if any.
+fn filter() -> Option<String> {
+    std::env::args().skip(1).find(|arg| !arg.starts_with('-'))
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    if std::env::var_os("BACKENDS_CONTENDED_ONLY").is_none() {
+        backends(&mut c);
+        c.final_summary();
+    }
+    let wanted = |group: &str| filter().is_none_or(|f| group.contains(f.as_str()));
+    if wanted("redis PING")
+        && let Ok(url) = std::env::var("STICKYPOOL_REDIS_URL")
+    {
+        contended_redis(&url);
+    }
+    if wanted("mysql SELECT 1")
+        && let Ok(url) = std::env::var("STICKYPOOL_MYSQL_URL")
+    {
+        contended_mysql(&url);
+    }
+    if wanted("postgres SELECT 1")
+        && let Ok(url) = std::env::var("STICKYPOOL_POSTGRES_URL")
+    {
+        contended_postgres(&url);
+    }
+}

@@ -123,8 +123,11 @@ fn use_it(bag: &Bag<u32>, ticket: &Ticket) {
 /// first. Passing the baton was missing in 0.1; this model finds that as a deadlock.
 /// It also deadlocks if a woken competitor leaves `competing` only after its look at
 /// the slots (or never): then a taker counts it as still on its way and passes no
-/// baton. And it trips the `FENCED` premise assertion if `register` sets `FENCED`
-/// before its heavy barrier has returned (0.1 did).
+/// baton. It deadlocks too if a giver that finds a competitor on its way (and so
+/// wakes nobody) reads `competing` without the `SeqCst` fence after publishing its
+/// slot: the competitor's look can then miss that slot while the giver misses the
+/// competitor's leaving. And it trips the `FENCED` premise assertion if `register`
+/// sets `FENCED` before its heavy barrier has returned (0.1 did).
 #[test]
 fn two_givers_and_two_keepers_strand_nobody() {
     for fair_after in [COMPETE, HAND_OFF] {

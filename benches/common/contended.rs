@@ -39,11 +39,60 @@ pub struct Outcome {
     pub elapsed: Duration,
     /// Time in `get()` (or in taking the connection, for the rows without a pool), ns.
     pub waits: Histogram<u64>,
+    /// The worker threads' context switches and CPU time over the whole run.
+    pub usage: Usage,
+}
+
+/// What threads cost the machine: context switches (voluntary and not) and CPU time.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Usage {
+    pub switches: u64,
+    pub cpu: Duration,
+}
+
+impl Usage {
+    /// The calling thread's usage so far.
+    fn this_thread() -> Usage {
+        #[cfg(target_os = "linux")]
+        {
+            // SAFETY: `rusage` is plain data, filled by the call.
+            let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+            // SAFETY: a valid pointer to a `rusage`, for the calling thread.
+            if unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut usage) } == 0 {
+                let time = |t: libc::timeval| {
+                    Duration::from_secs(t.tv_sec as u64) + Duration::from_micros(t.tv_usec as u64)
+                };
+                return Usage {
+                    switches: (usage.ru_nvcsw + usage.ru_nivcsw) as u64,
+                    cpu: time(usage.ru_utime) + time(usage.ru_stime),
+                };
+            }
+        }
+        Usage::default()
+    }
+
+    fn add(self, other: Usage) -> Usage {
+        Usage {
+            switches: self.switches + other.switches,
+            cpu: self.cpu + other.cpu,
+        }
+    }
 }
 
 impl Outcome {
     pub fn per_op(&self) -> Duration {
         self.elapsed / u32::try_from(self.ops.max(1)).unwrap_or(u32::MAX)
+    }
+
+    /// Context switches per operation, warm-up included (an estimate: the warm-up is a
+    /// tenth of the run).
+    pub fn switches_per_op(&self) -> f64 {
+        self.usage.switches as f64 / (self.ops.max(1) as f64 * 1.1)
+    }
+
+    /// CPU time per operation of the worker threads, warm-up included as above.
+    pub fn cpu_per_op(&self) -> Duration {
+        self.usage.cpu.div_f64(self.ops.max(1) as f64 * 1.1)
     }
 
     pub fn wait(&self, quantile: f64) -> Duration {
@@ -66,7 +115,7 @@ pub fn run(
     op: &(impl Fn(usize) -> Duration + Sync),
 ) -> Outcome {
     let barrier = Barrier::new(threads + 1);
-    let per_thread: Vec<Histogram<u64>> = thread::scope(|s| {
+    let per_thread: Vec<(Histogram<u64>, Usage)> = thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|t| {
                 let barrier = &barrier;
@@ -85,7 +134,7 @@ pub fn run(
                             waits.saturating_record(nanos(waited));
                         }
                     }
-                    waits
+                    (waits, Usage::this_thread())
                 })
             })
             .collect();
@@ -96,14 +145,17 @@ pub fn run(
             .collect()
     });
     let mut waits = new_histogram();
-    for thread_waits in per_thread {
+    let mut usage = Usage::default();
+    for (thread_waits, thread_usage) in per_thread {
         waits.add(thread_waits).expect("same bounds");
+        usage = usage.add(thread_usage);
     }
     Outcome {
         name: name.to_owned(),
         ops: waits.len(),
         elapsed: measure,
         waits,
+        usage,
     }
 }
 
@@ -112,8 +164,16 @@ pub fn print_table(title: &str, outcomes: &[Outcome]) {
     println!("{title}");
     let r2d2 = outcomes.iter().find(|o| o.name == "r2d2");
     println!(
-        "  {:<34} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9}",
-        "", "time/op", "/ r2d2", "p50 wait", "p99 wait", "/ r2d2", "max wait"
+        "  {:<34} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>10}",
+        "",
+        "time/op",
+        "/ r2d2",
+        "p50 wait",
+        "p99 wait",
+        "/ r2d2",
+        "max wait",
+        "CPU/op",
+        "switch/op"
     );
     for o in outcomes {
         let (op_ratio, p99_ratio) = match r2d2 {
@@ -124,7 +184,7 @@ pub fn print_table(title: &str, outcomes: &[Outcome]) {
             None => ("-".into(), "-".into()),
         };
         println!(
-            "  {:<34} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9}",
+            "  {:<34} {:>9} {:>8} {:>9} {:>9} {:>8} {:>9} {:>9} {:>10.2}",
             o.name,
             format!("{:.2?}", o.per_op()),
             op_ratio,
@@ -132,6 +192,8 @@ pub fn print_table(title: &str, outcomes: &[Outcome]) {
             format!("{:.1?}", o.wait(0.99)),
             p99_ratio,
             format!("{:.1?}", o.max_wait()),
+            format!("{:.2?}", o.cpu_per_op()),
+            o.switches_per_op(),
         );
     }
 }

@@ -11,7 +11,8 @@ use std::time::Duration;
 use crossbeam_utils::CachePadded;
 
 use crate::sync::{
-    AtomicU32, AtomicUsize, Mutex, Ordering, UnsafeCell, fence, init_barriers, light_barrier,
+    AtomicU32, AtomicUsize, Mutex, Ordering, UnsafeCell, fence, heavy_barrier, init_barriers,
+    light_barrier,
 };
 
 mod slots;
@@ -173,9 +174,12 @@ impl<T, X: Default> Bag<T, X> {
 
 impl<T, X: Default> Bag<T, X> {
     /// Makes `limit` the number of slots in use (the pool's `max_size`), allocating
-    /// slots when it grows. The caller closes what slots beyond a smaller limit hold.
+    /// slots when it grows. The caller closes what slots beyond a smaller limit hold:
+    /// the idle ones it finds after this returns (the heavy barrier here pairs with
+    /// `give_back`'s), the others when `give_back` returns them.
     pub fn set_limit(&self, limit: usize) {
         self.slots.set_limit(limit);
+        heavy_barrier();
     }
 }
 
@@ -195,19 +199,26 @@ impl<T, X> Bag<T, X> {
     }
 
     /// Gives an owned slot (with its payload in place) back: hands it to the oldest
-    /// waiter or publishes it `IDLE`. If the bag is closed the ticket comes back in
-    /// `Err`, and the caller must close the payload and [`free`](Bag::free) the slot.
+    /// waiter or publishes it `IDLE`. If the bag is closed, or the slot is beyond the
+    /// limit, the ticket comes back in `Err`, and the caller must close the payload and
+    /// [`free`](Bag::free) the slot.
+    ///
+    /// The limit is read after the publish's barrier, and `set_limit` runs the heavy
+    /// barrier before the pool sweeps the slots beyond a smaller limit: so a slot
+    /// given back while the bag shrinks is either seen idle by that sweep or comes back
+    /// here.
     #[inline]
     pub fn give_back(&self, ticket: Ticket) -> Result<(), Ticket> {
         let slot = &self.slots.at(ticket.0);
         let before = self.signal();
         if before.is_quiet() {
-            if self.publish(slot, before).is_quiet() {
+            if self.publish(slot, before).is_quiet() && ticket.0 < self.slots.limit() {
                 return Ok(());
             }
-            // A waiter registered (or the bag closed) while we published; it may have
-            // re-scanned before our store. Take the slot back for it, unless another
-            // thread took it first (docs/implementation.md: then that thread sees to the waiter).
+            // A waiter registered (or the bag closed or shrank) while we published; it
+            // may have re-scanned before our store. Take the slot back for it, unless
+            // another thread took it first (docs/implementation.md: then that thread
+            // sees to the waiter, or, beyond the limit, gives it back here).
             if !slot.try_borrow() {
                 return Ok(());
             }

@@ -285,8 +285,37 @@ fn a_limit_grows_the_slots_in_segments_and_bounds_the_scans() {
     assert!(bag.reserve_empty(0).is_none());
     assert_eq!(bag.state(36), IDLE);
     let far = bag.try_reserve(36).expect("beyond the limit, still there");
-    bag.give_back(far).unwrap();
+    let far = bag
+        .give_back(far)
+        .expect_err("beyond the limit: back to close");
+    bag.with_value(&far, |value| *value = None);
+    bag.free(far);
     for ticket in taken {
         bag.give_back(ticket).unwrap();
+    }
+}
+
+#[test]
+fn a_slot_beyond_a_smaller_limit_is_never_handed_to_a_waiter() {
+    for fair_after in [Duration::ZERO, Duration::from_secs(3600)] {
+        let bag = idle_bag(4, fair_after);
+        let held: Vec<_> = std::iter::from_fn(|| bag.try_take(NO_HINT, || 0)).collect();
+        bag.set_limit(2);
+        let w = waiter(&bag, Instant::now(), None);
+        wait_for(|| bag.waiters() == 1);
+        let mut held = held.into_iter();
+        let (within, beyond): (Vec<_>, Vec<_>) = held.by_ref().partition(|t| t.index() < 2);
+        for ticket in beyond {
+            let ticket = bag.give_back(ticket).expect_err("beyond the limit");
+            bag.with_value(&ticket, |value| *value = None);
+            bag.free(ticket);
+        }
+        assert_eq!(bag.waiters(), 1, "still waiting: nothing was handed over");
+        let mut within = within.into_iter();
+        bag.give_back(within.next().unwrap()).unwrap();
+        let ticket = got(w.join().unwrap());
+        assert!(ticket.index() < 2);
+        bag.give_back(ticket).unwrap();
+        bag.give_back(within.next().unwrap()).unwrap();
     }
 }

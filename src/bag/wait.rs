@@ -113,27 +113,32 @@ pub(super) struct Queue {
 }
 
 impl<T, X> Bag<T, X> {
-    /// `give_back` when there are waiters or the bag is closed.
+    /// `give_back` when there are waiters, the bag is closed or the slot is beyond the
+    /// limit.
     #[cold]
     #[inline(never)]
     pub(super) fn give_back_slow(&self, mut ticket: Ticket) -> Result<(), Ticket> {
         let slot = self.slots.at(ticket.0);
         loop {
             let signal = self.signal();
-            if signal.is_closed() {
+            if signal.is_closed() || ticket.0 >= self.slots.limit() {
                 return Err(ticket);
             }
             if signal.waiters() != 0 {
                 match self.hand_off(ticket) {
                     Ok(()) => return Ok(()),
-                    Err(back) => ticket = back,
+                    Err(back) => {
+                        // Nobody waits any more, or the bag shrank: look again.
+                        ticket = back;
+                        continue;
+                    }
                 }
             }
-            if self.publish(slot, signal).is_quiet() {
+            if self.publish(slot, signal).is_quiet() && ticket.0 < self.slots.limit() {
                 return Ok(());
             }
-            // As in `give_back`: take it back for the waiter, or leave it to the thread
-            // that took it.
+            // As in `give_back`: take it back for the waiter (or to close it), or leave
+            // it to the thread that took it.
             if !slot.try_borrow() {
                 return Ok(());
             }
@@ -142,27 +147,48 @@ impl<T, X> Bag<T, X> {
 
     /// Gives `ticket` to the oldest waiter: directly if it has waited `fair_after`,
     /// else by publishing the slot and waking the waiter to compete for it. Returns
-    /// the ticket if nobody waits.
+    /// the ticket if nobody waits (or the bag shrank below the slot meanwhile).
     fn hand_off(&self, ticket: Ticket) -> Result<(), Ticket> {
         let mut queue = self.queue.lock();
-        let Some(waiter) = self.pop(&mut queue) else {
+        let Some(oldest) = queue.waiters.front() else {
             return Err(ticket);
         };
         let slot = self.slots.at(ticket.0);
-        if waiter.since.elapsed() >= self.fair_after {
+        if oldest.since.elapsed() >= self.fair_after {
+            let waiter = self.pop(&mut queue).expect("a waiter is queued");
             // Ownership moves with the index in the cell. The slot may come from
             // `CONNECTING` or `RESERVED` (a creator or the housekeeper giving back):
             // it is `IN_USE` from now on, published by the cell's release store.
             slot.state.store(IN_USE, Ordering::Relaxed);
             waiter.wake(ticket.0);
-        } else {
-            // Published before the cell is set, so the woken waiter sees it idle (or
-            // taken since); no re-check is needed for it, and waiters that queue later
-            // see it in their own re-check. Under the lock, so a `close` either saw it
-            // idle in its sweep or happened before this hand-off looked at the queue.
-            slot.state.store(IDLE, Ordering::Release);
-            self.wake_to_compete(&waiter);
+            drop(queue);
+            waiter.thread.unpark();
+            return Ok(());
         }
+        // Published before any cell is set, so a woken waiter sees it idle (or taken
+        // since); no re-check is needed for it, and waiters that queue later see it in
+        // their own re-check. Under the lock, so a `close` either saw it idle in its
+        // sweep or happened before this hand-off looked at the queue.
+        slot.state.store(IDLE, Ordering::Release);
+        // A competitor woken before and not yet looking will see this slot (it looks
+        // after counting itself out, with the same barrier between): it takes it or
+        // passes the baton, so waking another would only wake one to lose.
+        fence(Ordering::SeqCst);
+        if ticket.0 >= self.slots.limit() {
+            // The bag shrank below the slot since `give_back_slow` looked, and its
+            // sweep may have passed it: take it back to close it (or leave it to the
+            // thread that took it, which gives it back beyond the limit).
+            return if slot.try_borrow() {
+                Err(ticket)
+            } else {
+                Ok(())
+            };
+        }
+        if self.competing.load(Ordering::SeqCst) != 0 {
+            return Ok(());
+        }
+        let waiter = self.pop(&mut queue).expect("a waiter is queued");
+        self.wake_to_compete(&waiter);
         drop(queue);
         waiter.thread.unpark();
         Ok(())

@@ -128,10 +128,15 @@ impl<M: ManageConnection> Shared<M> {
     }
 
     /// Gives an owned slot (with its connection) back to the bag, closing the
-    /// connection if the pool closed meanwhile.
+    /// connection if the pool closed meanwhile or shrank below the slot.
     pub(crate) fn give_back(&self, ticket: Ticket) {
         if let Err(ticket) = self.bag.give_back(ticket) {
-            self.close_slot(ticket, CloseReason::PoolClosed);
+            let reason = if self.bag.is_closed() {
+                CloseReason::PoolClosed
+            } else {
+                CloseReason::Evicted
+            };
+            self.close_slot(ticket, reason);
         }
     }
 
