@@ -112,6 +112,8 @@ mod demo {
 
     #[test]
     fn compare_with_r2d2_prints_both_and_the_ratio() {
+        let dir = tempfile::tempdir().unwrap();
+        let svg = dir.path().join("plots/waits.svg");
         let out = run(
             "demo",
             &[
@@ -123,11 +125,24 @@ mod demo {
                 "0.2",
                 "--compare",
                 "r2d2",
+                "--svg",
+                svg.to_str().unwrap(),
             ],
         );
         let report = check_report(&out, 2);
         assert!(report.contains("stickypool/r2d2"));
         assert!(report.contains("the operations per second of r2d2"));
+        assert!(report.contains("time per operation"), "{report}");
+        assert!(report.contains("p99 wait in get()"), "{report}");
+        // The wait-time CDFs of both pools, where the report says.
+        assert!(report.contains(&format!("wait-time CDF: {}", svg.display())));
+        let plot = std::fs::read_to_string(&svg).expect("the SVG was written");
+        assert!(plot.starts_with("<svg"), "an SVG document");
+        assert!(
+            plot.contains("stickypool") && plot.contains("r2d2"),
+            "both pools named"
+        );
+        assert!(plot.matches("<polyline").count() >= 2, "a curve per pool");
     }
 
     #[test]
