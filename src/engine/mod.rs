@@ -273,9 +273,13 @@ impl<M: ManageConnection> Drop for Shared<M> {
 
 /// How long a waiter may wait before returned connections are handed to it directly
 /// instead of being competed for (see `bag`). Long enough that short waits cost no
-/// context switch, short next to the waits r2d2's barging produces. Measured with
-/// `benches/fairness.rs` (32 threads, 4 connections, 100 µs holds): at 1 ms nearly
-/// every return is a hand-off and throughput falls about 10% below r2d2's, since each
-/// hand-off leaves the connection unused while the waiter wakes; at 3 ms throughput
-/// matches r2d2's while p99 and maximum waits stay about four times shorter.
-const FAIR_AFTER: Duration = Duration::from_millis(3);
+/// context switch, short next to the waits r2d2's barging produces; the p99 wait under
+/// contention sits just above it. Measured (`benches/fairness.rs`, `roundtrip.rs` and
+/// the contended tables of `backends.rs`, 2 and 3 ms alternating): at 2 ms the p99 wait
+/// with 32 threads on 8 connections is 2.2-2.9 ms, at most 0.40 of r2d2's in every row
+/// including MySQL's (where r2d2's own p99 is 5-6 ms), and the throughput is level
+/// with 3 ms's within the noise against the real servers; at 3 ms that p99 was 3.1-3.7
+/// ms, over half of r2d2's in the MySQL rows. At 1 ms a quarter more returns are
+/// hand-offs, and each leaves its connection unused until the woken thread gets a CPU:
+/// 15-40% less throughput against Redis on a saturated two-core machine.
+const FAIR_AFTER: Duration = Duration::from_millis(2);
