@@ -170,9 +170,11 @@ impl<T, X> Bag<T, X> {
         // their own re-check. Under the lock, so a `close` either saw it idle in its
         // sweep or happened before this hand-off looked at the queue.
         slot.state.store(IDLE, Ordering::Release);
-        // A competitor woken before and not yet looking will see this slot (it looks
-        // after counting itself out, with the same barrier between): it takes it or
-        // passes the baton, so waking another would only wake one to lose.
+        // A competitor woken before and not yet looking will see this slot: it counts
+        // itself out, looks, fences and counts the idle slots before it passes the
+        // baton (so one of it and us sees the other), and finding none it queues up
+        // again and re-checks. It takes this slot or passes the baton; waking another
+        // would only wake one to lose.
         fence(Ordering::SeqCst);
         if ticket.0 >= self.slots.limit() {
             // The bag shrank below the slot since `give_back_slow` looked, and its
