@@ -363,13 +363,7 @@ fn pool_row<G: std::ops::DerefMut>(
     op: impl Fn(&mut G::Target) + Sync,
 ) -> Outcome {
     let (warm_up, measure) = contended_times();
-    contended::run(name, shape.threads, warm_up, measure, &|_| {
-        let before = Instant::now();
-        let mut conn = get();
-        let waited = before.elapsed();
-        op(&mut conn);
-        waited
-    })
+    contended::pool_run(name, shape.threads, warm_up, measure, get, op)
 }
 
 /// The row without a pool: `shape.connections` connections from `connect`.

@@ -25,7 +25,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 use common::{Conn, r2d2_pool, stickypool_pool};
-use contended::{Direct, Outcome, SHAPES, Shape, env_u64, print_table, run};
+use contended::{Direct, Outcome, SHAPES, Shape, env_u64, pool_run, print_table, run};
 
 /// The simulated query: CPU work, then a blocking wait.
 #[derive(Clone, Copy)]
@@ -62,22 +62,16 @@ fn rows(
 ) -> Vec<Outcome> {
     let sticky = || {
         let pool = stickypool_pool(shape.connections);
-        run("stickypool", shape.threads, warm_up, measure, &|_| {
-            let before = Instant::now();
-            let mut conn = pool.get().expect("stickypool get");
-            let waited = before.elapsed();
-            trip.run(&mut conn);
-            waited
+        let get = || pool.get().expect("stickypool get");
+        pool_run("stickypool", shape.threads, warm_up, measure, get, |conn| {
+            trip.run(conn)
         })
     };
     let r2d2 = || {
         let pool = r2d2_pool(shape.connections);
-        run("r2d2", shape.threads, warm_up, measure, &|_| {
-            let before = Instant::now();
-            let mut conn = pool.get().expect("r2d2 get");
-            let waited = before.elapsed();
-            trip.run(&mut conn);
-            waited
+        let get = || pool.get().expect("r2d2 get");
+        pool_run("r2d2", shape.threads, warm_up, measure, get, |conn| {
+            trip.run(conn)
         })
     };
     let direct = || {

@@ -159,6 +159,25 @@ pub fn run(
     }
 }
 
+/// `run` through a pool: `get` borrows (the time it takes is the wait), `op` runs on
+/// the connection.
+pub fn pool_run<G: std::ops::DerefMut>(
+    name: &str,
+    threads: usize,
+    warm_up: Duration,
+    measure: Duration,
+    get: impl Fn() -> G + Sync,
+    op: impl Fn(&mut G::Target) + Sync,
+) -> Outcome {
+    run(name, threads, warm_up, measure, &|_| {
+        let before = Instant::now();
+        let mut conn = get();
+        let waited = before.elapsed();
+        op(&mut conn);
+        waited
+    })
+}
+
 /// Prints one shape's rows, each with its ratios to the row named `r2d2`.
 pub fn print_table(title: &str, outcomes: &[Outcome]) {
     println!("{title}");
