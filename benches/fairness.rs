@@ -26,6 +26,10 @@
 //! Run with `cargo bench --bench fairness`.
 
 mod common;
+// For its histogram and environment helpers; the contended runner is not used here.
+#[allow(dead_code)]
+#[path = "common/contended.rs"]
+mod contended;
 
 use std::ops::DerefMut;
 use std::sync::Barrier;
@@ -35,6 +39,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use common::{Conn, NoopManager, r2d2_pool, stickypool_pool};
+use contended::{env_u64, nanos, new_histogram};
 
 const THREADS: usize = 32;
 const CONNECTIONS: u32 = 4;
@@ -143,24 +148,6 @@ fn run<G: DerefMut<Target = Conn>>(
         elapsed: measure,
         waits,
         held,
-    }
-}
-
-fn new_histogram() -> Histogram<u64> {
-    // 1 ns to 60 s at 3 significant digits.
-    Histogram::new_with_bounds(1, 60_000_000_000, 3).expect("histogram bounds")
-}
-
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)
-}
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(value) => value
-            .parse()
-            .unwrap_or_else(|_| panic!("{name} must be a whole number, got {value:?}")),
-        Err(_) => default,
     }
 }
 

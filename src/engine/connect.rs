@@ -16,7 +16,7 @@ use crate::error::{Error, SharedError};
 use crate::event::AcquireEvent;
 use crate::extensions::Extensions;
 use crate::hook;
-use crate::manager::{CloseReason, ErrorOrigin, ManageConnection};
+use crate::manager::{ErrorOrigin, ManageConnection};
 use crate::stats::Counters;
 use crate::trace;
 
@@ -377,12 +377,8 @@ impl<M: ManageConnection> Shared<M> {
                     });
                 });
                 *self.connects.last_error.lock() = None;
-                if ticket.index() < self.bag.limit() {
-                    self.give_back(ticket);
-                } else {
-                    // The pool shrank while it connected.
-                    self.close_slot(ticket, CloseReason::Evicted);
-                }
+                // Closed as evicted instead if the pool shrank below the slot meanwhile.
+                self.give_back(ticket);
                 // Counted once it is in its slot, so `connections_estimate` never runs
                 // ahead of `state()`.
                 Counters::bump(&self.counters.created);
