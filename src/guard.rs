@@ -146,7 +146,7 @@ macro_rules! guard_impl {
         }
 
         impl<$($lt,)? M: ManageConnection> Drop for $guard<$($lt,)? M> {
-            #[inline]
+            #[inline(always)]
             fn drop(&mut self) {
                 if let Some(checkout) = self.checkout.take() {
                     self.pool.checkin(checkout, false);

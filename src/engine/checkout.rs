@@ -79,11 +79,51 @@ impl<M: ManageConnection> Shared<M> {
     }
 
     /// Takes a connection back from a guard. `discard` closes it instead.
-    #[inline]
+    ///
+    /// The common return (nothing observed, nothing to reset, held under a millisecond,
+    /// neither expired nor stale) in a few instructions inline; every other return goes
+    /// through [`checkin_in_full`](Self::checkin_in_full), which makes the same decisions
+    /// in the same order. Small enough to inline into the guard's drop, so a borrow and
+    /// its return keep the slot in registers.
+    #[inline(always)]
     pub(crate) fn checkin(&self, mut checkout: Checkout<M::Connection>, discard: bool) {
         let index = checkout.ticket().index();
-        let entry = checkout.entry_mut();
         let now = clock::now_ms();
+        let meta = self.bag.meta(index);
+        let entry = checkout.entry_mut();
+        if discard
+            || self.config.observed
+            || self.config.resets
+            || meta.borrowed_at_ms.load(Ordering::Relaxed) != now
+            || now >= entry.expires_ms
+            || self.stale(entry.epoch)
+            || std::thread::panicking()
+        {
+            return self.checkin_in_full(checkout, discard, now);
+        }
+        if !self
+            .hook("ManageConnection::has_broken", || {
+                self.manager.has_broken(&mut entry.conn)
+            })
+            .is_some_and(|broken| !broken)
+        {
+            return self.close_slot(checkout.into_ticket(), CloseReason::Broken);
+        }
+        if entry.last_used_ms != now {
+            entry.last_used_ms = now;
+        }
+        affinity::remember(self.id, index);
+        self.give_back(checkout.into_ticket());
+    }
+
+    /// `checkin` for every return: hold-time accounting, events, `has_broken`,
+    /// lifetime, a stale epoch and the reset, each closing the connection if it says
+    /// so.
+    #[cold]
+    #[inline(never)]
+    fn checkin_in_full(&self, mut checkout: Checkout<M::Connection>, discard: bool, now: u64) {
+        let index = checkout.ticket().index();
+        let entry = checkout.entry_mut();
         let meta = self.bag.meta(index);
         let held_ms = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
         if held_ms != 0 {
@@ -129,6 +169,7 @@ impl<M: ManageConnection> Shared<M> {
 
     /// Gives an owned slot (with its connection) back to the bag, closing the
     /// connection if the pool closed meanwhile or shrank below the slot.
+    #[inline(always)]
     pub(crate) fn give_back(&self, ticket: Ticket) {
         if let Err(ticket) = self.bag.give_back(ticket) {
             let reason = if self.bag.is_closed() {
