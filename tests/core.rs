@@ -416,6 +416,23 @@ fn a_panic_while_held_discards_the_connection() {
     assert!(!next.in_transaction);
 }
 
+/// The return right after the borrow takes the short path (held under a millisecond):
+/// it must still see the unwinding. `resume_unwind` skips the panic hook, so the
+/// borrow lasts microseconds.
+#[test]
+fn a_panic_right_after_the_borrow_discards_the_connection() {
+    let (pool, manager) = pool(1, 1);
+    let id = pool.get().unwrap().id;
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _conn = pool.get().unwrap();
+        std::panic::resume_unwind(Box::new("boom right after the borrow"));
+    }));
+    assert!(result.is_err());
+    assert_eq!(manager.script.closes.lock().unwrap().get(&id), Some(&1));
+    assert_eq!(pool.stats().closed.get(stickypool::CloseReason::Discarded), 1);
+    assert_ne!(pool.get_timeout(SOON).unwrap().id, id);
+}
+
 #[test]
 fn broken_connections_are_closed_on_return() {
     let (pool, manager) = pool(1, 1);

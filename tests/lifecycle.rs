@@ -92,6 +92,24 @@ fn a_connection_in_use_past_its_lifetime_is_closed_on_return() {
     assert_ne!(pool.get().unwrap().id, id);
 }
 
+/// A borrow of an expired connection returned at once (the short return path, held
+/// under a millisecond) closes it too.
+#[test]
+fn an_expired_connection_returned_at_once_is_closed() {
+    let manager = FakeManager::new();
+    let pool = builder("lifetime-quick")
+        .max_size(1)
+        .max_lifetime(Some(Duration::from_millis(40)))
+        .reap_interval(Duration::from_secs(3600))
+        .build(manager.clone())
+        .unwrap();
+    let id = pool.get().unwrap().id;
+    thread::sleep(Duration::from_millis(60));
+    drop(pool.get().unwrap());
+    assert_eq!(manager.script.closes.lock().unwrap().get(&id), Some(&1));
+    assert_eq!(closed(&pool, CloseReason::Lifetime), 1);
+}
+
 #[test]
 fn keepalive_replaces_a_dead_idle_connection() {
     let manager = FakeManager::new();
