@@ -429,7 +429,10 @@ fn a_panic_right_after_the_borrow_discards_the_connection() {
     }));
     assert!(result.is_err());
     assert_eq!(manager.script.closes.lock().unwrap().get(&id), Some(&1));
-    assert_eq!(pool.stats().closed.get(stickypool::CloseReason::Discarded), 1);
+    assert_eq!(
+        pool.stats().closed.get(stickypool::CloseReason::Discarded),
+        1
+    );
     assert_ne!(pool.get_timeout(SOON).unwrap().id, id);
 }
 

@@ -441,6 +441,23 @@ fn events_arrive_in_order() {
     );
 }
 
+/// Returns right after their borrows (the short return path) reach the handler too.
+#[test]
+fn every_quick_return_reaches_the_event_handler() {
+    let recorder = Arc::new(Recorder::default());
+    let pool = builder("quick-events")
+        .max_size(1)
+        .event_handler(Box::new(recorder.clone()))
+        .build(FakeManager::new())
+        .unwrap();
+    for _ in 0..100 {
+        drop(pool.get().unwrap());
+    }
+    let events = recorder.events();
+    let count = |kind: &str| events.iter().filter(|e| e.starts_with(kind)).count();
+    assert_eq!((count("checkout"), count("checkin")), (100, 100));
+}
+
 #[test]
 fn stats_count_everything() {
     let manager = FakeManager::new();
