@@ -101,11 +101,12 @@ impl<M: ManageConnection> Shared<M> {
         {
             return self.checkin_in_full(checkout, discard, now);
         }
-        if !self
+        // A panic in the hook counts as broken, as in `checkin_in_full`.
+        if self
             .hook("ManageConnection::has_broken", || {
                 self.manager.has_broken(&mut entry.conn)
             })
-            .is_some_and(|broken| !broken)
+            .unwrap_or(true)
         {
             return self.close_slot(checkout.into_ticket(), CloseReason::Broken);
         }
