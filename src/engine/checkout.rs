@@ -110,11 +110,7 @@ impl<M: ManageConnection> Shared<M> {
         {
             return self.close_slot(checkout.into_ticket(), CloseReason::Broken);
         }
-        if entry.last_used_ms != now {
-            entry.last_used_ms = now;
-        }
-        affinity::remember(self.id, index);
-        self.give_back(checkout.into_ticket());
+        self.keep(checkout, now);
     }
 
     /// `checkin` for every return: hold-time accounting, events, `has_broken`,
@@ -161,6 +157,15 @@ impl<M: ManageConnection> Shared<M> {
             self.close_slot(checkout.into_ticket(), reason);
             return;
         }
+        self.keep(checkout, now);
+    }
+
+    /// Ends a return that keeps the connection: notes when it was last used, makes it
+    /// this thread's hint and gives it back.
+    #[inline(always)]
+    fn keep(&self, mut checkout: Checkout<M::Connection>, now: u64) {
+        let index = checkout.ticket().index();
+        let entry = checkout.entry_mut();
         if entry.last_used_ms != now {
             entry.last_used_ms = now;
         }
