@@ -74,15 +74,22 @@ fn connections_are_retired_after_their_lifetime() {
     }
 }
 
-#[test]
-fn a_connection_in_use_past_its_lifetime_is_closed_on_return() {
+/// One connection with a 40 ms lifetime that only a return retires (the housekeeper
+/// does not run in a test's time).
+fn short_lived(name: &str) -> (Pool<FakeManager>, FakeManager) {
     let manager = FakeManager::new();
-    let pool = builder("lifetime-in-use")
+    let pool = builder(name)
         .max_size(1)
         .max_lifetime(Some(Duration::from_millis(40)))
         .reap_interval(Duration::from_secs(3600))
         .build(manager.clone())
         .unwrap();
+    (pool, manager)
+}
+
+#[test]
+fn a_connection_in_use_past_its_lifetime_is_closed_on_return() {
+    let (pool, manager) = short_lived("lifetime-in-use");
     let conn = pool.get().unwrap();
     let id = conn.id;
     thread::sleep(Duration::from_millis(60));
@@ -96,13 +103,7 @@ fn a_connection_in_use_past_its_lifetime_is_closed_on_return() {
 /// under a millisecond) closes it too.
 #[test]
 fn an_expired_connection_returned_at_once_is_closed() {
-    let manager = FakeManager::new();
-    let pool = builder("lifetime-quick")
-        .max_size(1)
-        .max_lifetime(Some(Duration::from_millis(40)))
-        .reap_interval(Duration::from_secs(3600))
-        .build(manager.clone())
-        .unwrap();
+    let (pool, manager) = short_lived("lifetime-quick");
     let id = pool.get().unwrap().id;
     thread::sleep(Duration::from_millis(60));
     drop(pool.get().unwrap());

@@ -101,13 +101,7 @@ impl<M: ManageConnection> Shared<M> {
         {
             return self.checkin_in_full(checkout, discard, now);
         }
-        // A panic in the hook counts as broken, as in `checkin_in_full`.
-        if self
-            .hook("ManageConnection::has_broken", || {
-                self.manager.has_broken(&mut entry.conn)
-            })
-            .unwrap_or(true)
-        {
+        if self.has_broken(&mut entry.conn) {
             return self.close_slot(checkout.into_ticket(), CloseReason::Broken);
         }
         self.keep(checkout, now);
@@ -132,12 +126,7 @@ impl<M: ManageConnection> Shared<M> {
         }
         let close = if discard || std::thread::panicking() {
             Some(CloseReason::Discarded)
-        } else if self
-            .hook("ManageConnection::has_broken", || {
-                self.manager.has_broken(&mut entry.conn)
-            })
-            .unwrap_or(true)
-        {
+        } else if self.has_broken(&mut entry.conn) {
             Some(CloseReason::Broken)
         } else if now >= entry.expires_ms {
             Some(CloseReason::Lifetime)
@@ -158,6 +147,15 @@ impl<M: ManageConnection> Shared<M> {
             return;
         }
         self.keep(checkout, now);
+    }
+
+    /// `ManageConnection::has_broken`; a panic in it counts as broken.
+    #[inline(always)]
+    fn has_broken(&self, conn: &mut M::Connection) -> bool {
+        self.hook("ManageConnection::has_broken", || {
+            self.manager.has_broken(conn)
+        })
+        .unwrap_or(true)
     }
 
     /// Ends a return that keeps the connection: notes when it was last used, makes it
