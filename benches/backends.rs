@@ -24,7 +24,8 @@
 //! (`benches/common/contended.rs`): 32 threads on 8 connections and 64 on 16, each
 //! pool for `BACKENDS_SECS` (default 2) per row, giving time per operation, the wait
 //! in `get()` (p50, p99, max), the worker threads' CPU and context switches per
-//! operation, and ratios to r2d2 in the same run. Each table has a `direct` row: no
+//! operation, and ratios to r2d2 in the same run. Each table has stickypool twice,
+//! with the default fairness bound and with `fair_after(50 ms)`, and a `direct` row: no
 //! pool, as many connections opened with the driver as the pool has, thread `t`
 //! taking connection `t % n` through its own mutex. `BACKENDS_ROUNDS` (default 1)
 //! repeats the tables, alternating the order of the rows; `BACKENDS_CONTENDED_ONLY=1`
@@ -68,8 +69,21 @@ fn stickypool<M: ManageConnection>(manager: M) -> stickypool::Pool<M> {
 }
 
 fn stickypool_of<M: ManageConnection>(size: u32, manager: M) -> stickypool::Pool<M> {
+    stickypool_with(size, stickypool::DEFAULT_FAIR_AFTER, manager)
+}
+
+/// The contended tables' second stickypool row: barging up to a long fairness bound.
+const LONG_FAIR_AFTER: Duration = Duration::from_millis(50);
+const LONG_FAIR_AFTER_ROW: &str = "stickypool, fair_after 50ms";
+
+fn stickypool_with<M: ManageConnection>(
+    size: u32,
+    fair_after: Duration,
+    manager: M,
+) -> stickypool::Pool<M> {
     stickypool::Pool::builder()
         .max_size(size)
+        .fair_after(fair_after)
         .min_idle(Some(size))
         .connection_timeout(Duration::from_secs(30))
         .test_on_check_out(false)
@@ -433,6 +447,16 @@ fn contended_redis(url: &str) {
                 )
             }),
             Box::new(|shape: Shape| {
+                let manager = RedisManager::new(url).expect("URL");
+                let pool = stickypool_with(shape.connections, LONG_FAIR_AFTER, manager);
+                pool_row(
+                    LONG_FAIR_AFTER_ROW,
+                    shape,
+                    || pool.get().expect("borrow"),
+                    redis_ping,
+                )
+            }),
+            Box::new(|shape: Shape| {
                 let pool = r2d2_of(shape.connections, client());
                 pool_row("r2d2", shape, || pool.get().expect("borrow"), redis_ping)
             }),
@@ -457,6 +481,16 @@ fn contended_mysql(url: &str) {
                 let pool = stickypool_of(shape.connections, MysqlManager::new(opts.clone()));
                 pool_row(
                     "stickypool",
+                    shape,
+                    || pool.get().expect("borrow"),
+                    mysql_select,
+                )
+            }),
+            Box::new(|shape: Shape| {
+                let manager = MysqlManager::new(opts.clone());
+                let pool = stickypool_with(shape.connections, LONG_FAIR_AFTER, manager);
+                pool_row(
+                    LONG_FAIR_AFTER_ROW,
                     shape,
                     || pool.get().expect("borrow"),
                     mysql_select,
@@ -498,6 +532,16 @@ fn contended_postgres(url: &str) {
                 let pool = stickypool_of(shape.connections, manager);
                 pool_row(
                     "stickypool",
+                    shape,
+                    || pool.get().expect("borrow"),
+                    postgres_select,
+                )
+            }),
+            Box::new(|shape: Shape| {
+                let manager = PostgresManager::new(config.clone(), postgres::NoTls);
+                let pool = stickypool_with(shape.connections, LONG_FAIR_AFTER, manager);
+                pool_row(
+                    LONG_FAIR_AFTER_ROW,
                     shape,
                     || pool.get().expect("borrow"),
                     postgres_select,

@@ -5,9 +5,9 @@
 //! is descheduled, as on a socket read). Timer slack is set to 1 ns for these threads,
 //! so a sleep lasts about what it asks for.
 //!
-//! Rows: stickypool, r2d2, and `direct`: no pool, thread `t` locks connection `t % n`
-//! (each behind its own mutex), the simplest thing a service without a pool would
-//! write. Shapes: 32 threads on 8 connections and 64 on 16. Each row gives the wall time
+//! Rows: stickypool (the default fairness bound, then `fair_after(50 ms)`), r2d2, and
+//! `direct`: no pool, thread `t` locks connection `t % n` (each behind its own mutex),
+//! the simplest thing a service without a pool would write. Shapes: 32 threads on 8 connections and 64 on 16. Each row gives the wall time
 //! per operation of the whole group, the time spent waiting for a connection (p50, p99,
 //! max), and the ratios to r2d2 in the same run.
 //!
@@ -24,7 +24,7 @@ mod contended;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{Conn, r2d2_pool, stickypool_pool};
+use common::{Conn, r2d2_pool, stickypool_pool, stickypool_pool_with};
 use contended::{Direct, Outcome, SHAPES, Shape, env_u64, pool_run, print_table, run};
 
 /// The simulated query: CPU work, then a blocking wait.
@@ -67,6 +67,18 @@ fn rows(
             trip.run(conn)
         })
     };
+    let barging = || {
+        let pool = stickypool_pool_with(shape.connections, Duration::from_millis(50));
+        let get = || pool.get().expect("stickypool get");
+        pool_run(
+            "stickypool, fair_after 50ms",
+            shape.threads,
+            warm_up,
+            measure,
+            get,
+            |conn| trip.run(conn),
+        )
+    };
     let r2d2 = || {
         let pool = r2d2_pool(shape.connections);
         let get = || pool.get().expect("r2d2 get");
@@ -85,14 +97,14 @@ fn rows(
         )
     };
     // Alternate the order, so neither pool always runs first.
-    let (s, r, d) = if round.is_multiple_of(2) {
-        let (s, r) = (sticky(), r2d2());
-        (s, r, direct())
+    let (s, b, r, d) = if round.is_multiple_of(2) {
+        let (s, b, r) = (sticky(), barging(), r2d2());
+        (s, b, r, direct())
     } else {
-        let (d, r) = (direct(), r2d2());
-        (sticky(), r, d)
+        let (d, r, b) = (direct(), r2d2(), barging());
+        (sticky(), b, r, d)
     };
-    vec![s, r, d]
+    vec![s, b, r, d]
 }
 
 fn main() {

@@ -9,7 +9,8 @@ use std::time::Duration;
 use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::engine::config::{
-    Config, DEFAULT_VALIDATION_TIMEOUT, LONGEST_PERIOD, MAX_POOL_SIZE, MIN_INTERVAL,
+    Config, DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_TIMEOUT, LONGEST_PERIOD, MAX_POOL_SIZE,
+    MIN_INTERVAL,
 };
 use crate::error::Error;
 use crate::event::HandleEvent;
@@ -59,6 +60,7 @@ pub struct Builder<M: ManageConnection, P = Pool<M>> {
     reset_on_return: ResetAction,
     leak_detection_threshold: Option<Duration>,
     max_waiters: Option<usize>,
+    fair_after: Duration,
     circuit_breaker: bool,
     customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
     event_handler: Option<Box<dyn HandleEvent>>,
@@ -89,6 +91,7 @@ impl<M: ManageConnection, P> fmt::Debug for Builder<M, P> {
             .field("reset_on_return", &self.reset_on_return)
             .field("leak_detection_threshold", &self.leak_detection_threshold)
             .field("max_waiters", &self.max_waiters)
+            .field("fair_after", &self.fair_after)
             .field("circuit_breaker", &self.circuit_breaker)
             .field("customizer", &self.customizer)
             .field("event_handler", &self.event_handler)
@@ -116,6 +119,7 @@ impl<M: ManageConnection, P> Default for Builder<M, P> {
             reset_on_return: ResetAction::None,
             leak_detection_threshold: None,
             max_waiters: None,
+            fair_after: DEFAULT_FAIR_AFTER,
             circuit_breaker: true,
             customizer: None,
             event_handler: None,
@@ -261,6 +265,46 @@ impl<M: ManageConnection, P> Builder<M, P> {
         self
     }
 
+    /// How long a thread may wait for a connection before fairness takes over: from
+    /// then on, a returned connection is handed to the thread that has waited longest,
+    /// instead of going to whichever thread takes it first. Default:
+    /// [`DEFAULT_FAIR_AFTER`] (2 ms).
+    ///
+    /// Before that point a returning thread that borrows again at once keeps its
+    /// connection, which costs no context switch; handing it over costs one (the giver
+    /// now waits, the waiter has to be scheduled). So this is the trade between the
+    /// tail and the throughput under contention: the longest waits sit just above this
+    /// bound, and with many more threads than connections on a busy machine, every
+    /// doubling of it halves the hand-offs. `Duration::ZERO` is strict first-come,
+    /// first-served: every return while threads wait is a hand-off. A long bound (say
+    /// 50 ms) is a pool that barges like a plain mutex per connection, as fast as one
+    /// in the README's benchmarks, and still lets no thread wait much longer than the
+    /// bound, where a mutex lets one starve for seconds. A duration too long for the
+    /// clock turns fairness off: waits are then bounded only by `connection_timeout`.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = ();
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut ()) -> bool { false }
+    /// # }
+    /// // A batch tool: throughput first, but no worker starves for long.
+    /// let pool = Pool::builder()
+    ///     .max_size(8)
+    ///     .fair_after(Duration::from_millis(50))
+    ///     .build(Manager)?;
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
+    pub fn fair_after(mut self, bound: Duration) -> Self {
+        self.fair_after = bound;
+        self
+    }
+
     /// Whether `get` fails at once with [`Error::Unavailable`] while the backend is
     /// known to be down: three connects in a row failed and the pool has no open
     /// connection. While it is down the pool probes it with one connect at a time
@@ -381,6 +425,7 @@ impl<M: ManageConnection, P> Builder<M, P> {
             reset_on_return: self.reset_on_return,
             leak_detection_threshold: self.leak_detection_threshold,
             max_waiters: self.max_waiters,
+            fair_after: self.fair_after,
             circuit_breaker: self.circuit_breaker,
             customizer: self.customizer,
             event_handler: self.event_handler,

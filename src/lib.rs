@@ -116,7 +116,7 @@ pub use bound::BoundConnection;
 #[cfg(not(loom))]
 pub use builder::Builder;
 #[cfg(not(loom))]
-pub use engine::config::{DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE};
+pub use engine::config::{DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE};
 #[cfg(not(loom))]
 pub use engine::{ConnectionInfo, State};
 #[cfg(not(loom))]

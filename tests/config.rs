@@ -27,6 +27,7 @@ keepalive_interval = "2m"
 reset_on_return = "rollback"
 leak_detection_threshold = "1m"
 max_waiters = 100
+fair_after = "20ms"
 circuit_breaker = false
 validation_timeout = "750ms"
 "#;
@@ -91,6 +92,7 @@ fn every_setting_is_read() {
         "reset_on_return: Rollback",
         "leak_detection_threshold: Some(60s)",
         "max_waiters: Some(100)",
+        "fair_after: 20ms",
         "circuit_breaker: false",
         "validation_timeout: 750ms",
     ] {

@@ -480,9 +480,62 @@ fn errors_display_what_happened() {
     );
 }
 
+/// Returns the pool's one connection while a second thread waits for it (after
+/// `before_return`), and reports whether the returning thread could take it straight
+/// back.
+fn return_while_one_waits(pool: &Pool<FakeManager>, before_return: impl FnOnce()) -> bool {
+    let held = pool.get().unwrap();
+    let (release, released) = std::sync::mpsc::channel::<()>();
+    thread::scope(|s| {
+        s.spawn(move || {
+            let conn = pool.get_timeout(SOON).unwrap();
+            released.recv().unwrap();
+            drop(conn);
+        });
+        assert!(wait_until(SOON, || pool.state().waiters == 1));
+        before_return();
+        drop(held);
+        let retaken = pool.try_get().is_some();
+        release.send(()).unwrap();
+        retaken
+    })
+}
+
+#[test]
+fn once_a_waiter_has_waited_fair_after_the_return_is_handed_to_it() {
+    // Zero: strict first-come, first-served. The returning thread borrows again at
+    // once (the case barging would win), but the connection is already the waiter's.
+    let fifo = Pool::builder()
+        .max_size(1)
+        .fair_after(Duration::ZERO)
+        .build(FakeManager::new())
+        .unwrap();
+    assert!(!return_while_one_waits(&fifo, || {}));
+    // The default bound, once the waiter has waited that long.
+    let (pool, _) = pool(1, 1);
+    assert!(!return_while_one_waits(&pool, || {
+        let queued = Instant::now();
+        while queued.elapsed() < stickypool::DEFAULT_FAIR_AFTER {
+            thread::sleep(Duration::from_millis(1));
+        }
+    }));
+}
+
 #[test]
 fn a_thread_that_keeps_returning_and_borrowing_cannot_starve_a_waiter() {
-    let (pool, _) = pool(1, 1);
+    // The default bound, and a long one: barging all the way up to it.
+    for fair_after in [stickypool::DEFAULT_FAIR_AFTER, Duration::from_millis(50)] {
+        let pool = Pool::builder()
+            .max_size(1)
+            .connection_timeout(Duration::from_secs(5))
+            .fair_after(fair_after)
+            .build(FakeManager::new())
+            .unwrap();
+        cannot_starve_a_waiter(&pool);
+    }
+}
+
+fn cannot_starve_a_waiter(pool: &Pool<FakeManager>) {
     let stop = std::sync::atomic::AtomicBool::new(false);
     thread::scope(|s| {
         // This thread would win every race under pure barging: it takes the

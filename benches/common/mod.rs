@@ -72,8 +72,14 @@ impl r2d2::ManageConnection for NoopManager {
 /// A stickypool pool of `size` connections, all open, no borrow-time check and no
 /// lifecycle jobs beyond the default reaper (idle timeout and max lifetime off).
 pub fn stickypool_pool(size: u32) -> stickypool::Pool<NoopManager> {
+    stickypool_pool_with(size, stickypool::DEFAULT_FAIR_AFTER)
+}
+
+/// [`stickypool_pool`] with another fairness bound (`Builder::fair_after`).
+pub fn stickypool_pool_with(size: u32, fair_after: Duration) -> stickypool::Pool<NoopManager> {
     stickypool::Pool::builder()
         .max_size(size)
+        .fair_after(fair_after)
         .min_idle(Some(size))
         .test_on_check_out(false)
         .idle_timeout(None)

@@ -324,6 +324,9 @@ pub struct PoolConfig {
     /// [`Builder::max_waiters`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_waiters: Option<Off<usize>>,
+    /// [`Builder::fair_after`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fair_after: Option<DurationSetting>,
     /// [`Builder::circuit_breaker`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<bool>,
@@ -386,6 +389,7 @@ impl PoolConfig {
             reset_on_return: None,
             leak_detection_threshold: None,
             max_waiters: None,
+            fair_after: None,
             circuit_breaker: None,
             validation_timeout: None,
             idle_timeout_spares_min_idle: None,
@@ -440,6 +444,9 @@ impl PoolConfig {
         }
         if let Some(v) = self.max_waiters {
             b = b.max_waiters(v.0);
+        }
+        if let Some(v) = self.fair_after {
+            b = b.fair_after(v.0);
         }
         if let Some(v) = self.circuit_breaker {
             b = b.circuit_breaker(v);

@@ -154,7 +154,7 @@ impl<M: ManageConnection> Shared<M> {
         let connects = Connects::new(config.circuit_breaker);
         let shared = Arc::new_cyclic(|weak| Shared {
             id,
-            bag: Bag::new(size, FAIR_AFTER),
+            bag: Bag::new(size, config.fair_after),
             manager,
             config,
             counters: Counters::default(),
@@ -270,16 +270,3 @@ impl<M: ManageConnection> Drop for Shared<M> {
         }
     }
 }
-
-/// How long a waiter may wait before returned connections are handed to it directly
-/// instead of being competed for (see `bag`). Long enough that short waits cost no
-/// context switch, short next to the waits r2d2's barging produces; the p99 wait under
-/// contention sits just above it. Measured (`benches/fairness.rs`, `roundtrip.rs` and
-/// the contended tables of `backends.rs`, 2 and 3 ms alternating): at 2 ms the p99 wait
-/// with 32 threads on 8 connections is 2.2-2.9 ms, 0.19-0.42 of r2d2's against Redis
-/// and MySQL (where r2d2's own p99 is 5-10 ms), and the throughput is level with 3 ms's
-/// within the noise; at 3 ms that p99 was 3.1-3.7 ms, over half of r2d2's in the MySQL
-/// rows. At 1 ms more returns are hand-offs, and each leaves its connection unused
-/// until the woken thread gets a CPU: 15-40% less throughput against Redis on a
-/// saturated two-core machine.
-const FAIR_AFTER: Duration = Duration::from_millis(2);
