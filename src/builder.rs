@@ -271,16 +271,15 @@ impl<M: ManageConnection, P> Builder<M, P> {
     /// [`DEFAULT_FAIR_AFTER`] (2 ms).
     ///
     /// Before that point a returning thread that borrows again at once keeps its
-    /// connection, which costs no context switch; handing it over costs one (the giver
-    /// now waits, the waiter has to be scheduled). So this is the trade between the
-    /// tail and the throughput under contention: the longest waits sit just above this
-    /// bound, and with many more threads than connections on a busy machine, every
-    /// doubling of it halves the hand-offs. `Duration::ZERO` is strict first-come,
-    /// first-served: every return while threads wait is a hand-off. A long bound (say
-    /// 50 ms) is a pool that barges like a plain mutex per connection, as fast as one
-    /// in the README's benchmarks, and still lets no thread wait much longer than the
-    /// bound, where a mutex lets one starve for seconds. A duration too long for the
-    /// clock turns fairness off: waits are then bounded only by `connection_timeout`.
+    /// connection, which costs no context switch; a hand-off costs one (the giver now
+    /// waits, and the waiter has to be scheduled). So this trades the tail against the
+    /// throughput under contention: the p99 wait sits just above the bound.
+    /// `Duration::ZERO` is strict first-come, first-served: every return while threads
+    /// wait is a hand-off. A longer bound hands off less often and waits longer in the
+    /// tail; the README's contended benchmarks compare the default with 50 ms against
+    /// r2d2 and against a plain mutex per connection. `Duration::MAX` turns fairness
+    /// off: returned connections are always competed for, and waits are bounded only
+    /// by `connection_timeout`.
     ///
     /// ```
     /// use std::time::Duration;
