@@ -72,10 +72,6 @@ fn stickypool_of<M: ManageConnection>(size: u32, manager: M) -> stickypool::Pool
     stickypool_with(size, stickypool::DEFAULT_FAIR_AFTER, manager)
 }
 
-/// The contended tables' second stickypool row: barging up to a long fairness bound.
-const LONG_FAIR_AFTER: Duration = Duration::from_millis(50);
-const LONG_FAIR_AFTER_ROW: &str = "stickypool, fair_after 50ms";
-
 fn stickypool_with<M: ManageConnection>(
     size: u32,
     fair_after: Duration,
@@ -380,6 +376,21 @@ fn pool_row<G: std::ops::DerefMut>(
     contended::pool_run(name, shape.threads, warm_up, measure, get, op)
 }
 
+/// The contended tables' second stickypool row: barging up to a long fairness bound.
+fn long_fair_after_row<M: ManageConnection>(
+    shape: Shape,
+    manager: M,
+    op: impl Fn(&mut M::Connection) + Sync,
+) -> Outcome {
+    let pool = stickypool_with(shape.connections, Duration::from_millis(50), manager);
+    pool_row(
+        "stickypool, fair_after 50ms",
+        shape,
+        || pool.get().expect("borrow"),
+        op,
+    )
+}
+
 /// The row without a pool: `shape.connections` connections from `connect`.
 fn direct_row<C: Send>(
     shape: Shape,
@@ -447,14 +458,7 @@ fn contended_redis(url: &str) {
                 )
             }),
             Box::new(|shape: Shape| {
-                let manager = RedisManager::new(url).expect("URL");
-                let pool = stickypool_with(shape.connections, LONG_FAIR_AFTER, manager);
-                pool_row(
-                    LONG_FAIR_AFTER_ROW,
-                    shape,
-                    || pool.get().expect("borrow"),
-                    redis_ping,
-                )
+                long_fair_after_row(shape, RedisManager::new(url).expect("URL"), redis_ping)
             }),
             Box::new(|shape: Shape| {
                 let pool = r2d2_of(shape.connections, client());
@@ -487,14 +491,7 @@ fn contended_mysql(url: &str) {
                 )
             }),
             Box::new(|shape: Shape| {
-                let manager = MysqlManager::new(opts.clone());
-                let pool = stickypool_with(shape.connections, LONG_FAIR_AFTER, manager);
-                pool_row(
-                    LONG_FAIR_AFTER_ROW,
-                    shape,
-                    || pool.get().expect("borrow"),
-                    mysql_select,
-                )
+                long_fair_after_row(shape, MysqlManager::new(opts.clone()), mysql_select)
             }),
             Box::new(|shape: Shape| {
                 let manager = r2d2_mysql::MySqlConnectionManager::new(builder());
@@ -538,12 +535,9 @@ fn contended_postgres(url: &str) {
                 )
             }),
             Box::new(|shape: Shape| {
-                let manager = PostgresManager::new(config.clone(), postgres::NoTls);
-                let pool = stickypool_with(shape.connections, LONG_FAIR_AFTER, manager);
-                pool_row(
-                    LONG_FAIR_AFTER_ROW,
+                long_fair_after_row(
                     shape,
-                    || pool.get().expect("borrow"),
+                    PostgresManager::new(config.clone(), postgres::NoTls),
                     postgres_select,
                 )
             }),
