@@ -24,7 +24,7 @@ mod contended;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
 
-use common::{Conn, r2d2_pool, stickypool_pool, stickypool_pool_with};
+use common::{Conn, NoopManager, r2d2_pool, stickypool_pool, stickypool_pool_with};
 use contended::{Direct, Outcome, SHAPES, Shape, env_u64, pool_run, print_table, run};
 
 /// The simulated query: CPU work, then a blocking wait.
@@ -60,24 +60,16 @@ fn rows(
     measure: Duration,
     round: u64,
 ) -> Vec<Outcome> {
-    let sticky = || {
-        let pool = stickypool_pool(shape.connections);
+    let sticky = |name: &str, pool: stickypool::Pool<NoopManager>| {
         let get = || pool.get().expect("stickypool get");
-        pool_run("stickypool", shape.threads, warm_up, measure, get, |conn| {
+        pool_run(name, shape.threads, warm_up, measure, get, |conn| {
             trip.run(conn)
         })
     };
+    let default = || sticky("stickypool", stickypool_pool(shape.connections));
     let barging = || {
         let pool = stickypool_pool_with(shape.connections, Duration::from_millis(50));
-        let get = || pool.get().expect("stickypool get");
-        pool_run(
-            "stickypool, fair_after 50ms",
-            shape.threads,
-            warm_up,
-            measure,
-            get,
-            |conn| trip.run(conn),
-        )
+        sticky("stickypool, fair_after 50ms", pool)
     };
     let r2d2 = || {
         let pool = r2d2_pool(shape.connections);
@@ -98,11 +90,11 @@ fn rows(
     };
     // Alternate the order, so neither pool always runs first.
     let (s, b, r, d) = if round.is_multiple_of(2) {
-        let (s, b, r) = (sticky(), barging(), r2d2());
+        let (s, b, r) = (default(), barging(), r2d2());
         (s, b, r, direct())
     } else {
         let (d, r, b) = (direct(), r2d2(), barging());
-        (sticky(), b, r, d)
+        (default(), b, r, d)
     };
     vec![s, b, r, d]
 }
