@@ -319,3 +319,109 @@ fn a_slot_beyond_a_smaller_limit_is_never_handed_to_a_waiter() {
         bag.give_back(within.next().unwrap()).unwrap();
     }
 }
+
+/// Feeds `is_due` a return every 100 µs while `waiters` threads that all queued at
+/// once wait, and gives how long the oldest had waited at the first return due to it
+/// (`None`: none within a second).
+fn first_due(fair_after: Duration, waiters: usize) -> Option<Duration> {
+    let bag = Bag::<u32>::new(1, fair_after);
+    let start = Instant::now();
+    let mut queue = wait::Queue::of(waiters, start);
+    (1..=10_000)
+        .map(|k| Duration::from_micros(100) * k)
+        .find(|&waited| bag.is_due(&mut queue, start + waited))
+}
+
+#[test]
+fn the_fairness_bound_grows_with_the_time_the_queue_takes_to_drain() {
+    let ms = Duration::from_millis;
+    // One waiter drains in 100 µs: the bound is `fair_after` itself.
+    assert_eq!(first_due(ms(2), 1), Some(ms(2)));
+    // 48 waiters take 4.8 ms to drain at this pace: three times that, once the pace
+    // is known, instead of turning every return into a hand-off after 2 ms.
+    let long_queue = first_due(ms(2), 48).unwrap();
+    assert!(
+        long_queue > ms(12) && long_queue <= Duration::from_micros(3 * 48 * 100),
+        "{long_queue:?}"
+    );
+    // At most eight times `fair_after`, however long the queue.
+    assert_eq!(first_due(ms(2), 1000), Some(ms(16)));
+    // Zero stays strict first-come, first-served; `MAX` stays off.
+    assert_eq!(
+        first_due(Duration::ZERO, 48),
+        Some(Duration::from_micros(100))
+    );
+    assert_eq!(first_due(Duration::MAX, 48), None);
+}
+
+#[test]
+fn a_pause_between_returns_counts_as_the_longest_bound() {
+    let mut pace = wait::ReturnPace::default();
+    let start = Instant::now();
+    let longest = Duration::from_millis(16);
+    pace.note(start, longest);
+    // A gap of an hour (an idle pool between two busy moments) weighs as 16 ms.
+    pace.note(start + Duration::from_secs(3600), longest);
+    let fair_after = Duration::from_millis(2);
+    assert_eq!(pace.bound(fair_after, 1), Duration::from_millis(6));
+    // A new busy period forgets when the last return was, not the pace.
+    pace.restart();
+    pace.note(start + Duration::from_secs(7200), longest);
+    assert_eq!(pace.bound(fair_after, 1), Duration::from_millis(6));
+}
+
+/// Gives a slot back while one waiter (this thread, which never looks) has waited
+/// `waited`, after returns 16 ms apart; says whether the slot went to it directly
+/// (else it was published for the waiter to compete, and this thread takes it back).
+fn handed_directly_after(waited: Duration) -> bool {
+    let bag = idle_bag(1, Duration::from_millis(2));
+    let ticket = bag.try_take(NO_HINT, || 0).unwrap();
+    let now = Instant::now();
+    {
+        let mut queue = bag.queue.lock();
+        *queue = wait::Queue::of(1, now - waited);
+        let longest = Duration::from_millis(16);
+        for gap in 0..3 {
+            queue.pace.note(now + longest * gap, longest);
+        }
+        bag.signal
+            .store(Signal(0).with_waiters(1).0, Ordering::Relaxed);
+    }
+    bag.give_back(ticket).unwrap();
+    match bag.try_take(NO_HINT, || 0) {
+        Some(_) => false,
+        None => {
+            assert_eq!(bag.state(0), IN_USE, "owned by the waiter");
+            true
+        }
+    }
+}
+
+#[test]
+fn a_return_under_a_slow_pace_is_competed_for_until_the_longer_bound() {
+    // The pace (3.3 ms between returns) puts the bound for one waiter near 10 ms: a
+    // waiter past `fair_after` but short of that still competes.
+    assert!(!handed_directly_after(Duration::from_millis(4)));
+    assert!(handed_directly_after(Duration::from_millis(12)));
+}
+
+#[test]
+fn a_busy_period_does_not_count_the_pause_before_it() {
+    let fair_after = Duration::from_millis(2);
+    let longest = fair_after * 8;
+    let bag = idle_bag(1, fair_after);
+    let ticket = bag.try_take(NO_HINT, || 0).unwrap();
+    let now = Instant::now();
+    // The last return of an earlier busy period.
+    bag.queue.lock().pace.note(now, longest);
+    let w = waiter(&bag, now, None);
+    wait_for(|| bag.waiters() == 1);
+    {
+        // The first return of this one, an hour later, sets no pace.
+        let mut queue = bag.queue.lock();
+        queue.pace.note(now + Duration::from_secs(3600), longest);
+        assert_eq!(queue.pace.bound(fair_after, 1), fair_after);
+    }
+    bag.give_back(ticket).unwrap();
+    bag.give_back(got(w.join().unwrap())).unwrap();
+}

@@ -107,9 +107,78 @@ impl Waiter {
 #[derive(Debug, Default)]
 pub(super) struct Queue {
     pub(super) waiters: VecDeque<Arc<Waiter>>,
+    /// How fast slots come back while threads wait.
+    pub(super) pace: ReturnPace,
     /// Loom only: heavy barriers completed when the current busy period began.
     #[cfg(loom)]
     heavies_at_period_start: usize,
+}
+
+/// Under a long queue the fairness bound is this many times the time the queue takes
+/// to drain at the current pace of returns (docs/implementation.md, "The bound grows
+/// with the queue").
+const DRAINS: u32 = 3;
+/// ... but at most this many times `fair_after`, so that slow returns (long holds)
+/// cannot stretch it without limit.
+const MAX_STRETCH: u32 = 8;
+
+/// The pace of returns while threads wait (under the queue lock), from which the
+/// fairness bound grows with the queue.
+#[derive(Debug, Default)]
+pub(super) struct ReturnPace {
+    /// The last return of this busy period, if there was one.
+    last: Option<Instant>,
+    /// The mean time between returns, in nanoseconds (each return weighs 1/8).
+    mean_ns: u64,
+}
+
+impl ReturnPace {
+    /// A busy period begins: the time since the last return says nothing of the pace.
+    pub(super) fn restart(&mut self) {
+        self.last = None;
+    }
+
+    /// Notes a return at `now`; a gap longer than `longest` counts as `longest`.
+    pub(super) fn note(&mut self, now: Instant, longest: Duration) {
+        if let Some(last) = self.last {
+            let gap = now.saturating_duration_since(last).min(longest);
+            let gap = u64::try_from(gap.as_nanos()).unwrap_or(u64::MAX);
+            self.mean_ns = self.mean_ns - self.mean_ns / 8 + gap / 8;
+        }
+        self.last = Some(now);
+    }
+
+    /// How long the oldest of `waiters` may wait before returns are handed to it:
+    /// [`DRAINS`] times the time the queue takes to drain at this pace, at least
+    /// `fair_after` and at most [`MAX_STRETCH`] times it (so `ZERO` stays strict FIFO
+    /// and `MAX` stays off).
+    pub(super) fn bound(&self, fair_after: Duration, waiters: usize) -> Duration {
+        let waiters = u32::try_from(waiters).unwrap_or(u32::MAX);
+        Duration::from_nanos(self.mean_ns)
+            .saturating_mul(waiters)
+            .saturating_mul(DRAINS)
+            .clamp(fair_after, fair_after.saturating_mul(MAX_STRETCH))
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+impl Queue {
+    /// A queue of `count` waiters (this thread) that all began to wait at `since`.
+    pub(super) fn of(count: usize, since: Instant) -> Queue {
+        let waiters = (0..count)
+            .map(|_| {
+                Arc::new(Waiter {
+                    cell: AtomicUsize::new(WAITING),
+                    thread: current(),
+                    since,
+                })
+            })
+            .collect();
+        Queue {
+            waiters,
+            ..Queue::default()
+        }
+    }
 }
 
 impl<T, X> Bag<T, X> {
@@ -145,16 +214,17 @@ impl<T, X> Bag<T, X> {
         }
     }
 
-    /// Gives `ticket` to the oldest waiter: directly if it has waited `fair_after`,
-    /// else by publishing the slot and waking the waiter to compete for it. Returns
-    /// the ticket if nobody waits (or the bag shrank below the slot meanwhile).
+    /// Gives `ticket` to the oldest waiter: directly if it is due (see
+    /// [`is_due`](Self::is_due)), else by publishing the slot and waking the waiter to
+    /// compete for it. Returns the ticket if nobody waits (or the bag shrank below the
+    /// slot meanwhile).
     fn hand_off(&self, ticket: Ticket) -> Result<(), Ticket> {
         let mut queue = self.queue.lock();
-        let Some(oldest) = queue.waiters.front() else {
+        if queue.waiters.is_empty() {
             return Err(ticket);
-        };
+        }
         let slot = self.slots.at(ticket.0);
-        if oldest.since.elapsed() >= self.fair_after {
+        if self.is_due(&mut queue, Instant::now()) {
             let waiter = self.pop(&mut queue).expect("a waiter is queued");
             // Ownership moves with the index in the cell. The slot may come from
             // `CONNECTING` or `RESERVED` (a creator or the housekeeper giving back):
@@ -194,6 +264,20 @@ impl<T, X> Bag<T, X> {
         drop(queue);
         waiter.thread.unpark();
         Ok(())
+    }
+
+    /// Notes a return at `now` in the queue's pace and says whether the oldest waiter
+    /// has waited long enough for a direct hand-off: `fair_after`, or longer under a
+    /// queue that takes longer to drain ([`ReturnPace::bound`]).
+    pub(super) fn is_due(&self, queue: &mut Queue, now: Instant) -> bool {
+        queue
+            .pace
+            .note(now, self.fair_after.saturating_mul(MAX_STRETCH));
+        let bound = queue.pace.bound(self.fair_after, queue.waiters.len());
+        queue
+            .waiters
+            .front()
+            .is_some_and(|oldest| now.saturating_duration_since(oldest.since) >= bound)
     }
 
     /// Pops the oldest waiter and counts it out (under the queue lock).
@@ -283,6 +367,9 @@ impl<T, X> Bag<T, X> {
                 return Err(Wait::TooManyWaiters);
             }
             turn.admitted = true;
+            if signal.waiters() == 0 {
+                queue.pace.restart();
+            }
             #[cfg(loom)]
             self.check_fenced_premise(&mut queue, signal);
             // Behind everyone who has waited longer: at the back for a new waiter,
