@@ -29,7 +29,9 @@
 //! pool, as many connections opened with the driver as the pool has, thread `t`
 //! taking connection `t % n` through its own mutex. `BACKENDS_ROUNDS` (default 1)
 //! repeats the tables, alternating the order of the rows; `BACKENDS_CONTENDED_ONLY=1`
-//! skips criterion's rows.
+//! skips criterion's rows. To run part of a table: `BACKENDS_THREADS=64` keeps the
+//! shape with that many threads, and `BACKENDS_ROWS=0,2` the rows at those positions
+//! (from 0, in the printed order: 0 is stickypool, 2 is r2d2).
 //!
 //! Run it (servers from the same variables as the tests; a backend whose variable is
 //! unset is skipped with a message, SQLite needs no server):
@@ -413,6 +415,17 @@ fn contended_times() -> (Duration, Duration) {
     (measure / 10, measure)
 }
 
+/// A comma-separated list of whole numbers from the environment, if set.
+fn env_list(name: &str) -> Option<Vec<usize>> {
+    let value = std::env::var(name).ok()?;
+    let list = value
+        .split(',')
+        .map(|item| item.trim().parse())
+        .collect::<Result<_, _>>()
+        .unwrap_or_else(|_| panic!("{name} must be whole numbers and commas, got {value:?}"));
+    Some(list)
+}
+
 /// A table's rows, each building its pool (or connections) and running it.
 type Rows<'a> = Vec<Box<dyn Fn(Shape) -> Outcome + 'a>>;
 
@@ -420,9 +433,16 @@ type Rows<'a> = Vec<Box<dyn Fn(Shape) -> Outcome + 'a>>;
 /// each table in the rows' order.
 fn contended_tables(title: &str, rows: Rows<'_>) {
     let rounds = contended::env_u64("BACKENDS_ROUNDS", 1).max(1);
+    let threads = contended::env_u64("BACKENDS_THREADS", 0);
+    let wanted = env_list("BACKENDS_ROWS");
+    let shapes = SHAPES
+        .into_iter()
+        .filter(|shape| threads == 0 || shape.threads as u64 == threads);
     for round in 0..rounds {
-        for shape in SHAPES {
-            let mut order: Vec<usize> = (0..rows.len()).collect();
+        for shape in shapes.clone() {
+            let mut order: Vec<usize> = (0..rows.len())
+                .filter(|i| wanted.as_ref().is_none_or(|rows| rows.contains(i)))
+                .collect();
             if !round.is_multiple_of(2) {
                 order.reverse();
             }
