@@ -274,18 +274,18 @@ impl<M: ManageConnection, P> Builder<M, P> {
     /// connection, which costs no context switch; a hand-off costs one (the giver now
     /// waits, and the waiter has to be scheduled). So this trades the tail against the
     /// throughput under contention: the p99 wait sits just above the bound.
-    ///
-    /// The bound grows with the queue: when the waiters in line would take longer
-    /// than this to be served in order at the current pace of returns, the oldest may
-    /// wait three times that drain time (at most eight times this setting) before
-    /// returns go to it. Otherwise a long queue on a busy machine, where a waiter's
-    /// turn comes after about this long anyway, would make every return a hand-off.
     /// `Duration::ZERO` is strict first-come, first-served: every return while threads
     /// wait is a hand-off. A longer bound hands off less often and waits longer in the
     /// tail; the README's contended benchmarks compare the default with 50 ms against
     /// r2d2 and against a plain mutex per connection. `Duration::MAX` turns fairness
     /// off: returned connections are always competed for, and waits are bounded only
     /// by `connection_timeout`.
+    ///
+    /// The bound grows with the queue: when the waiters in line would take longer
+    /// than this to be served in order at the current pace of returns, the oldest may
+    /// wait three times that drain time (at most eight times this setting) before
+    /// returns go to it. Otherwise a long queue on a busy machine, where a waiter's
+    /// turn comes after about this long anyway, would make every return a hand-off.
     ///
     /// ```
     /// use std::time::Duration;
