@@ -7,9 +7,10 @@
 //!
 //! Rows: stickypool (the default fairness bound, then `fair_after(50 ms)`), r2d2, and
 //! `direct`: no pool, thread `t` locks connection `t % n` (each behind its own mutex),
-//! the simplest thing a service without a pool would write. Shapes: 32 threads on 8 connections and 64 on 16. Each row gives the wall time
-//! per operation of the whole group, the time spent waiting for a connection (p50, p99,
-//! max), and the ratios to r2d2 in the same run.
+//! the simplest thing a service without a pool would write. Shapes: 32 threads on 8
+//! connections and 64 on 16. Each row gives the wall time per operation of the whole
+//! group, the time spent waiting for a connection (p50, p99, max), and the ratios to
+//! r2d2 in the same run.
 //!
 //! Settings (environment): `ROUNDTRIP_SECS` measured per row (default 2, after a tenth
 //! of that unrecorded), `ROUNDTRIP_ROUNDS` (default 1; rounds alternate the order of

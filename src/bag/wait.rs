@@ -122,6 +122,11 @@ const DRAINS: u32 = 3;
 /// cannot stretch it without limit.
 const MAX_STRETCH: u32 = 8;
 
+/// The longest the bound can grow to from `fair_after`.
+fn longest_bound(fair_after: Duration) -> Duration {
+    fair_after.saturating_mul(MAX_STRETCH)
+}
+
 /// The pace of returns while threads wait (under the queue lock), from which the
 /// fairness bound grows with the queue.
 #[derive(Debug, Default)]
@@ -157,7 +162,7 @@ impl ReturnPace {
         Duration::from_nanos(self.mean_ns)
             .saturating_mul(waiters)
             .saturating_mul(DRAINS)
-            .clamp(fair_after, fair_after.saturating_mul(MAX_STRETCH))
+            .clamp(fair_after, longest_bound(fair_after))
     }
 }
 
@@ -270,9 +275,7 @@ impl<T, X> Bag<T, X> {
     /// has waited long enough for a direct hand-off: `fair_after`, or longer under a
     /// queue that takes longer to drain ([`ReturnPace::bound`]).
     pub(super) fn is_due(&self, queue: &mut Queue, now: Instant) -> bool {
-        queue
-            .pace
-            .note(now, self.fair_after.saturating_mul(MAX_STRETCH));
+        queue.pace.note(now, longest_bound(self.fair_after));
         let bound = queue.pace.bound(self.fair_after, queue.waiters.len());
         queue
             .waiters
