@@ -31,7 +31,8 @@
 //! repeats the tables, alternating the order of the rows; `BACKENDS_CONTENDED_ONLY=1`
 //! skips criterion's rows. To run part of a table: `BACKENDS_THREADS=64` keeps the
 //! shape with that many threads, and `BACKENDS_ROWS=0,2` the rows at those positions
-//! (from 0, in the printed order: 0 is stickypool, 2 is r2d2).
+//! (from 0, in the printed order: 0 is stickypool, 2 is r2d2). `BACKENDS_FAIR_AFTER_MS`
+//! sets the second row's bound (default 50; a very large value turns fairness off).
 //!
 //! Run it (servers from the same variables as the tests; a backend whose variable is
 //! unset is skipped with a message, SQLite needs no server):
@@ -378,15 +379,17 @@ fn pool_row<G: std::ops::DerefMut>(
     contended::pool_run(name, shape.threads, warm_up, measure, get, op)
 }
 
-/// The contended tables' second stickypool row: barging up to a long fairness bound.
+/// The contended tables' second stickypool row: barging up to a long fairness bound,
+/// `BACKENDS_FAIR_AFTER_MS` (default 50).
 fn long_fair_after_row<M: ManageConnection>(
     shape: Shape,
     manager: M,
     op: impl Fn(&mut M::Connection) + Sync,
 ) -> Outcome {
-    let pool = stickypool_with(shape.connections, Duration::from_millis(50), manager);
+    let millis = contended::env_u64("BACKENDS_FAIR_AFTER_MS", 50);
+    let pool = stickypool_with(shape.connections, Duration::from_millis(millis), manager);
     pool_row(
-        "stickypool, fair_after 50ms",
+        &format!("stickypool, fair_after {millis}ms"),
         shape,
         || pool.get().expect("borrow"),
         op,
