@@ -38,10 +38,10 @@ pub const DEFAULT_VALIDATION_TIMEOUT: Duration = Duration::from_secs(5);
 /// At 1 ms more returns are hand-offs, and each leaves its connection unused until the
 /// woken thread gets a CPU: 15-40% less throughput against Redis on a saturated
 /// two-core machine. Under a queue that takes longer than this to drain, the bound
-/// grows to three drain times (see `Builder::fair_after`): with it, 64 threads on 16
-/// connections took 0.40-0.96 of r2d2's time in one run of the contended tables, and
-/// 0.85-1.09 against PostgreSQL over six runs, where the fixed 2 ms had taken up to
-/// 1.23x (`docs/benchmarks.md`, "The bound grows with the queue").
+/// grows to three drain times (see `Builder::fair_after`): with it, on an AMD EPYC host,
+/// 64 threads on 16 connections took 0.40-0.96 of r2d2's time in one run of the
+/// contended tables, and 0.85-1.09 against PostgreSQL over six runs, where the fixed
+/// 2 ms had taken up to 1.23x (`docs/benchmarks.md`, "The bound grows with the queue").
 pub const DEFAULT_FAIR_AFTER: Duration = Duration::from_millis(2);
 
 /// The pool's settings, after validation.
