@@ -320,8 +320,8 @@ fn a_slot_beyond_a_smaller_limit_is_never_handed_to_a_waiter() {
     }
 }
 
-/// Feeds `is_due` a return every 100 µs while `waiters` threads that all queued at
-/// once wait, and gives how long the oldest had waited at the first return due to it
+/// Feeds `return_is_due` a return every 100 µs while `waiters` threads that all queued
+/// at once wait, and gives how long the oldest had waited at the first return due to it
 /// (`None`: none within a second).
 fn first_due(fair_after: Duration, waiters: usize) -> Option<Duration> {
     let bag = Bag::<u32>::new(1, fair_after);
@@ -329,7 +329,7 @@ fn first_due(fair_after: Duration, waiters: usize) -> Option<Duration> {
     let mut queue = wait::Queue::of(waiters, start);
     (1..=10_000)
         .map(|k| Duration::from_micros(100) * k)
-        .find(|&waited| bag.is_due(&mut queue, start + waited))
+        .find(|&waited| bag.return_is_due(&mut queue, start + waited))
 }
 
 #[test]

@@ -219,17 +219,17 @@ impl<T, X> Bag<T, X> {
         }
     }
 
-    /// Gives `ticket` to the oldest waiter: directly if it is due (see
-    /// [`is_due`](Self::is_due)), else by publishing the slot and waking the waiter to
-    /// compete for it. Returns the ticket if nobody waits (or the bag shrank below the
-    /// slot meanwhile).
+    /// Gives `ticket` to the oldest waiter: directly if the return is due to it (see
+    /// [`return_is_due`](Self::return_is_due)), else by publishing the slot and waking
+    /// the waiter to compete for it. Returns the ticket if nobody waits (or the bag
+    /// shrank below the slot meanwhile).
     fn hand_off(&self, ticket: Ticket) -> Result<(), Ticket> {
         let mut queue = self.queue.lock();
         if queue.waiters.is_empty() {
             return Err(ticket);
         }
         let slot = self.slots.at(ticket.0);
-        if self.is_due(&mut queue, Instant::now()) {
+        if self.return_is_due(&mut queue, Instant::now()) {
             let waiter = self.pop(&mut queue).expect("a waiter is queued");
             // Ownership moves with the index in the cell. The slot may come from
             // `CONNECTING` or `RESERVED` (a creator or the housekeeper giving back):
@@ -271,10 +271,10 @@ impl<T, X> Bag<T, X> {
         Ok(())
     }
 
-    /// Notes a return at `now` in the queue's pace and says whether the oldest waiter
-    /// has waited long enough for a direct hand-off: `fair_after`, or longer under a
+    /// Notes a return at `now` in the queue's pace and says whether it is due to the
+    /// oldest waiter, which has then waited long enough for a direct hand-off: `fair_after`, or longer under a
     /// queue that takes longer to drain ([`ReturnPace::bound`]).
-    pub(super) fn is_due(&self, queue: &mut Queue, now: Instant) -> bool {
+    pub(super) fn return_is_due(&self, queue: &mut Queue, now: Instant) -> bool {
         queue.pace.note(now, longest_bound(self.fair_after));
         let bound = queue.pace.bound(self.fair_after, queue.waiters.len());
         queue
