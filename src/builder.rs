@@ -417,7 +417,7 @@ impl<M: ManageConnection, P> Builder<M, P> {
             name: id_name.unwrap_or_default(),
             max_size: self.max_size,
             min_idle: AtomicU32::new(min_idle),
-            min_idle_setting: parking_lot::Mutex::new(self.min_idle),
+            min_idle_setting: crate::sync::Mutex::new(self.min_idle),
             idle_timeout_spares_min_idle: self.idle_timeout_spares_min_idle,
             connection_timeout: self.connection_timeout,
             test_on_check_out: self.test_on_check_out,

@@ -20,6 +20,11 @@
 //!
 //! The thread exists while some pool is alive: each pool holds a [`Running`] token,
 //! and the thread waits on a condvar when the last one is dropped.
+//!
+//! Under loom there is no thread: the clock reads the models' virtual time
+//! (`sync::time`), which stands still unless a model moves it.
+
+#![cfg_attr(loom, allow(dead_code, unreachable_code))]
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
@@ -70,12 +75,19 @@ struct ClockState {
 /// Milliseconds since the clock started, as of the last tick (or now, if the clock
 /// was resting).
 #[inline]
+#[cfg(not(loom))]
 pub(crate) fn now_ms() -> u64 {
     let now = CLOCK.now_ms.load(Ordering::Relaxed);
     if CLOCK.used.load(Ordering::Relaxed) {
         return now;
     }
     first_use()
+}
+
+/// The models' virtual time.
+#[cfg(loom)]
+pub(crate) fn now_ms() -> u64 {
+    crate::sync::time::now_ms()
 }
 
 /// The first read in a tick period: marks the clock used, and if the thread rests,
@@ -95,6 +107,7 @@ fn first_use() -> u64 {
 }
 
 /// Reads the real time, advances the coarse clock to it and returns it.
+#[cfg(not(loom))]
 pub(crate) fn tick() -> u64 {
     let start = START.get_or_init(Instant::now);
     let ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -102,11 +115,24 @@ pub(crate) fn tick() -> u64 {
     ms
 }
 
+/// The models' virtual time.
+#[cfg(loom)]
+pub(crate) fn tick() -> u64 {
+    crate::sync::time::now_ms()
+}
+
 /// Nanoseconds since the clock started, read from the real clock: for measurements
 /// that the coarse clock is too coarse for, off the fast path.
+#[cfg(not(loom))]
 pub(crate) fn precise_ns() -> u64 {
     let start = START.get_or_init(Instant::now);
     u64::try_from(start.elapsed().as_nanos()).unwrap_or(u64::MAX)
+}
+
+/// The models' virtual time.
+#[cfg(loom)]
+pub(crate) fn precise_ns() -> u64 {
+    crate::sync::time::now_ms().saturating_mul(1_000_000)
 }
 
 /// Milliseconds as a `Duration`-friendly count, saturating.
@@ -116,7 +142,11 @@ pub(crate) fn millis(duration: Duration) -> u64 {
 
 /// Keeps the clock thread ticking while it lives.
 #[derive(Debug)]
-pub(crate) struct Running(());
+pub(crate) struct Running {
+    /// The fork count when it started: a copy of it in a forked child takes no lock
+    /// when dropped (the parent's clock thread may have held it at the fork).
+    forks: u32,
+}
 
 impl Running {
     /// Counts a pool in and makes sure the thread runs. If the thread cannot be
@@ -124,6 +154,9 @@ impl Running {
     /// and housekeeper advance the clock, so time-based checks are coarser until a
     /// later pool's start manages to spawn it.
     pub(crate) fn start() -> Running {
+        if cfg!(loom) {
+            return Running { forks: 0 }; // no thread: virtual time
+        }
         Self::start_with(spawn_thread)
     }
 
@@ -141,12 +174,17 @@ impl Running {
             }
         }
         WAKE.notify_all();
-        Running(())
+        Running {
+            forks: crate::fork::generation(),
+        }
     }
 }
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if crate::fork::forked_since(self.forks) {
+            return;
+        }
         lock().pools -= 1;
     }
 }

@@ -13,18 +13,34 @@
 //! that are busy. Two threads per pool let a slow connect and a keepalive overlap
 //! without letting one pool open connections in a burst (HikariCP uses one).
 //!
+//! Every job given to [`Connector::run`] runs, also after [`Connector::close`]: a job
+//! may own a slot (a connect, a close), and a job dropped unrun would lose it. Closing
+//! only lets the threads exit as soon as the queue is empty.
+//!
 //! If a thread cannot be spawned (the process is out of threads) and the pool has
-//! none, the job runs on the calling thread, which is a scheduler thread or a
-//! background job: isolation is lost for that job, not the job itself.
+//! none, the job runs on the calling thread, which is a scheduler thread, a background
+//! job or a borrower giving a connection back: isolation is lost for that job, not the
+//! job itself. Callers therefore never hold a lock of the pool's while they hand a job
+//! over (the job may take it).
+//!
+//! Under loom a connector runs one thread, which exits only once the connector is
+//! closed (loom has no timed wait), and [`Connector::inline`] runs jobs on the caller:
+//! the models use it to fill a pool at `build` without spending loom's few threads.
 
 use std::collections::VecDeque;
-use std::sync::Arc;
+#[cfg(loom)]
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
-use parking_lot::{Condvar, Mutex};
+use std::sync::Arc;
+
+use crate::sync::{Condvar, Mutex, spawn};
 
 /// The most threads one pool's connector runs at once.
+#[cfg(not(loom))]
 pub(crate) const MAX_THREADS: usize = 2;
+#[cfg(loom)]
+pub(crate) const MAX_THREADS: usize = 1;
 
 /// How long a connector thread waits for work before it exits.
 pub(crate) const IDLE_EXIT: Duration = Duration::from_secs(2);
@@ -36,6 +52,13 @@ pub(crate) struct Connector {
     name: String,
     state: Mutex<State>,
     work: Condvar,
+    /// Loom only: jobs run on the caller (see [`Connector::inline`]). A `std` atomic:
+    /// only the thread that set it runs jobs while it is set.
+    #[cfg(loom)]
+    inline: AtomicBool,
+    /// Test only: spawning a thread fails, as when the process is out of threads.
+    #[cfg(all(test, not(loom)))]
+    refuse_threads: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Default)]
@@ -53,19 +76,24 @@ impl Connector {
             name: format!("stickypool-{pool_name}"),
             state: Mutex::new(State::default()),
             work: Condvar::new(),
+            #[cfg(loom)]
+            inline: AtomicBool::new(false),
+            #[cfg(all(test, not(loom)))]
+            refuse_threads: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// Runs `job` on one of this pool's threads, starting one if none is idle and
-    /// fewer than [`MAX_THREADS`] run. After [`close`](Connector::close), jobs are
-    /// dropped.
+    /// fewer than [`MAX_THREADS`] run.
     pub(crate) fn run(self: &Arc<Self>, job: impl FnOnce() + Send + 'static) {
-        let mut state = self.state.lock();
-        if state.closed {
-            return;
+        #[cfg(loom)]
+        if self.inline.load(std::sync::atomic::Ordering::Relaxed) {
+            return job();
         }
+        let mut state = self.state.lock();
         state.jobs.push_back(Box::new(job));
         if state.idle >= state.jobs.len() {
+            drop(state);
             self.work.notify_one();
             return;
         }
@@ -75,10 +103,7 @@ impl Connector {
         state.threads += 1;
         drop(state);
         let connector = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(self.name.clone())
-            .spawn(move || connector.work_loop());
-        if let Err(e) = spawned {
+        if let Err(e) = self.spawn_thread(move || connector.work_loop()) {
             let mut state = self.state.lock();
             state.threads -= 1;
             if state.threads > 0 {
@@ -96,19 +121,43 @@ impl Connector {
         }
     }
 
-    /// Stops taking jobs, drops the queued ones and lets the threads exit.
+    fn spawn_thread(&self, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+        #[cfg(all(test, not(loom)))]
+        if self
+            .refuse_threads
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            return Err(std::io::Error::other("refused by the test"));
+        }
+        spawn(self.name.clone(), f)
+    }
+
+    /// Test only: from now on no thread can be spawned.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn refuse_threads(&self) {
+        self.refuse_threads
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Loom only: runs `f` with every job given to this connector meanwhile run on
+    /// the calling thread.
+    #[cfg(loom)]
+    pub(crate) fn inline<R>(&self, f: impl FnOnce() -> R) -> R {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.inline.store(true, Relaxed);
+        let result = f();
+        self.inline.store(false, Relaxed);
+        result
+    }
+
+    /// Lets the threads exit once the queue is empty. Jobs given later still run.
     pub(crate) fn close(&self) {
-        let dropped = {
-            let mut state = self.state.lock();
-            state.closed = true;
-            std::mem::take(&mut state.jobs)
-        };
+        self.state.lock().closed = true;
         self.work.notify_all();
-        drop(dropped);
     }
 
     /// The number of threads running now (for tests and the docs' claims).
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn threads(&self) -> usize {
         self.state.lock().threads
     }
@@ -128,7 +177,9 @@ impl Connector {
                 break;
             }
             state.idle += 1;
-            let timed_out = self.work.wait_for(&mut state, IDLE_EXIT).timed_out();
+            let deadline = std::time::Instant::now().checked_add(IDLE_EXIT);
+            let (woken, timed_out) = self.work.wait_until(state, deadline);
+            state = woken;
             state.idle -= 1;
             if timed_out && state.jobs.is_empty() {
                 break;

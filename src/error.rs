@@ -84,6 +84,10 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// The pool was built before this process was forked off its parent, and a pool
+    /// does not survive `fork()`: build a new one in the child (see
+    /// [`Pool`](crate::Pool#fork)).
+    Forked,
     /// A setting is invalid.
     Config {
         /// The setting's name, as the builder method (and the config file key) spells it.
@@ -113,6 +117,10 @@ impl fmt::Display for Error {
                 }
             }
             Error::Closed => f.write_str("the pool is closed"),
+            Error::Forked => f.write_str(
+                "the pool was built before this process forked; a pool cannot be used \
+                 across fork(): build a new one in the child",
+            ),
             Error::Unavailable {
                 down_for,
                 last_error,

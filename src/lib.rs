@@ -52,10 +52,15 @@
 //! through the `metrics` facade (`metrics` module).
 
 #![warn(missing_docs)]
+// Under loom, what only the service layer calls is unused.
+#![cfg_attr(loom, allow(dead_code))]
 #![warn(clippy::undocumented_unsafe_blocks)]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-#[cfg(not(loom))]
+// Under `--cfg loom` the core is compiled against loom's primitives (module `sync`)
+// for the models in `tests/loom.rs` (the bag) and `tests/loom_pool.rs` (the whole
+// pool through its public API); the service layer (backends, bound connections, the
+// registry, the config file, metrics) is left out.
 mod affinity;
 #[cfg(not(loom))]
 pub mod backends;
@@ -64,43 +69,30 @@ pub mod backends;
 pub mod implementation {}
 #[cfg(not(loom))]
 pub mod bound;
-#[cfg(not(loom))]
 mod breaker;
-#[cfg(not(loom))]
 mod builder;
-#[cfg(not(loom))]
 mod clock;
 #[cfg(not(loom))]
 pub mod compat;
 #[cfg(all(feature = "config", not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(feature = "config")))]
 pub mod config;
-#[cfg(not(loom))]
 mod connector;
-#[cfg(not(loom))]
 mod engine;
-#[cfg(not(loom))]
 mod error;
-#[cfg(not(loom))]
 pub mod event;
-#[cfg(not(loom))]
 mod extensions;
-#[cfg(not(loom))]
+mod fork;
 mod guard;
-#[cfg(not(loom))]
 mod hook;
-#[cfg(not(loom))]
 mod manager;
 #[cfg(all(feature = "metrics", not(loom)))]
 #[cfg_attr(docsrs, doc(cfg(feature = "metrics")))]
 pub mod metrics;
-#[cfg(not(loom))]
 mod pool;
 #[cfg(not(loom))]
 pub mod registry;
-#[cfg(not(loom))]
 mod stats;
-#[cfg(not(loom))]
 mod trace;
 
 #[cfg(not(loom))]
@@ -111,37 +103,36 @@ mod bag;
 pub mod bag;
 mod sync;
 
+/// Virtual time for the loom models: it stands still until a model moves it.
+#[cfg(loom)]
+#[doc(hidden)]
+pub mod model_time {
+    /// Moves the pool's clock forward by `by`; borrow deadlines that it passes expire.
+    pub fn advance(by: std::time::Duration) {
+        crate::sync::time::advance(by);
+    }
+}
+
 #[cfg(not(loom))]
 pub use bound::BoundConnection;
-#[cfg(not(loom))]
 pub use builder::Builder;
-#[cfg(not(loom))]
 pub use engine::config::{DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE};
-#[cfg(not(loom))]
 pub use engine::{ConnectionInfo, State};
-#[cfg(not(loom))]
 pub use error::{Error, SharedError};
-#[cfg(not(loom))]
 pub use event::{
     AcquireEvent, CheckinEvent, CheckoutEvent, HandleEvent, NopEventHandler, ReleaseEvent,
     TimeoutEvent,
 };
-#[cfg(not(loom))]
 pub use extensions::Extensions;
-#[cfg(not(loom))]
 pub use guard::{OwnedConnection, PooledConnection};
-#[cfg(not(loom))]
 pub use hook::HookPanic;
-#[cfg(not(loom))]
 pub use manager::{
     CloseReason, CustomizeConnection, ErrorOrigin, HandleError, LoggingErrorHandler,
     ManageConnection, NopConnectionCustomizer, NopErrorHandler, ResetAction,
 };
-#[cfg(not(loom))]
 pub use pool::Pool;
 #[cfg(not(loom))]
 pub use registry::Pools;
-#[cfg(not(loom))]
 pub use stats::{ClosedCounts, Histogram, Stats};
 
 /// The README's examples, compiled (and, unless marked `no_run`, run) as doctests.

@@ -36,6 +36,14 @@ use crate::stats::Stats;
 /// assert_eq!(pool.state().connections, 4);
 /// # Ok::<(), stickypool::Error>(())
 /// ```
+///
+/// # Fork
+///
+/// A pool does not survive `fork()`: the child has none of the pool's threads, and the
+/// connections' sockets are shared with the parent. In the child every borrow fails
+/// with [`Error::Forked`] (`try_get` gives `None`), and closing or dropping the pool
+/// there leaves the connections to the parent, which goes on using them. Build the
+/// child's pools after the fork (`tests/fork.rs`).
 pub struct Pool<M: ManageConnection> {
     shared: Arc<Shared<M>>,
 }
@@ -214,6 +222,12 @@ impl<M: ManageConnection> Pool<M> {
     /// The pool's id, unique in the process.
     pub(crate) fn id(&self) -> u64 {
         self.shared.id()
+    }
+
+    /// The engine, for the crate's own tests.
+    #[cfg(all(test, not(loom)))]
+    pub(crate) fn shared(&self) -> &Arc<Shared<M>> {
+        &self.shared
     }
 
     /// The engine, for a job that must not keep the pool open (metrics).

@@ -1,10 +1,19 @@
-//! The concurrency primitives the hand-out algorithm uses, from `std`/`parking_lot`
-//! normally and from `loom` under `--cfg loom`, so the same code is model-checked.
+//! The concurrency primitives the pool uses, from `std`/`parking_lot` normally and from
+//! `loom` under `--cfg loom`, so the same code is model-checked: the bag, and the engine
+//! around it (connecting, retiring, resizing, closing).
+//!
+//! Under loom, what the pool does with time and background threads is replaced by
+//! what a model can explore: time is virtual ([`time`]) and moves only when a model
+//! advances it, and the connector's threads are loom threads. State that carries no
+//! ordering (statistics, the circuit breaker's counters, `Arc` counts) stays on `std`
+//! atomics, which loom does not explore.
 
 #[cfg(loom)]
 pub(crate) use loom::sync::Arc;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU32, AtomicUsize, Ordering, fence};
+pub(crate) use loom::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+};
 #[cfg(loom)]
 pub(crate) use loom::sync::atomic::{fence as light_barrier_fence, fence as heavy_barrier_fence};
 #[cfg(loom)]
@@ -13,7 +22,9 @@ pub(crate) use loom::thread::{Thread, current};
 #[cfg(not(loom))]
 pub(crate) use std::sync::Arc;
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering, fence};
+pub(crate) use std::sync::atomic::{
+    AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering, fence,
+};
 #[cfg(not(loom))]
 pub(crate) use std::thread::{Thread, current};
 
@@ -27,6 +38,98 @@ pub(crate) fn park_timeout(timeout: std::time::Duration) {
     }
     #[cfg(not(loom))]
     std::thread::park_timeout(timeout);
+}
+
+/// Spawns a named thread (a loom thread under loom).
+pub(crate) fn spawn(name: String, f: impl FnOnce() + Send + 'static) -> std::io::Result<()> {
+    #[cfg(loom)]
+    return loom::thread::Builder::new().name(name).spawn(f).map(drop);
+    #[cfg(not(loom))]
+    std::thread::Builder::new().name(name).spawn(f).map(drop)
+}
+
+/// The guard of a [`Mutex`].
+#[cfg(loom)]
+pub(crate) type MutexGuard<'a, T> = loom::sync::MutexGuard<'a, T>;
+/// The guard of a [`Mutex`].
+#[cfg(not(loom))]
+pub(crate) type MutexGuard<'a, T> = parking_lot::MutexGuard<'a, T>;
+
+/// A condition variable for [`Mutex`], taking and giving back the guard by value.
+#[derive(Debug, Default)]
+pub(crate) struct Condvar(
+    #[cfg(loom)] loom::sync::Condvar,
+    #[cfg(not(loom))] parking_lot::Condvar,
+);
+
+impl Condvar {
+    pub(crate) fn new() -> Self {
+        #[cfg(loom)]
+        return Condvar(loom::sync::Condvar::new());
+        #[cfg(not(loom))]
+        Condvar(parking_lot::Condvar::new())
+    }
+
+    /// Waits for a notification, or until `deadline` (`None`: no deadline). Whether
+    /// it timed out. Under loom the wait never times out: a model that relied on the
+    /// timeout deadlocks, which loom reports.
+    pub(crate) fn wait_until<'a, T>(
+        &self,
+        guard: MutexGuard<'a, T>,
+        deadline: Option<std::time::Instant>,
+    ) -> (MutexGuard<'a, T>, bool) {
+        #[cfg(loom)]
+        {
+            let _ = deadline;
+            (self.0.wait(guard).unwrap(), false)
+        }
+        #[cfg(not(loom))]
+        {
+            let mut guard = guard;
+            let timed_out = match deadline {
+                Some(deadline) => self.0.wait_until(&mut guard, deadline).timed_out(),
+                None => {
+                    self.0.wait(&mut guard);
+                    false
+                }
+            };
+            (guard, timed_out)
+        }
+    }
+
+    pub(crate) fn notify_one(&self) {
+        self.0.notify_one();
+    }
+
+    pub(crate) fn notify_all(&self) {
+        self.0.notify_all();
+    }
+}
+
+/// Time as the pool's decisions see it. Real time normally; under loom a virtual
+/// clock that stands still until a model advances it ([`time::advance`]), so that an
+/// execution depends only on the schedule loom chose, and a timeout fires exactly
+/// where a model says.
+pub(crate) mod time {
+    /// Milliseconds of virtual time since the model began.
+    #[cfg(loom)]
+    pub(crate) fn now_ms() -> u64 {
+        NOW_MS.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Moves virtual time forward.
+    #[cfg(loom)]
+    pub(crate) fn advance(by: std::time::Duration) {
+        let ms = u64::try_from(by.as_millis()).unwrap_or(u64::MAX);
+        NOW_MS.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    // A `std` atomic in a loom static: reset for every execution, and not a point
+    // where loom switches threads (time is not what the models explore).
+    #[cfg(loom)]
+    loom::lazy_static! {
+        static ref NOW_MS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    }
 }
 
 /// A mutex with parking_lot's signature (no poisoning) over both backends.
@@ -44,13 +147,10 @@ impl<T> Mutex<T> {
         Mutex(parking_lot::Mutex::new(value))
     }
 
-    #[cfg(loom)]
-    pub(crate) fn lock(&self) -> loom::sync::MutexGuard<'_, T> {
-        self.0.lock().unwrap()
-    }
-
-    #[cfg(not(loom))]
-    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, T> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
+        #[cfg(loom)]
+        return self.0.lock().unwrap();
+        #[cfg(not(loom))]
         self.0.lock()
     }
 }
@@ -79,9 +179,13 @@ impl<T> UnsafeCell<T> {
         f(self.0.get())
     }
 
-    /// A raw pointer to the value, for guards that hold it across calls.
-    #[cfg(not(loom))]
+    /// A raw pointer to the value, for guards that hold it across calls. Under loom
+    /// the access is checked when the pointer is taken (a model in which another
+    /// thread owns the slot then fails), not while it is used.
     pub(crate) fn get(&self) -> *mut T {
+        #[cfg(loom)]
+        return self.0.with_mut(|value| value);
+        #[cfg(not(loom))]
         self.0.get()
     }
 }

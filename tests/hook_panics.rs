@@ -239,3 +239,71 @@ fn hooks_that_panic_while_the_thread_unwinds_do_not_abort_the_process() {
         assert_recovered(pool, &manager, 1);
     }
 }
+
+/// A value in a connection's extensions whose `Drop` panics.
+struct PanicsOnDrop;
+
+impl Drop for PanicsOnDrop {
+    fn drop(&mut self) {
+        panic!("extension value dropped");
+    }
+}
+
+/// A value the caller stored in a connection's extensions is user code too: when the
+/// pool closes that connection (discarded, retired on return, evicted while idle,
+/// closed with the pool), a panic in the value's `Drop` is caught and the slot is
+/// freed. Before, the panic reached the caller and the slot stayed taken for good, so a
+/// pool of one was dead.
+#[test]
+fn a_panicking_drop_of_an_extension_value_loses_no_slot() {
+    type Close = fn(&Pool<FakeManager>, stickypool::PooledConnection<'_, FakeManager>);
+    let closes: [(&str, Close); 3] = [
+        ("discard", |_, conn| conn.discard()),
+        ("a return after retire_all", |pool, conn| {
+            pool.retire_all();
+            drop(conn);
+        }),
+        ("evict_idle", |pool, conn| {
+            drop(conn);
+            pool.evict_idle();
+        }),
+    ];
+    for (how, close) in closes {
+        let manager = FakeManager::new();
+        let pool = Pool::builder()
+            .max_size(1)
+            .min_idle(Some(0))
+            .connection_timeout(SOON)
+            .build(manager.clone())
+            .expect("build");
+        let mut conn = pool.get().expect("a connection");
+        stickypool::PooledConnection::extensions_mut(&mut conn).insert(PanicsOnDrop);
+        let closed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| close(&pool, conn)));
+        assert!(closed.is_ok(), "{how}: the panic reached the caller");
+        let again = pool.get_timeout(SOON);
+        assert!(
+            again.is_ok(),
+            "{how}: the slot was lost: {:?}",
+            pool.state()
+        );
+        drop(again);
+        assert_eq!(pool.stats().hook_panics, 1, "{how}");
+    }
+    // And when the pool itself closes the connection.
+    let manager = FakeManager::new();
+    let pool = Pool::builder()
+        .max_size(1)
+        .min_idle(Some(0))
+        .build(manager.clone())
+        .expect("build");
+    let mut conn = pool.get().expect("a connection");
+    stickypool::PooledConnection::extensions_mut(&mut conn).insert(PanicsOnDrop);
+    drop(conn);
+    let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(pool)));
+    assert!(
+        dropped.is_ok(),
+        "closing the pool: the panic reached the caller"
+    );
+    assert!(wait_until(SOON, || manager.script.live() == 0));
+    manager.script.assert_all_closed_once();
+}

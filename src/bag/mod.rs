@@ -331,6 +331,13 @@ impl<T, X> Bag<T, X> {
         self.slots.in_use().any(|slot| slot.is_idle())
     }
 
+    /// Whether a slot in use (below the limit) is `EMPTY`.
+    pub fn any_empty(&self) -> bool {
+        self.slots
+            .in_use()
+            .any(|slot| slot.state.load(Ordering::Relaxed) == EMPTY)
+    }
+
     /// Runs `f` on the payload of the slot `ticket` owns.
     pub fn with_value<R>(&self, ticket: &Ticket, f: impl FnOnce(&mut Option<T>) -> R) -> R {
         // SAFETY: the ticket proves this thread owns the slot's payload (docs/implementation.md),
@@ -343,7 +350,6 @@ impl<T, X> Bag<T, X> {
 
     /// A pointer to the payload of the slot `ticket` owns; valid while the ticket is
     /// held, since slots never move.
-    #[cfg(not(loom))]
     pub fn value_ptr(&self, ticket: &Ticket) -> *mut Option<T> {
         self.slots.at(ticket.0).value.get()
     }
@@ -356,6 +362,18 @@ impl<T, X> Bag<T, X> {
             std::ptr::from_ref(slot).addr(),
             std::ptr::from_ref(&slot.state).addr(),
         )
+    }
+
+    /// Forgets every payload without dropping it (the pool in a forked child leaves
+    /// the parent's connections alone). `&mut self`: nobody else holds a slot.
+    pub fn leak_all(&mut self) {
+        for index in 0..self.slots.capacity() {
+            self.slots
+                .at(index)
+                .value
+                // SAFETY: `&mut self` excludes every other access to the payloads.
+                .with_mut(|value| std::mem::forget(unsafe { (*value).take() }));
+        }
     }
 
     /// Frees an owned slot whose payload has been taken out (`EMPTY`).

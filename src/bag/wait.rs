@@ -63,26 +63,43 @@ pub trait Timer {
 }
 
 /// A [`Timer`] with a deadline (`None`: wait for ever) that parks at most [`RESCAN`].
+///
+/// Under loom the deadline is in the models' virtual time (`sync::time`): it expires
+/// only once a model advances the clock past it, and parking waits for an unpark (the
+/// models use deadlines that have passed or never pass).
 #[derive(Debug, Clone, Copy)]
-pub struct Deadline(Option<Instant>);
+pub struct Deadline(#[cfg(not(loom))] Option<Instant>, #[cfg(loom)] Option<u64>);
 
 impl Deadline {
     /// `timeout` from now; one too large for the clock means for ever.
     pub fn after(timeout: Duration) -> Deadline {
-        Deadline(Instant::now().checked_add(timeout))
+        #[cfg(not(loom))]
+        return Deadline(Instant::now().checked_add(timeout));
+        #[cfg(loom)]
+        Deadline(
+            u64::try_from(timeout.as_millis())
+                .ok()
+                .and_then(|ms| crate::sync::time::now_ms().checked_add(ms)),
+        )
     }
 }
 
 impl Timer for Deadline {
     fn expired(&self) -> bool {
-        self.0.is_some_and(|at| Instant::now() >= at)
+        #[cfg(not(loom))]
+        return self.0.is_some_and(|at| Instant::now() >= at);
+        #[cfg(loom)]
+        self.0.is_some_and(|at| crate::sync::time::now_ms() >= at)
     }
 
     fn park(&self) {
+        #[cfg(not(loom))]
         let left = match self.0 {
             Some(at) => at.saturating_duration_since(Instant::now()),
             None => RESCAN,
         };
+        #[cfg(loom)]
+        let left = RESCAN;
         park_timeout(left.min(RESCAN));
     }
 }
@@ -229,6 +246,11 @@ impl<T, X> Bag<T, X> {
             return Err(ticket);
         }
         let slot = self.slots.at(ticket.0);
+        if ticket.0 >= self.slots.limit() {
+            // Shrunk below the slot since `give_back_slow` looked: a waiter that
+            // registered after the shrink (under this lock) must not get it.
+            return Err(ticket);
+        }
         if self.return_is_due(&mut queue, Instant::now()) {
             let waiter = self.pop(&mut queue).expect("a waiter is queued");
             // Ownership moves with the index in the cell. The slot may come from
@@ -338,14 +360,20 @@ impl<T, X> Bag<T, X> {
                     continue; // popped just before: the cell is set
                 }
                 timer.park();
-                // The backstop (docs/implementation.md): after any wake-up without news, look.
+                // The backstop (docs/implementation.md): after any wake-up without news,
+                // look for an idle slot, and ask again for a connection (for an empty
+                // slot that nobody is opening).
                 if waiter.cell.load(Ordering::Relaxed) == WAITING {
                     fence(Ordering::SeqCst);
-                    if self.any_idle() && self.cancel(&waiter) {
-                        match self.take_as_waiter() {
-                            Some(ticket) => return Wait::Got(ticket),
-                            None => continue 'queue,
+                    if self.any_idle() {
+                        if self.cancel(&waiter) {
+                            match self.take_as_waiter() {
+                                Some(ticket) => return Wait::Got(ticket),
+                                None => continue 'queue,
+                            }
                         }
+                    } else {
+                        registered();
                     }
                 }
             }

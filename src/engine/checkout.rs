@@ -28,6 +28,9 @@ impl<M: ManageConnection> Shared<M> {
     /// this finds nothing and `get` goes on to the slow path, which reports it.
     #[inline]
     pub(crate) fn try_checkout(&self) -> Option<Checkout<M::Connection>> {
+        if self.forked() {
+            return None; // `checkout_slow` says why
+        }
         loop {
             let ticket = self
                 .bag
@@ -53,6 +56,15 @@ impl<M: ManageConnection> Shared<M> {
         let mut checkout = unsafe { Checkout::new(ticket, payload) };
         let now = clock::now_ms();
         let entry = checkout.entry_mut();
+        // Retired or beyond a smaller limit since it was last looked at: whatever
+        // path it came by (a return or a connect that straddled the change, a
+        // hand-off), it is not lent (`runtime`).
+        if self.stale(entry.epoch)
+            && let Some(reason) = self.recheck(entry, index)
+        {
+            self.close_failed(checkout.into_ticket(), reason);
+            return None;
+        }
         if self.config.test_on_check_out
             && now.saturating_sub(entry.last_checked_ms) >= self.config.validation_bypass_ms
         {
@@ -64,7 +76,7 @@ impl<M: ManageConnection> Shared<M> {
         }
         let meta = self.bag.meta(index);
         if self.config.observed || waited.is_some() {
-            self.note_checkout(meta, entry.id, waited);
+            self.note_checkout(meta, entry.id, waited, now);
         }
         // Stores are what the next CAS waits for (it drains the store buffer), so
         // skip those that would not change anything: the clock moves once a ms.
@@ -191,6 +203,9 @@ impl<M: ManageConnection> Shared<M> {
         &self,
         timeout: Duration,
     ) -> Result<Checkout<M::Connection>, Error> {
+        if self.forked() {
+            return Err(Error::Forked);
+        }
         let started = Instant::now();
         let _span = trace::Waiting::start(&self.config.name, started);
         clock::tick();
@@ -285,13 +300,19 @@ impl<M: ManageConnection> Shared<M> {
     /// detection, the event. Done before the borrow time is stored, so the leak scan
     /// never pairs a new borrow time with the previous borrow's site.
     #[cold]
-    pub(super) fn note_checkout(&self, meta: &SlotMeta, id: u64, waited: Option<Duration>) {
+    pub(super) fn note_checkout(
+        &self,
+        meta: &SlotMeta,
+        id: u64,
+        waited: Option<Duration>,
+        now: u64,
+    ) {
         if let Some(waited) = waited {
             Counters::bump(&self.counters.waits);
             self.counters.wait_time.record(waited);
         }
         if self.config.leak_detection_threshold.is_some() {
-            self.record_borrow_site(meta);
+            self.record_borrow_site(meta, now);
         }
         if let Some(handler) = &self.config.event_handler {
             // The precise start of the hold, for `CheckinEvent::duration`.
@@ -307,15 +328,18 @@ impl<M: ManageConnection> Shared<M> {
         }
     }
 
-    pub(super) fn record_borrow_site(&self, meta: &SlotMeta) {
+    /// Records where the borrow that starts at `now` happened.
+    pub(super) fn record_borrow_site(&self, meta: &SlotMeta, now: u64) {
         let site = BorrowSite {
+            borrowed_at_ms: now,
             thread: std::thread::current()
                 .name()
                 .unwrap_or("<unnamed>")
                 .to_owned(),
             backtrace: std::backtrace::Backtrace::force_capture(),
         };
-        *meta.cold.borrow_site.lock() = Some(site);
+        let mut recorded = meta.cold.borrow_site.lock();
+        *recorded = Some(site);
         meta.cold.leak_reported.store(false, Ordering::Relaxed);
     }
 

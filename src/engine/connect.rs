@@ -2,10 +2,10 @@
 //! jittered backoff, and as the circuit breaker's probe.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-
-use parking_lot::{Condvar, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
+
+use parking_lot::Mutex as PlainMutex;
 
 use super::Shared;
 use super::slot::PoolEntry;
@@ -18,6 +18,7 @@ use crate::extensions::Extensions;
 use crate::hook;
 use crate::manager::{ErrorOrigin, ManageConnection};
 use crate::stats::Counters;
+use crate::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, Ordering, fence};
 use crate::trace;
 
 /// The connecting side's state, owned by this module: the rest of the engine reads it
@@ -28,7 +29,7 @@ pub(super) struct Connects {
     /// Held while `fill_min_idle` counts and claims slots, so two fills do not both
     /// open the same shortfall.
     filling: Mutex<()>,
-    last_error: Mutex<Option<SharedError>>,
+    last_error: PlainMutex<Option<SharedError>>,
     /// The highest attempt number (0-based) of any connect that failed, for `build`.
     last_failed_attempt: AtomicU32,
     /// Fails borrows fast while the backend is down (module `breaker`).
@@ -50,7 +51,7 @@ impl Connects {
         Connects {
             pending: AtomicUsize::new(0),
             filling: Mutex::new(()),
-            last_error: Mutex::new(None),
+            last_error: PlainMutex::new(None),
             last_failed_attempt: AtomicU32::new(0),
             breaker: Breaker::new(circuit_breaker),
             progress: Mutex::new(0),
@@ -107,17 +108,8 @@ impl<M: ManageConnection> Shared<M> {
             if shared.bag.is_closed() {
                 return Err(Error::Closed);
             }
-            let timed_out = match deadline {
-                Some(deadline) => shared
-                    .connects
-                    .progress_cond
-                    .wait_until(&mut progress, deadline)
-                    .timed_out(),
-                None => {
-                    shared.connects.progress_cond.wait(&mut progress);
-                    false
-                }
-            };
+            let (woken, timed_out) = shared.connects.progress_cond.wait_until(progress, deadline);
+            progress = woken;
             if timed_out && shared.state().connections < want {
                 return Err(Error::Timeout {
                     waited: started.elapsed(),
@@ -235,21 +227,32 @@ impl<M: ManageConnection> Shared<M> {
         if self.connects.breaker.is_open() {
             return; // the probe's success refills
         }
-        let _filling = self.connects.filling.lock();
-        let min_idle = self.min_idle() as usize;
-        let ready = self.slots_in(&[bag::IDLE, bag::RESERVED, bag::CONNECTING], min_idle);
-        let mut missing = min_idle - ready;
-        let mut from = 0;
-        while missing > 0 && !self.bag.is_closed() {
-            self.connects.pending.fetch_add(1, Ordering::AcqRel);
-            let Some(ticket) = self.bag.reserve_empty(from) else {
-                self.connects.pending.fetch_sub(1, Ordering::AcqRel);
-                break;
-            };
-            from = ticket.index() + 1;
-            self.schedule_connect(ticket, 0, false);
-            missing -= 1;
+        let mut claimed = Vec::new();
+        {
+            let _filling = self.connects.filling.lock();
+            let min_idle = self.min_idle() as usize;
+            let ready = self.slots_in(&[bag::IDLE, bag::RESERVED, bag::CONNECTING], min_idle);
+            let mut from = 0;
+            while claimed.len() < min_idle.saturating_sub(ready) && !self.bag.is_closed() {
+                self.connects.pending.fetch_add(1, Ordering::AcqRel);
+                let Some(ticket) = self.bag.reserve_empty(from) else {
+                    self.connects.pending.fetch_sub(1, Ordering::AcqRel);
+                    fence(Ordering::SeqCst); // see `start_connect`
+                    break;
+                };
+                from = ticket.index() + 1;
+                claimed.push(ticket);
+            }
         }
+        // Scheduled once the lock is released: a connector that cannot spawn a thread
+        // runs the job right here, and a connect that succeeds refills, which takes
+        // the lock again (`a_fill_that_runs_its_connects_inline_finishes`).
+        for ticket in claimed {
+            self.schedule_connect(ticket, 0, false);
+        }
+        // A borrower that read `pending` while it counted a claim that failed may have
+        // asked for no connect (see `start_connect`).
+        self.open_for_waiters();
         self.note_whether_short();
     }
 
@@ -290,7 +293,13 @@ impl<M: ManageConnection> Shared<M> {
             }
             None => {
                 self.connects.pending.fetch_sub(1, Ordering::AcqRel);
-                false
+                // While `pending` counted this attempt, a thread freeing a slot may
+                // have read it, taken the waiter for served and left the slot empty.
+                // It frees, fences and reads `pending`; this lowers `pending`, fences
+                // and looks for the slot: one of the two sees the other (the pool
+                // model `an_abandoned_connect_strands_no_waiter` found the window).
+                fence(Ordering::SeqCst);
+                self.bag.any_empty()
             }
         }
     }
@@ -304,7 +313,8 @@ impl<M: ManageConnection> Shared<M> {
                 shared.connect_job(ticket, attempt, probe);
             }
         };
-        if attempt == 0 {
+        // Under loom, retries run at once: the models have no scheduler.
+        if attempt == 0 || cfg!(loom) {
             self.connector.run(job);
         } else {
             // The shared scheduler only waits out the backoff; the connect itself runs
@@ -340,7 +350,7 @@ impl<M: ManageConnection> Shared<M> {
         let started = Instant::now();
         // Read before connecting: a connection opened with credentials a
         // `retire_all` meant to replace is retired too.
-        let epoch = self.epoch.load(Ordering::Acquire);
+        let epoch = self.epoch();
         let span = trace::span!(
             "connect",
             pool = %self.config.name,
@@ -350,6 +360,14 @@ impl<M: ManageConnection> Shared<M> {
         .entered();
         let opened = self.open();
         match opened {
+            Ok(conn) if epoch.is_retired_at(self.epoch()) => {
+                // `retire_all` ran while this connected, perhaps to leave the server
+                // or the credentials it used: connect again. (Borrows would close it
+                // anyway, since they compare epochs; this saves them the round.)
+                drop(span);
+                self.close_connection(conn);
+                self.connect_job(ticket, attempt, probe);
+            }
             Ok(conn) => {
                 self.counters.connect_time.record(started.elapsed());
                 let now = clock::tick();
@@ -390,6 +408,12 @@ impl<M: ManageConnection> Shared<M> {
                     );
                 }
                 self.note_progress();
+                // Pairs with the barrier of a borrower that registers meanwhile: it
+                // reads `pending` after registering, this reads the waiters after
+                // lowering `pending`; without the fence both can read the old values,
+                // and the borrower waits with no connect for it (the pool model
+                // `retire_all_racing_a_connect_lends_nothing_retired` found it).
+                fence(Ordering::SeqCst);
                 self.open_for_waiters();
                 self.refill_soon();
             }
@@ -457,10 +481,19 @@ impl<M: ManageConnection> Shared<M> {
         }
     }
 
+    /// Gives up a connect that nobody needs any more (or that the breaker stopped)
+    /// and frees its slot.
+    ///
+    /// `pending` is lowered before the slot is freed, and the waiters are looked at
+    /// after it (`free_slot`, behind the free's barrier): a borrower that registers
+    /// meanwhile either finds the slot empty and `pending` lowered when it asks for a
+    /// connect, or is seen here and gets one. Freeing first left a window in which the
+    /// borrower saw `pending` still counting this connect, asked for none, and waited
+    /// out its timeout beside an empty slot (the pool model
+    /// `an_abandoned_connect_strands_no_waiter`).
     pub(super) fn abandon_connect(&self, ticket: Ticket) {
-        self.bag.free(ticket);
-        self.slot_emptied();
         self.connects.pending.fetch_sub(1, Ordering::AcqRel);
+        self.free_slot(ticket);
         self.note_progress();
     }
 
@@ -560,10 +593,48 @@ fn splitmix(seed: u64) -> u64 {
     x ^ (x >> 31)
 }
 
-#[cfg(test)]
-#[cfg(test)]
+#[cfg(all(test, not(loom)))]
 mod tests {
     use super::*;
+
+    #[derive(Debug)]
+    struct Counter;
+
+    impl ManageConnection for Counter {
+        type Connection = u64;
+        type Error = std::io::Error;
+        fn connect(&self) -> Result<u64, std::io::Error> {
+            Ok(0)
+        }
+        fn is_valid(&self, _: &mut u64) -> Result<(), std::io::Error> {
+            Ok(())
+        }
+        fn has_broken(&self, _: &mut u64) -> bool {
+            false
+        }
+    }
+
+    /// A connector that cannot spawn a thread runs each job on the thread that hands
+    /// it over. A fill that held its lock while handing connects over deadlocked there:
+    /// a connect that succeeds asks for a refill, which takes the same lock.
+    #[test]
+    fn a_fill_that_runs_its_connects_inline_finishes() {
+        let pool = crate::Pool::builder()
+            .max_size(3)
+            .min_idle(Some(0))
+            .build(Counter)
+            .unwrap();
+        pool.shared().connector.refuse_threads();
+        let (done, finished) = std::sync::mpsc::channel();
+        let filler = pool.clone();
+        std::thread::spawn(move || {
+            filler.set_min_idle(Some(2)).unwrap();
+            done.send(()).unwrap();
+        });
+        let waited = finished.recv_timeout(Duration::from_secs(10));
+        assert!(waited.is_ok(), "the fill deadlocked on its own lock");
+        assert_eq!(pool.state().idle_connections, 2);
+    }
 
     #[test]
     fn jitter_stays_within_two_and_a_half_percent() {

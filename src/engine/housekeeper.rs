@@ -53,6 +53,10 @@ pub(crate) fn shared_scheduler() -> Arc<ScheduledThreadPool> {
 
 /// Starts the pool's periodic jobs.
 pub(crate) fn start<M: ManageConnection>(shared: &Arc<Shared<M>>) {
+    // The models call no periodic job: loom cannot explore a scheduler's threads.
+    if cfg!(loom) {
+        return;
+    }
     let config = &shared.config;
     let mut jobs = shared.jobs.lock();
 
@@ -169,15 +173,20 @@ impl<M: ManageConnection> Shared<M> {
             let Some(ticket) = self.bag.try_reserve(i) else {
                 continue;
             };
-            let (expired, idle_ms) = self.bag.with_value(&ticket, |entry| {
+            let epoch = self.epoch();
+            let (expired, retired, idle_ms) = self.bag.with_value(&ticket, |entry| {
                 let entry = entry.as_ref().expect("an idle slot holds a connection");
                 (
                     now >= entry.expires_ms,
+                    entry.epoch.is_retired_at(epoch),
                     now.saturating_sub(entry.last_used_ms),
                 )
             });
             let reason = if i >= self.bag.limit() {
                 Some(CloseReason::Evicted) // beyond a smaller max_size
+            } else if retired {
+                // Put back idle by a return or connect that straddled `retire_all`.
+                Some(CloseReason::Retired)
             } else if expired {
                 Some(CloseReason::Lifetime)
             } else if (!self.config.idle_timeout_spares_min_idle || idle > self.min_idle() as usize)
@@ -295,15 +304,29 @@ impl<M: ManageConnection> Shared<M> {
                 continue;
             }
             let meta = self.bag.meta(i);
-            let held = now.saturating_sub(meta.borrowed_at_ms.load(Ordering::Relaxed));
-            if held < threshold_ms || meta.cold.leak_reported.swap(true, Ordering::Relaxed) {
+            let borrowed_at = meta.borrowed_at_ms.load(Ordering::Relaxed);
+            let held = now.saturating_sub(borrowed_at);
+            if held < threshold_ms {
                 continue;
             }
-            Counters::bump(&self.counters.leaks);
-            let site = match &*meta.cold.borrow_site.lock() {
-                Some(site) => format!("thread '{}', borrowed at:\n{}", site.thread, site.backtrace),
-                None => "an unknown borrower".to_owned(),
+            // The site of this borrow, not of one that started since the time was read
+            // (then this borrow has ended and there is nothing to report). Marked
+            // reported under the site's lock, which the next borrow's record takes too.
+            let site = {
+                let recorded = meta.cold.borrow_site.lock();
+                let site = match &*recorded {
+                    Some(site) if site.borrowed_at_ms == borrowed_at => {
+                        format!("thread '{}', borrowed at:\n{}", site.thread, site.backtrace)
+                    }
+                    Some(_) => continue,
+                    None => "an unknown borrower".to_owned(),
+                };
+                if meta.cold.leak_reported.swap(true, Ordering::Relaxed) {
+                    continue;
+                }
+                site
             };
+            Counters::bump(&self.counters.leaks);
             log::warn!(
                 "pool '{}': a connection has been held for {:?}, longer than \
                  leak_detection_threshold ({threshold:?}); possible leak by {site}",

@@ -20,7 +20,7 @@
 //! breaker (`breaker`) is open, none of those start: one probe connect at a time runs,
 //! and a borrow that finds no open connection fails at once.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -34,13 +34,14 @@ use crate::connector::Connector;
 use crate::hook::{self, HookPanic};
 use crate::manager::{CloseReason, ManageConnection};
 use crate::stats::{Counters, Histogram, Stats};
+use crate::sync::{AtomicU64, Ordering};
 
 mod checkout;
 pub(crate) mod config;
 mod connect;
 pub(crate) mod housekeeper;
 mod recycle;
-mod runtime;
+pub(crate) mod runtime;
 pub(crate) mod slot;
 
 pub(crate) use config::Config;
@@ -66,11 +67,11 @@ pub(crate) struct Shared<M: ManageConnection> {
     /// from `connector` so that a close stuck on a hung server delays no connect.
     closer: Arc<Connector>,
     weak: Weak<Shared<M>>,
-    /// Bumped by `retire_all` and `set_max_size`: a connection of an older epoch is
-    /// rechecked on return (`runtime`).
+    /// An `Epoch` (`runtime`), bumped by `retire_all` and `set_max_size`: a
+    /// connection of another epoch is rechecked on borrow and on return.
     epoch: AtomicU64,
-    /// Connections of an epoch before this were retired by `retire_all`.
-    retired_before: AtomicU64,
+    /// The fork count when the pool started (module `fork`).
+    forks: u32,
     /// The reaper's record of the load (`housekeeper::Shared::shrink_to_load`).
     calm: Mutex<housekeeper::Calm>,
     _clock: clock::Running,
@@ -130,6 +131,12 @@ impl<M: ManageConnection> Shared<M> {
         self.bag.is_closed()
     }
 
+    /// Whether this is a child process forked after the pool started (module `fork`).
+    #[inline]
+    pub(crate) fn forked(&self) -> bool {
+        crate::fork::forked_since(self.forks)
+    }
+
     /// Counts a new `Pool` handle.
     pub(crate) fn add_handle(&self) {
         self.handles.fetch_add(1, Ordering::Relaxed);
@@ -164,12 +171,16 @@ impl<M: ManageConnection> Shared<M> {
             connector,
             closer,
             weak: weak.clone(),
-            epoch: AtomicU64::new(0),
-            retired_before: AtomicU64::new(0),
+            epoch: AtomicU64::new(runtime::Epoch::START.word()),
+            forks: crate::fork::generation(),
             calm: Mutex::new(housekeeper::Calm::starting_now()),
             _clock: clock::Running::start(),
         });
         housekeeper::start(&shared);
+        // Under loom, on this thread: the models have few threads to spend.
+        #[cfg(loom)]
+        shared.connector.inline(|| shared.fill_min_idle());
+        #[cfg(not(loom))]
         shared.fill_min_idle();
         shared
     }
@@ -238,7 +249,8 @@ impl<M: ManageConnection> Shared<M> {
 
     /// Closes the pool; see [`Pool::close`].
     pub(crate) fn close(&self) {
-        if self.bag.is_closed() {
+        // In a forked child: nothing, not even a lock (module `fork`).
+        if self.bag.is_closed() || self.forked() {
             return;
         }
         self.bag.close();
@@ -246,6 +258,7 @@ impl<M: ManageConnection> Shared<M> {
             job.cancel();
         }
         self.connector.close();
+        self.closer.close();
         for i in 0..self.bag.len() {
             if let Some(ticket) = self.bag.try_reserve(i) {
                 self.close_slot(ticket, CloseReason::PoolClosed);
@@ -258,6 +271,11 @@ impl<M: ManageConnection> Shared<M> {
 
 impl<M: ManageConnection> Drop for Shared<M> {
     fn drop(&mut self) {
+        if self.forked() {
+            // The connections are the parent's: leave them open (module `fork`).
+            self.bag.leak_all();
+            return;
+        }
         // Connections still in slots (a pool dropped while a connect was finishing)
         // are closed through the customizer like any other.
         for i in 0..self.bag.len() {

@@ -12,6 +12,7 @@ use crate::error::{Chain, ErrorMessage, SharedError};
 use crate::event::ReleaseEvent;
 use crate::manager::{CloseReason, ErrorOrigin, ManageConnection, ResetAction};
 use crate::stats::Counters;
+use crate::sync::{Ordering, fence};
 use crate::trace;
 
 impl<M: ManageConnection> Shared<M> {
@@ -146,18 +147,28 @@ impl<M: ManageConnection> Shared<M> {
             return;
         };
         self.note_release(&entry, reason);
-        let (weak, conn) = (self.weak.clone(), entry.conn);
+        let (weak, conn) = (self.weak.clone(), self.conn_of(entry));
         self.closer.run(move || match weak.upgrade() {
             Some(pool) => {
                 pool.close_connection(conn);
                 pool.free_slot(ticket);
             }
-            None => drop((conn, ticket)),
+            None => {
+                let _ = crate::hook::catch("Connection::drop", || drop(conn));
+                drop(ticket);
+            }
         });
     }
 
-    fn free_slot(&self, ticket: Ticket) {
+    /// Frees an owned, emptied slot, and opens a connection in it if a waiter or
+    /// `min_idle` needs one.
+    pub(super) fn free_slot(&self, ticket: Ticket) {
         self.bag.free(ticket);
+        // A full fence (`free`'s own barrier is light, paired only with the waiters'):
+        // a creator that counted itself in `pending` and found no empty slot lowers
+        // `pending`, fences and looks again (`start_connect`); so either it sees this
+        // slot, or `open_for_waiters` below sees `pending` without it.
+        fence(Ordering::SeqCst);
         self.slot_emptied();
         self.open_for_waiters();
         self.refill_soon();
@@ -171,11 +182,23 @@ impl<M: ManageConnection> Shared<M> {
         reason: CloseReason,
     ) -> Option<M::Connection> {
         self.note_release(&entry, reason);
+        let conn = self.conn_of(entry);
         if reason == CloseReason::Detached {
-            return Some(entry.conn);
+            return Some(conn);
         }
-        self.close_connection(entry.conn);
+        self.close_connection(conn);
         None
+    }
+
+    /// The connection of an entry leaving the pool. The user's values in its
+    /// extensions are dropped here, as a hook: a `Drop` of theirs that panics must not
+    /// unwind through the caller, which still owns the slot and would never free it.
+    fn conn_of(&self, entry: PoolEntry<M::Connection>) -> M::Connection {
+        let PoolEntry {
+            conn, extensions, ..
+        } = entry;
+        self.hook("Extensions::drop", || drop(extensions));
+        conn
     }
 
     /// Counts, logs and reports (`handle_release`) a connection leaving the pool.
@@ -206,6 +229,11 @@ impl<M: ManageConnection> Shared<M> {
     /// Closes a connection: through `on_release` if there is a customizer, else by
     /// dropping it. A panic in either is caught like any hook's.
     pub(super) fn close_connection(&self, conn: M::Connection) {
+        if self.forked() {
+            // The parent's session: closing it here would end it there (`fork`).
+            std::mem::forget(conn);
+            return;
+        }
         match &self.config.customizer {
             Some(customizer) => {
                 self.hook("CustomizeConnection::on_release", || {

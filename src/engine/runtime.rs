@@ -2,19 +2,75 @@
 //! connection (credential rotation, a new primary), and keeping only the connections a
 //! predicate accepts.
 //!
-//! None of it touches the borrow path beyond what it already reads: the one addition
-//! is that a return compares the connection's epoch with the pool's (a load of a field
-//! written only by `retire_all` and `set_max_size`). Only when they differ does it look
-//! further: retired by `retire_all`, or in a slot beyond a smaller `max_size`, it is
-//! closed; otherwise it takes the current epoch and the next return is fast again.
+//! What this adds to the borrow path: a borrow and a return each compare the
+//! connection's [`Epoch`] with the pool's (a load of a word written only by
+//! `retire_all` and `set_max_size`). Only when they differ does it look further:
+//! retired by `retire_all`, or in a slot beyond a smaller `max_size`, the connection is
+//! closed; otherwise it takes the current epoch and the next borrow is fast again.
+//!
+//! The borrow's comparison is what makes `retire_all` and `set_max_size` hold for
+//! every borrow that starts after they return, whatever was in flight when they ran: a
+//! return that had compared epochs before the call, a connect that read the epoch
+//! before it, a hand-off to a waiter. Each of those may still put an old connection
+//! into a slot, but no borrow keeps it: the borrow loads the epoch after the call
+//! changed it (it started after the call returned), sees the change and closes the
+//! connection (the pool models `retire_all_racing_a_return_lends_nothing_retired`,
+//! `retire_all_racing_a_connect_lends_nothing_retired` and
+//! `shrinking_while_a_return_hands_off_lends_nothing_beyond_the_limit` in
+//! `tests/loom_pool.rs`).
 
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use super::Shared;
 use crate::clock;
 use crate::error::Error;
 use crate::manager::{CloseReason, ManageConnection};
+use crate::sync::Ordering;
+
+/// The pool's epoch: `retire_all` calls in the high half, resizes in the low half,
+/// one word so that one load tells both (two separate counters let a check read one
+/// before and one after a `retire_all`, and take a retired connection for a current
+/// one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Epoch(u64);
+
+impl Epoch {
+    /// The epoch of a new pool.
+    pub(crate) const START: Epoch = Epoch(0);
+
+    /// The word kept in `Shared::epoch`.
+    pub(crate) fn word(self) -> u64 {
+        self.0
+    }
+
+    fn retires(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    fn resizes(self) -> u32 {
+        self.0 as u32
+    }
+
+    fn of(retires: u32, resizes: u32) -> Epoch {
+        Epoch(u64::from(retires) << 32 | u64::from(resizes))
+    }
+
+    /// After one more `retire_all`.
+    fn retired(self) -> Epoch {
+        Epoch::of(self.retires().wrapping_add(1), self.resizes())
+    }
+
+    /// After one more resize.
+    fn resized(self) -> Epoch {
+        Epoch::of(self.retires(), self.resizes().wrapping_add(1))
+    }
+
+    /// Whether a connection of this epoch was retired by a `retire_all` that `now`
+    /// counts.
+    pub(crate) fn is_retired_at(self, now: Epoch) -> bool {
+        self.retires() != now.retires()
+    }
+}
 
 /// What [`Pool::retain`](crate::Pool::retain) shows of an idle connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,16 +102,21 @@ impl<M: ManageConnection> Shared<M> {
     /// Sets `min_idle` (`None`: `max_size`), as the builder validates it, and opens
     /// what a larger value asks for at once.
     pub(crate) fn set_min_idle(&self, min_idle: Option<u32>) -> Result<(), Error> {
-        let max_size = self.max_size();
-        let value = min_idle.unwrap_or(max_size);
-        if value > max_size {
-            return Err(Error::config(
-                "min_idle",
-                format!("must not exceed max_size ({max_size}), got {value}"),
-            ));
+        {
+            // Held while sizes are checked and changed, so that a `set_max_size` at
+            // the same time cannot leave `min_idle` above `max_size`.
+            let mut setting = self.config.min_idle_setting.lock();
+            let max_size = self.max_size();
+            let value = min_idle.unwrap_or(max_size);
+            if value > max_size {
+                return Err(Error::config(
+                    "min_idle",
+                    format!("must not exceed max_size ({max_size}), got {value}"),
+                ));
+            }
+            *setting = min_idle;
+            self.config.min_idle.store(value, Ordering::Relaxed);
         }
-        *self.config.min_idle_setting.lock() = min_idle;
-        self.config.min_idle.store(value, Ordering::Relaxed);
         // Idle connections may now run short.
         self.note_whether_short();
         self.fill_min_idle();
@@ -139,18 +200,31 @@ impl<M: ManageConnection> Shared<M> {
     /// Retires every connection open now: the idle ones at once, the borrowed ones
     /// when they come back. Connections opened from now on are not affected.
     pub(crate) fn retire_all(&self) -> usize {
-        let now = self.epoch.fetch_add(1, Ordering::AcqRel) + 1;
-        self.retired_before.fetch_max(now, Ordering::AcqRel);
+        self.bump_epoch(Epoch::retired);
         self.retain_idle(|_| false, CloseReason::Retired)
     }
 
-    /// Whether a connection of `epoch` must be looked at again on return.
-    #[inline]
-    pub(crate) fn stale(&self, epoch: u64) -> bool {
-        epoch != self.epoch.load(Ordering::Relaxed)
+    fn bump_epoch(&self, next: fn(Epoch) -> Epoch) {
+        let _ = self
+            .epoch
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
+                Some(next(Epoch(e)).0)
+            });
     }
 
-    /// Why a returned connection in slot `index` must close, after a `retire_all` or a
+    /// The pool's epoch now.
+    #[inline]
+    pub(crate) fn epoch(&self) -> Epoch {
+        Epoch(self.epoch.load(Ordering::Acquire))
+    }
+
+    /// Whether a connection of `epoch` must be looked at again (`recheck`).
+    #[inline]
+    pub(crate) fn stale(&self, epoch: Epoch) -> bool {
+        epoch.0 != self.epoch.load(Ordering::Relaxed)
+    }
+
+    /// Why the connection in slot `index` must close, after a `retire_all` or a
     /// resize; `None` (and the entry is current again) if it may stay.
     #[cold]
     pub(crate) fn recheck(
@@ -158,13 +232,17 @@ impl<M: ManageConnection> Shared<M> {
         entry: &mut super::PoolEntry<M::Connection>,
         index: usize,
     ) -> Option<CloseReason> {
-        if entry.epoch < self.retired_before.load(Ordering::Acquire) {
+        // One load: the retire count and the limit's resize count of the same moment.
+        // The limit is stored before the resize count (`set_max_size`), so an epoch
+        // that counts a resize comes with its limit.
+        let now = self.epoch();
+        if entry.epoch.is_retired_at(now) {
             return Some(CloseReason::Retired);
         }
         if index >= self.bag.limit() {
             return Some(CloseReason::Evicted);
         }
-        entry.epoch = self.epoch.load(Ordering::Acquire);
+        entry.epoch = now;
         None
     }
 
@@ -187,24 +265,29 @@ impl<M: ManageConnection> Shared<M> {
                 ),
             ));
         }
-        let setting = *self.config.min_idle_setting.lock();
-        if let Some(min_idle) = setting
-            && min_idle > max_size
-        {
-            return Err(Error::config(
-                "max_size",
-                format!(
-                    "must not be below min_idle ({min_idle}), got {max_size}; lower min_idle first"
-                ),
-            ));
-        }
         let size = max_size as usize;
-        self.bag.set_limit(size);
-        self.config
-            .min_idle
-            .store(setting.unwrap_or(max_size), Ordering::Relaxed);
+        {
+            // Held while sizes are checked and changed (see `set_min_idle`).
+            let setting = self.config.min_idle_setting.lock();
+            if let Some(min_idle) = *setting
+                && min_idle > max_size
+            {
+                return Err(Error::config(
+                    "max_size",
+                    format!(
+                        "must not be below min_idle ({min_idle}), got {max_size}; lower min_idle first"
+                    ),
+                ));
+            }
+            self.bag.set_limit(size);
+            self.config
+                .min_idle
+                .store(setting.unwrap_or(max_size), Ordering::Relaxed);
+            // After the limit: a borrow that sees this epoch sees the limit too, and
+            // closes a connection beyond it (`recheck`).
+            self.bump_epoch(Epoch::resized);
+        }
         // Connections beyond the new size go: idle ones now, the others on return.
-        self.epoch.fetch_add(1, Ordering::AcqRel);
         for i in size..self.bag.len() {
             if let Some(ticket) = self.bag.try_reserve(i) {
                 self.close_slot(ticket, CloseReason::Evicted);

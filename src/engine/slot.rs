@@ -24,7 +24,7 @@ pub(crate) struct PoolEntry<C> {
     /// When it must be retired (`u64::MAX` if never).
     pub(crate) expires_ms: u64,
     /// The pool's epoch when it was opened or last rechecked (`runtime`).
-    pub(crate) epoch: u64,
+    pub(crate) epoch: super::runtime::Epoch,
     pub(crate) id: u64,
     pub(crate) created_ms: u64,
     /// The user's per-connection state (`PooledConnection::extensions`).
@@ -105,6 +105,9 @@ impl Default for SlotMeta {
 /// The thread and call stack of a borrow, for leak reports.
 #[derive(Debug)]
 pub(crate) struct BorrowSite {
+    /// The borrow's `borrowed_at_ms`: the leak scan pairs a borrow time only with the
+    /// site of the same borrow.
+    pub(crate) borrowed_at_ms: u64,
     pub(crate) thread: String,
     pub(crate) backtrace: std::backtrace::Backtrace,
 }
@@ -202,7 +205,7 @@ mod tests {
                 last_used_ms: 0,
                 last_checked_ms: 0,
                 expires_ms: 0,
-                epoch: 0,
+                epoch: crate::engine::runtime::Epoch::START,
                 id: 0,
                 created_ms: 0,
                 extensions: Extensions::new(),

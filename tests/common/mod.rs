@@ -104,6 +104,10 @@ pub struct FakeManager {
 #[derive(Debug)]
 pub struct FakeConn {
     pub id: u64,
+    /// The connect attempt that opened it, numbered as `Script::connect_attempts`
+    /// counts them: compared with that counter, it tells whether the connect started
+    /// before or after some point (a `retire_all`, say).
+    pub attempt: u64,
     pub broken: bool,
     pub in_transaction: bool,
     pub data: Vec<u32>,
@@ -155,6 +159,7 @@ impl ManageConnection for FakeManager {
         let id = script.opened.fetch_add(1, Ordering::SeqCst) + 1;
         Ok(FakeConn {
             id,
+            attempt,
             broken: false,
             in_transaction: false,
             data: Vec::new(),
