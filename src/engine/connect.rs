@@ -2,7 +2,9 @@
 //! jittered backoff, and as the circuit breaker's probe.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicU64};
+// Not loom's: `refill_queued` and `may_run_short` only decide when `min_idle` is
+// refilled (the reaper refills it anyway), which the models do not explore.
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex as PlainMutex;
@@ -18,7 +20,7 @@ use crate::extensions::Extensions;
 use crate::hook;
 use crate::manager::{ErrorOrigin, ManageConnection};
 use crate::stats::Counters;
-use crate::sync::{AtomicBool, AtomicUsize, Condvar, Mutex, Ordering, fence};
+use crate::sync::{AtomicUsize, Mutex, Ordering, fence};
 use crate::trace;
 
 /// The connecting side's state, owned by this module: the rest of the engine reads it
@@ -34,9 +36,11 @@ pub(super) struct Connects {
     last_failed_attempt: AtomicU32,
     /// Fails borrows fast while the backend is down (module `breaker`).
     breaker: Breaker,
-    /// Bumped after every connect attempt; `build` waits on it.
-    progress: Mutex<u64>,
-    progress_cond: Condvar,
+    /// Bumped after every connect attempt; `build` waits on it. Not loom's: under
+    /// loom a pool fills at `build` on the building thread, so `build` never waits
+    /// here, and the models do not explore it.
+    progress: PlainMutex<u64>,
+    progress_cond: parking_lot::Condvar,
     /// A refill of `min_idle` is queued on the connector (one at a time).
     refill_queued: AtomicBool,
     /// The pool may have fewer than `min_idle` idle connections and room for more: a
@@ -54,8 +58,8 @@ impl Connects {
             last_error: PlainMutex::new(None),
             last_failed_attempt: AtomicU32::new(0),
             breaker: Breaker::new(circuit_breaker),
-            progress: Mutex::new(0),
-            progress_cond: Condvar::new(),
+            progress: PlainMutex::new(0),
+            progress_cond: parking_lot::Condvar::new(),
             refill_queued: AtomicBool::new(false),
             may_run_short: AtomicBool::new(false),
             next_conn_id: AtomicU64::new(1),
@@ -108,8 +112,16 @@ impl<M: ManageConnection> Shared<M> {
             if shared.bag.is_closed() {
                 return Err(Error::Closed);
             }
-            let (woken, timed_out) = shared.connects.progress_cond.wait_until(progress, deadline);
-            progress = woken;
+            let progress_cond = &shared.connects.progress_cond;
+            let timed_out = match deadline {
+                Some(deadline) => progress_cond
+                    .wait_until(&mut progress, deadline)
+                    .timed_out(),
+                None => {
+                    progress_cond.wait(&mut progress);
+                    false
+                }
+            };
             if timed_out && shared.state().connections < want {
                 return Err(Error::Timeout {
                     waited: started.elapsed(),
