@@ -19,6 +19,7 @@ struct Hint {
     slot: usize,
 }
 
+#[cfg(not(loom))]
 thread_local! {
     static HINTS: [Cell<Hint>; HINT_ENTRIES] =
         const { [const { Cell::new(Hint { pool: 0, slot: 0 }) }; HINT_ENTRIES] };
@@ -29,7 +30,22 @@ thread_local! {
 /// 64-bit, so ids never repeat within a process: a hint or a bound connection of a
 /// dropped pool can never be mistaken for another pool's.
 static NEXT_POOL_ID: AtomicU64 = AtomicU64::new(1);
+#[cfg(not(loom))]
 static NEXT_SCAN_START: AtomicUsize = AtomicUsize::new(0);
+
+// Under loom, per loom thread and per execution: `std`'s thread-locals would be shared
+// by every loom thread (they all run on one OS thread), and a scan start carried over
+// from another model would change what a model explores from one run to the next.
+#[cfg(loom)]
+loom::thread_local! {
+    static HINTS: [Cell<Hint>; HINT_ENTRIES] =
+        [const { Cell::new(Hint { pool: 0, slot: 0 }) }; HINT_ENTRIES];
+    static SCAN_START: Cell<usize> = Cell::new(UNASSIGNED);
+}
+#[cfg(loom)]
+loom::lazy_static! {
+    static ref NEXT_SCAN_START: AtomicUsize = AtomicUsize::new(0);
+}
 
 /// A thread's `SCAN_START` before its first scan.
 const UNASSIGNED: usize = usize::MAX;

@@ -18,12 +18,12 @@
 //! loom may switch away from a thread that could have gone on; every interleaving
 //! within it is explored. The defects these models were written for each needed two
 //! preemptions, so every model runs at 2, except the five-thread
-//! `three_waiters_and_two_givers_strand_nobody` at 1 (at 2 it explores for over five
-//! minutes). On a two-core machine, one model at a time, bound 2 took: 115 s for
-//! `a_connect_and_a_retire_strand_no_waiter`, 30 s for
-//! `retire_all_racing_a_connect_lends_nothing_retired`, 16 s for
-//! `an_abandoned_connect_strands_no_waiter`, 7 s for
-//! `retire_all_racing_a_return_lends_nothing_retired`, and under 3 s for the others.
+//! `three_waiters_and_two_givers_strand_nobody` at 0 (see its comment). On a two-core
+//! machine, one model at a time, bound 2 took: 118 s for
+//! `a_connect_and_a_retire_strand_no_waiter`, 38 s for
+//! `retire_all_racing_a_connect_lends_nothing_retired`, 15 s for
+//! `an_abandoned_connect_strands_no_waiter`, 8 s for
+//! `retire_all_racing_a_return_lends_nothing_retired`, and under 5 s for the others.
 //! `LOOM_MAX_PREEMPTIONS` overrides every bound.
 
 #![cfg(loom)]
@@ -198,10 +198,11 @@ fn close(pool: Arc<Pool<Manager>>, manager: &Manager) {
 ///
 /// Fails (a deadlock: the second borrower parked for ever) if `abandon_connect` frees
 /// the slot before it lowers `pending`, or stops looking at the waiters after freeing
-/// it (`free_slot`'s `open_for_waiters`).
+/// it (`free_slot`'s `open_for_waiters`), or if `start_connect`, finding no empty slot,
+/// stops looking again after lowering `pending`.
 #[test]
 fn an_abandoned_connect_strands_no_waiter() {
-    model(3, || {
+    model(2, || {
         let manager = Manager::default();
         let pool = pool(&manager, 1, 0, COMPETE);
         let borrower = {
@@ -375,9 +376,9 @@ fn shrinking_while_a_return_hands_off_lends_nothing_beyond_the_limit() {
 /// discarded): the waiter wakes (served or told the pool closed), every connection is
 /// closed exactly once, and no slot stays claimed by a connect that never ran.
 ///
-/// Fails (pending stays 1) if the connector drops the jobs queued when it closes, as it
-/// once did: the dropped connect owned its slot. Deadlocks if `close` stops waking
-/// waiters.
+/// Fails (a slot stays `CONNECTING`, so the pool never settles and the model spins
+/// until loom's branch limit) if the connector drops the jobs queued when it closes, as
+/// it once did: the dropped connect owned its slot.
 #[test]
 fn close_racing_a_connect_and_a_free_loses_nothing() {
     model(2, || {
@@ -406,14 +407,15 @@ fn close_racing_a_connect_and_a_free_loses_nothing() {
 /// gives it back). Nobody is stranded beside an idle connection, and no connection has
 /// two holders.
 ///
-/// Fails (a deadlock) if a return in compete mode publishes its connection without
-/// waking a waiter (`hand_off`). At bound 2 (`LOOM_MAX_PREEMPTIONS=2`, by hand: the
-/// full exploration takes over five minutes) it also deadlocks, within about a minute,
-/// if `take_as_waiter` stops passing the baton; the bag's
-/// `two_givers_and_two_keepers_strand_nobody` checks that in the test command.
+/// Run at preemption bound 0: loom switches threads only where one blocks or ends, so
+/// this explores the orders in which the five threads meet at the pool's locks and
+/// parks, not preemptions inside them (at bound 1 it runs for many minutes). It
+/// deadlocks if a return in compete mode publishes its connection without waking a
+/// waiter (`hand_off`). The baton (`take_as_waiter`) is the bag's
+/// `two_givers_and_two_keepers_strand_nobody`'s to check.
 #[test]
 fn three_waiters_and_two_givers_strand_nobody() {
-    model(1, || {
+    model(0, || {
         let manager = Manager::default();
         let pool = pool(&manager, 2, 2, COMPETE);
         let (a, b) = (pool.get_owned().unwrap(), pool.get_owned().unwrap());
@@ -458,9 +460,10 @@ fn three_waiters_and_two_givers_strand_nobody() {
 /// connection comes back: each is served or times out, the connection is never lost
 /// (it ends idle, and a borrow gets it), and nobody is left queued.
 ///
-/// Fails (the connection is lost: the final borrow finds it neither idle nor held) if
-/// the bag's wait returns a timeout without first taking itself off the queue, so
-/// that a hand-off racing the timeout goes to a borrower that already left.
+/// Fails (the connection is lost, so the pool never settles and the model spins until
+/// loom's branch limit) if the bag's wait returns a timeout without first taking
+/// itself off the queue, so that a hand-off racing the timeout goes to a borrower that
+/// already left.
 #[test]
 fn two_timeouts_racing_a_hand_off_lose_nothing() {
     for fair_after in [HAND_OFF, COMPETE] {
