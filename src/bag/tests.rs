@@ -215,6 +215,35 @@ fn the_bounded_park_recovers_a_lost_wake_up() {
     bag.give_back(ticket).unwrap();
 }
 
+/// The backstop also covers an empty slot that nobody opens a connection in: a waiter
+/// that wakes after `RESCAN` without news asks again (the pool's `registered` opens a
+/// connection if none is under way for it), and so is served although the request it
+/// made on registering was lost.
+#[test]
+fn the_bounded_park_asks_again_for_a_connection() {
+    let bag = Arc::new(Bag::<u32>::new(1, Duration::ZERO));
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let w = {
+        let (bag, asked) = (bag.clone(), asked.clone());
+        thread::spawn(move || {
+            let mut turn = Turn::new(Instant::now());
+            bag.wait(&mut turn, &Deadline::after(SOON), None, || {
+                // The first request is lost; the second opens the connection.
+                if asked.fetch_add(1, Ordering::SeqCst) == 1
+                    && let Some(ticket) = bag.reserve_empty(0)
+                {
+                    bag.with_value(&ticket, |v| *v = Some(7));
+                    bag.give_back(ticket).unwrap();
+                }
+            })
+        })
+    };
+    let ticket = got(w.join().unwrap());
+    assert_eq!(ticket.index(), 0);
+    assert!(asked.load(Ordering::SeqCst) >= 2);
+    bag.give_back(ticket).unwrap();
+}
+
 #[test]
 fn a_woken_waiter_passes_the_baton() {
     // Two slots handed out, two waiters, both slots back at once in compete mode:
