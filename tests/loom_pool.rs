@@ -35,6 +35,10 @@ use std::time::Duration;
 use loom::thread;
 use stickypool::{CloseReason, Error, HandleEvent, ManageConnection, Pool, ReleaseEvent};
 
+// Every pool here sets `fair_after` to one of these two: with any bound in between,
+// whether a return is handed off would depend on how long an execution took in real
+// time, and loom requires every execution of a schedule to make the same decisions.
+
 /// Returns always go straight to the oldest waiter.
 const HAND_OFF: Duration = Duration::ZERO;
 /// Returns are always competed for (a waiter is woken, the slot published).
@@ -243,6 +247,7 @@ fn retire_all_racing_a_return_lends_nothing_retired() {
                     .min_idle(Some(1))
                     .connection_timeout(NEVER)
                     .test_on_check_out(false)
+                    .fair_after(COMPETE)
                     .reset_on_return(stickypool::ResetAction::Rollback)
                     .build(manager.clone())
                     .unwrap(),
