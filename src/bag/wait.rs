@@ -104,6 +104,16 @@ impl Timer for Deadline {
     }
 }
 
+/// What a waiter's look at the slots (`Bag::recheck`) found.
+enum Recheck {
+    /// It took an idle slot.
+    Got(Ticket),
+    /// It left the queue for an idle slot that another thread took: queue up again.
+    Requeue,
+    /// Nothing idle (a connection was asked for), or it was popped meanwhile: wait.
+    Wait,
+}
+
 #[derive(Debug)]
 pub(super) struct Waiter {
     /// `WAITING`, `WOKEN_CLOSED`, `WOKEN_COMPETE` or the index of the slot handed over.
@@ -328,16 +338,10 @@ impl<T, X> Bag<T, X> {
                 Ok(waiter) => waiter,
                 Err(outcome) => return outcome,
             };
-            if self.any_idle() {
-                if self.cancel(&waiter) {
-                    match self.take_as_waiter() {
-                        Some(ticket) => return Wait::Got(ticket),
-                        None => continue 'queue,
-                    }
-                }
-                // Popped meanwhile: the cell says what for.
-            } else {
-                registered();
+            match self.recheck(&waiter, &mut registered) {
+                Recheck::Got(ticket) => return Wait::Got(ticket),
+                Recheck::Requeue => continue 'queue,
+                Recheck::Wait => {}
             }
             loop {
                 match waiter.cell.load(Ordering::Acquire) {
@@ -365,18 +369,30 @@ impl<T, X> Bag<T, X> {
                 // slot that nobody is opening).
                 if waiter.cell.load(Ordering::Relaxed) == WAITING {
                     fence(Ordering::SeqCst);
-                    if self.any_idle() {
-                        if self.cancel(&waiter) {
-                            match self.take_as_waiter() {
-                                Some(ticket) => return Wait::Got(ticket),
-                                None => continue 'queue,
-                            }
-                        }
-                    } else {
-                        registered();
+                    match self.recheck(&waiter, &mut registered) {
+                        Recheck::Got(ticket) => return Wait::Got(ticket),
+                        Recheck::Requeue => continue 'queue,
+                        Recheck::Wait => {}
                     }
                 }
             }
+        }
+    }
+
+    /// A queued waiter's look at the slots, after registering and after a wake-up
+    /// without news: it leaves the queue for an idle slot, or else asks the pool for a
+    /// connection (`registered`).
+    fn recheck(&self, waiter: &Arc<Waiter>, registered: &mut impl FnMut()) -> Recheck {
+        if !self.any_idle() {
+            registered();
+            return Recheck::Wait;
+        }
+        if !self.cancel(waiter) {
+            return Recheck::Wait; // popped meanwhile: the cell says what for
+        }
+        match self.take_as_waiter() {
+            Some(ticket) => Recheck::Got(ticket),
+            None => Recheck::Requeue,
         }
     }
 
