@@ -5,7 +5,17 @@
 //! * `single_thread`: one thread, a pool of 8;
 //! * `two_threads`: two threads borrowing in a loop from one pool of 8 (each finds a
 //!   free connection: this measures what the pools share between threads);
-//! * `threads32_conns8`: 32 threads on a pool of 8 (threads wait for each other).
+//! * `threads32_conns8`: 32 threads on a pool of 8, splitting a fixed number of
+//!   iterations. On a machine with fewer cores than threads they mostly run one after
+//!   another, so this measures the uncontended path more than the waiting one.
+//!
+//! After criterion's groups, the **fixed-duration contended** rows: 32 threads on 8
+//! connections and 64 on 16, every thread borrowing and returning in a loop until a
+//! deadline, so threads are preempted while they hold a connection and the others
+//! wait for it, as in a service. Each row is the wall time over the operations of all
+//! threads, with its ratio to the floor and to r2d2 in the same round; rounds alternate
+//! the order of the pools. `CONTENDED_SECS` (default 2) per row, `CONTENDED_ROUNDS`
+//! (default 3).
 //!
 //! Pools:
 //! * `stickypool`: idle timeout and max lifetime off;
@@ -25,14 +35,15 @@
 //! inverse of the pool's total throughput.
 //!
 //! Run with `cargo bench --bench checkout`, then `scripts/bench-summary` for a table of
-//! ns/op and ratios read from criterion's results.
+//! ns/op and ratios read from criterion's results (the fixed-duration rows are printed
+//! by the run itself). `cargo bench --bench checkout -- contended` runs those alone.
 
 mod common;
 
 use std::cell::{Cell, UnsafeCell};
 use std::hint::black_box;
 use std::sync::Barrier;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -280,7 +291,107 @@ fn bench_group(c: &mut Criterion, name: &str, threads: usize, size: u32) {
     group.finish();
 }
 
+/// How many operations a thread does between looks at the clock's stop flag.
+const BATCH: u64 = 64;
+
+/// `threads` threads borrow and return from `pool` in a loop for `measure` (after a
+/// tenth of it unrecorded); the wall time per operation of all threads together, in ns.
+fn run_for<P: BenchPool>(pool: &P, threads: usize, measure: Duration) -> f64 {
+    let barrier = Barrier::new(threads + 1);
+    let recording = AtomicBool::new(false);
+    let stop = AtomicBool::new(false);
+    let ops = AtomicU64::new(0);
+    let elapsed = thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                barrier.wait();
+                let mut done = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    for _ in 0..BATCH {
+                        pool.get_and_drop();
+                    }
+                    if recording.load(Ordering::Relaxed) {
+                        done += BATCH;
+                    }
+                }
+                ops.fetch_add(done, Ordering::Relaxed);
+            });
+        }
+        barrier.wait();
+        thread::sleep(measure / 10);
+        recording.store(true, Ordering::Relaxed);
+        let start = Instant::now();
+        thread::sleep(measure);
+        stop.store(true, Ordering::Relaxed);
+        start.elapsed()
+    });
+    elapsed.as_secs_f64() * 1e9 / ops.load(Ordering::Relaxed).max(1) as f64
+}
+
+/// The fixed-duration contended rows (see the module docs), printed as a table per
+/// shape and round.
+fn contended(measure: Duration, rounds: u64) {
+    type Row = (&'static str, fn(u32, usize, Duration) -> f64);
+    let rows: [Row; 4] = [
+        ("stickypool", |n, t, d| run_for(&stickypool_pool(n), t, d)),
+        ("r2d2", |n, t, d| run_for(&r2d2_pool(n), t, d)),
+        ("naive-mutex", |n, t, d| {
+            run_for(&NaivePool::new(n as usize), t, d)
+        }),
+        ("floor", |n, t, d| {
+            run_for(&FloorPool::new(n as usize), t, d)
+        }),
+    ];
+    for (threads, connections) in [(32, 8), (64, 16)] {
+        for round in 0..rounds {
+            let mut order: Vec<_> = rows.iter().collect();
+            order.rotate_left(round as usize % rows.len());
+            let mut times: Vec<(&str, f64)> = order
+                .into_iter()
+                .map(|(name, run)| (*name, run(connections, threads, measure)))
+                .collect();
+            times.sort_by_key(|(name, _)| rows.iter().position(|(n, _)| n == name));
+            let of = |name| times.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
+            let (floor, r2d2) = (of("floor").unwrap(), of("r2d2").unwrap());
+            println!(
+                "contended, fixed duration: {threads} threads, {connections} connections (round {})",
+                round + 1
+            );
+            println!(
+                "  {:<12} {:>10} {:>8} {:>8}",
+                "", "ns/op", "/ floor", "/ r2d2"
+            );
+            for (name, time) in &times {
+                println!(
+                    "  {:<12} {:>10.1} {:>8.2} {:>8.2}",
+                    name,
+                    time,
+                    time / floor,
+                    time / r2d2,
+                );
+            }
+        }
+    }
+}
+
+/// A whole number from the environment, or `default`.
+fn env_u64(name: &str, default: u64) -> u64 {
+    std::env::var(name).map_or(default, |value| {
+        value
+            .parse()
+            .unwrap_or_else(|_| panic!("{name} must be a whole number, got {value:?}"))
+    })
+}
+
 fn main() {
+    // `cargo bench --bench checkout -- contended`: only the fixed-duration rows.
+    let only_contended = std::env::args().skip(1).any(|a| a == "contended");
+    let measure = Duration::from_secs(env_u64("CONTENDED_SECS", 2).max(1));
+    let rounds = env_u64("CONTENDED_ROUNDS", 3).max(1);
+    if only_contended {
+        contended(measure, rounds);
+        return;
+    }
     let mut c = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
         .measurement_time(Duration::from_secs(3))
@@ -290,5 +401,6 @@ fn main() {
     bench_group(&mut c, "two_threads", 2, 8);
     bench_group(&mut c, "threads32_conns8", 32, 8);
     c.final_summary();
-    println!("\nTable of ns/op and ratios: scripts/bench-summary");
+    println!("\nTable of ns/op and ratios: scripts/bench-summary\n");
+    contended(measure, rounds);
 }

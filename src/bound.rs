@@ -62,8 +62,8 @@
 //! borrow ends, so event handlers and customizers run by the pool may bind again.
 //!
 //! A panic while bound unwinds through the guards; the last one to drop returns the
-//! connection while the thread is panicking, so the pool closes it (it may be
-//! mid-transaction) exactly as for a plain guard. A `RefMut` alive during the panic is
+//! connection while the thread is panicking, so the pool rolls it back or closes it
+//! exactly as for a plain guard ([`PooledConnection`](crate::PooledConnection)). A `RefMut` alive during the panic is
 //! dropped first and leaves nothing borrowed, and the thread's map is left without the
 //! entry: nothing stays poisoned or bound.
 

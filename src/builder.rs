@@ -9,8 +9,8 @@ use std::time::Duration;
 use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::engine::config::{
-    Config, DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_TIMEOUT, LONGEST_PERIOD, MAX_POOL_SIZE,
-    MIN_INTERVAL,
+    Config, DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_BYPASS, DEFAULT_VALIDATION_TIMEOUT,
+    LONGEST_PERIOD, MAX_POOL_SIZE, MIN_INTERVAL,
 };
 use crate::error::Error;
 use crate::event::HandleEvent;
@@ -101,15 +101,32 @@ impl<M: ManageConnection, P> fmt::Debug for Builder<M, P> {
     }
 }
 
-impl<M: ManageConnection, P> Default for Builder<M, P> {
+/// stickypool's defaults: a borrow checks a connection only if it was not checked in
+/// the last [`DEFAULT_VALIDATION_BYPASS`] (see [`Builder::validation_bypass`]).
+impl<M: ManageConnection> Default for Builder<M, Pool<M>> {
     fn default() -> Self {
+        Builder::with_defaults(DEFAULT_VALIDATION_BYPASS)
+    }
+}
+
+/// r2d2's defaults: every borrow checks its connection.
+#[cfg(not(loom))]
+impl<M: ManageConnection> Default for Builder<M, crate::compat::Pool<M>> {
+    fn default() -> Self {
+        Builder::with_defaults(Duration::ZERO)
+    }
+}
+
+impl<M: ManageConnection, P> Builder<M, P> {
+    /// Every default but the one where stickypool's and r2d2's differ.
+    fn with_defaults(validation_bypass: Duration) -> Self {
         Builder {
             name: None,
             max_size: 10,
             min_idle: None,
             connection_timeout: Duration::from_secs(30),
             test_on_check_out: true,
-            validation_bypass: Duration::ZERO,
+            validation_bypass,
             test_on_check_in: false,
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             idle_timeout_spares_min_idle: false,
@@ -167,25 +184,59 @@ impl<M: ManageConnection, P> Builder<M, P> {
         self
     }
 
-    /// Whether `get` checks a connection with `is_valid` before handing it out, on
-    /// every borrow as in r2d2 (unless [`validation_bypass`](Builder::validation_bypass)
-    /// is set). Default: true.
+    /// Whether `get` checks a connection with `is_valid` before handing it out: unless
+    /// it was checked within [`validation_bypass`](Builder::validation_bypass) (every
+    /// time in [`compat`](crate::compat), as in r2d2). Default: true.
     pub fn test_on_check_out(mut self, test: bool) -> Self {
         self.test_on_check_out = test;
         self
     }
 
     /// No borrow-time check for a connection that was opened or passed `is_valid` less
-    /// than this long ago: HikariCP's bypass window (it uses 500 ms), opt-in. Default:
-    /// zero, every borrow is checked (r2d2's `test_on_check_out`).
+    /// than this long ago (HikariCP's bypass window). Default:
+    /// [`DEFAULT_VALIDATION_BYPASS`] (500 ms, HikariCP's); zero in
+    /// [`compat`](crate::compat), where every borrow is checked as in r2d2.
     ///
-    /// It saves a round trip per borrow for connections in constant use (the README
-    /// has the measured difference). The window runs from the last *check*, not the
-    /// last return: a connection in constant use is still checked once per window, so
-    /// one that died under load (a database restart) is replaced even when the driver
-    /// cannot tell it is broken without a round trip; inside the window a dead
-    /// connection can be handed out, so pair it with `reset_on_return` or
-    /// `test_on_check_in`.
+    /// The check costs a server round trip per borrow: a thread-pool HTTP service on
+    /// PostgreSQL, whose requests are one query each, serves about a third fewer
+    /// requests with a check on every borrow (`docs/benchmarks.md`, "A service under
+    /// load"). The window saves that round trip for connections in constant use.
+    ///
+    /// What it gives up: a connection that died less than the window after its last
+    /// check (a server restart, a killed session) is handed out, and the borrower's
+    /// first query fails, where a check would have replaced it. The pool closes it
+    /// when it comes back (`has_broken`, which the drivers answer without a round trip
+    /// once a query has failed). Keep zero where a failed first query is worse than a
+    /// round trip per borrow.
+    ///
+    /// The window runs from the last *check*, not the last return as in HikariCP: a
+    /// connection in constant use is still checked once per window (a round trip per
+    /// connection every 500 ms, nothing next to a service's load), so one that died
+    /// under load is found within the window even when the driver cannot tell without
+    /// a round trip.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = ();
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut ()) -> bool { false }
+    /// # }
+    /// // r2d2's behaviour in the native API: a check on every borrow.
+    /// let pool = Pool::builder()
+    ///     .validation_bypass(Duration::ZERO)
+    ///     .build(Manager)?;
+    /// assert_eq!(pool.validation_bypass(), Duration::ZERO);
+    /// assert_eq!(
+    ///     Pool::builder().build(Manager)?.validation_bypass(),
+    ///     stickypool::DEFAULT_VALIDATION_BYPASS,
+    /// );
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
     pub fn validation_bypass(mut self, bypass: Duration) -> Self {
         self.validation_bypass = bypass;
         self

@@ -10,8 +10,16 @@ use crate::extensions::Extensions;
 use crate::manager::ManageConnection;
 
 /// A borrowed connection. Derefs to the connection; dropping it gives the connection
-/// back to the pool (reset first if the pool is set to). A panic while it is held
-/// closes the connection instead, since it may be mid-transaction.
+/// back to the pool (reset first if the pool is set to).
+///
+/// A panic while it is held leaves the connection anywhere, mid-transaction included.
+/// If the manager can reset connections ([`ManageConnection::can_reset`], as every
+/// ready manager does), the pool keeps it only after it has passed `has_broken`, the
+/// check (bounded by the validation timeout) and a rollback (the session reset where
+/// that is the pool's reset; never a commit), and counts it in
+/// [`Stats::recovered_after_panic`](crate::Stats::recovered_after_panic); otherwise, or
+/// if any of those fails, it closes the connection
+/// ([`CloseReason::Discarded`](crate::CloseReason::Discarded)).
 pub struct PooledConnection<'a, M: ManageConnection> {
     pool: &'a Shared<M>,
     checkout: Option<Checkout<M::Connection>>,

@@ -116,7 +116,9 @@ pub mod model_time {
 #[cfg(not(loom))]
 pub use bound::BoundConnection;
 pub use builder::Builder;
-pub use engine::config::{DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE};
+pub use engine::config::{
+    DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_BYPASS, DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE,
+};
 pub use engine::{ConnectionInfo, State};
 pub use error::{Error, SharedError};
 pub use event::{

@@ -51,6 +51,7 @@
 //! | `stickypool_validation_failures_total` | counter | failed `is_valid` on borrow or return |
 //! | `stickypool_connections_closed_total{reason}` | counter | closed, by [`CloseReason`](crate::CloseReason) (`idle`, `lifetime`, `broken`, `reset_failed`, `keepalive_failed`, `detached`, `discarded`, `pool_closed`, `evicted`, `retired`) |
 //! | `stickypool_leaks_total` | counter | connections reported as leaked |
+//! | `stickypool_recovered_after_panic_total` | counter | connections rolled back and kept after their borrower panicked |
 //! | `stickypool_wait_seconds` | histogram | how long the borrows that waited waited |
 //! | `stickypool_connect_seconds` | histogram | how long opening a connection took |
 //! | `stickypool_hold_seconds` | histogram | how long connections were held (ms resolution, powers of two) |
@@ -154,6 +155,10 @@ pub(crate) fn publish_parts(id: u64, name: &str, state: State, stats: Stats, clo
         stats.validation_failures,
     );
     c("stickypool_leaks_total", stats.leaks_reported);
+    c(
+        "stickypool_recovered_after_panic_total",
+        stats.recovered_after_panic,
+    );
     for (reason, count) in stats.closed.iter() {
         counter!(
             "stickypool_connections_closed_total",
@@ -249,6 +254,10 @@ fn describe() {
             "Connections closed, by reason",
         ),
         ("stickypool_leaks_total", "Connections reported as leaked"),
+        (
+            "stickypool_recovered_after_panic_total",
+            "Connections rolled back and kept after their borrower panicked",
+        ),
     ];
     for (name, help) in counters {
         describe_counter!(name, Unit::Count, help);

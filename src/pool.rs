@@ -257,6 +257,12 @@ impl<M: ManageConnection> Pool<M> {
         self.shared.settings().test_on_check_out
     }
 
+    /// How recently a connection must have been checked for a borrow to skip the
+    /// check ([`Builder::validation_bypass`]).
+    pub fn validation_bypass(&self) -> Duration {
+        Duration::from_millis(self.shared.settings().validation_bypass_ms)
+    }
+
     /// The `idle_timeout` setting (r2d2's getter).
     pub fn idle_timeout(&self) -> Option<Duration> {
         self.shared.settings().idle_timeout

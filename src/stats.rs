@@ -187,6 +187,7 @@ pub(crate) struct Counters {
     pub(crate) leaks: AtomicU64,
     pub(crate) validation_failures: AtomicU64,
     pub(crate) hook_panics: AtomicU64,
+    pub(crate) recovered_after_panic: AtomicU64,
     pub(crate) wait_time: AtomicHistogram,
     pub(crate) connect_time: AtomicHistogram,
 }
@@ -248,6 +249,9 @@ pub struct Stats {
     /// Calls into user code (manager, customizer, event handler) that panicked. The
     /// pool caught each, treated the call as failed and went on.
     pub hook_panics: u64,
+    /// Connections whose borrower panicked that the pool rolled back and kept instead
+    /// of closing (see [`PooledConnection`](crate::PooledConnection)).
+    pub recovered_after_panic: u64,
     /// How long the borrows that waited waited (`waits` of them; the `borrows - waits`
     /// that took an idle connection at once are not in it).
     pub wait_time: Histogram,
@@ -282,6 +286,7 @@ impl Counters {
             closed,
             leaks_reported: load(&self.leaks),
             hook_panics: load(&self.hook_panics),
+            recovered_after_panic: load(&self.recovered_after_panic),
             wait_time,
             connect_time: self.connect_time.snapshot(),
             hold_time_total: hold_time.sum(),
@@ -312,6 +317,9 @@ impl fmt::Display for Stats {
         write!(f, ", leaks reported {}", self.leaks_reported)?;
         if self.hook_panics > 0 {
             write!(f, ", hook panics {}", self.hook_panics)?;
+        }
+        if self.recovered_after_panic > 0 {
+            write!(f, ", kept after a panic {}", self.recovered_after_panic)?;
         }
         Ok(())
     }

@@ -152,7 +152,7 @@ fn try_borrow_reports_the_overlap() {
 }
 
 #[test]
-fn a_panic_while_bound_discards_and_unbinds() {
+fn a_panic_while_bound_rolls_back_and_unbinds() {
     let pool = pool(2);
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         let outer = pool.bind().unwrap();
@@ -165,9 +165,15 @@ fn a_panic_while_bound_discards_and_unbinds() {
     assert!(!pool.is_bound());
     assert_eq!(pool.state().in_use, 0);
     assert_eq!(
-        pool.stats().closed.get(stickypool::CloseReason::Discarded),
+        pool.stats().recovered_after_panic,
         1,
-        "the connection held through the panic is closed"
+        "the connection held through the panic is rolled back and kept"
+    );
+    assert_eq!(pool.stats().closed.total(), 0);
+    let resets = pool.manager().script.resets.lock().unwrap().clone();
+    assert!(
+        matches!(resets[..], [(_, ResetAction::Rollback)]),
+        "{resets:?}"
     );
     // Binding works again afterwards.
     let conn = pool.bind().unwrap();

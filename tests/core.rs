@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{FakeManager, SOON, wait_until};
 use scheduled_thread_pool::ScheduledThreadPool;
-use stickypool::{Error, Pool};
+use stickypool::{Error, ManageConnection, Pool, ResetAction};
 
 fn pool(max: u32, min_idle: u32) -> (Pool<FakeManager>, FakeManager) {
     let manager = FakeManager::new();
@@ -398,7 +398,7 @@ fn discard_closes_instead_of_returning() {
 }
 
 #[test]
-fn a_panic_while_held_discards_the_connection() {
+fn a_panic_while_held_rolls_the_connection_back_and_keeps_it() {
     let (pool, manager) = pool(1, 1);
     let id = pool.get().unwrap().id;
     let result = thread::scope(|s| {
@@ -410,17 +410,92 @@ fn a_panic_while_held_discards_the_connection() {
         .join()
     });
     assert!(result.is_err());
-    assert_eq!(manager.script.closes.lock().unwrap().get(&id), Some(&1));
+    assert_eq!(manager.script.closes.lock().unwrap().get(&id), None);
+    assert_eq!(
+        manager.script.resets.lock().unwrap()[..],
+        [(id, ResetAction::Rollback)]
+    );
+    assert_eq!(pool.stats().recovered_after_panic, 1);
     let next = pool.get_timeout(SOON).unwrap();
-    assert_ne!(next.id, id);
+    assert_eq!(next.id, id, "the same connection, rolled back");
     assert!(!next.in_transaction);
+}
+
+/// A panicking borrower's connection is closed instead of kept when the pool cannot
+/// make it clean: the check fails, the rollback fails, it is broken, or the manager
+/// cannot reset at all.
+#[test]
+fn a_panic_while_held_closes_a_connection_that_cannot_be_made_clean() {
+    type Spoil = fn(&FakeManager, &mut common::FakeConn);
+    let spoilers: [(&str, Spoil); 3] = [
+        ("the check fails", |m, _| {
+            m.script.fail_valid.store(true, Ordering::SeqCst)
+        }),
+        ("the rollback fails", |m, _| {
+            m.script.fail_reset.store(true, Ordering::SeqCst)
+        }),
+        ("it is broken", |_, conn| conn.broken = true),
+    ];
+    for (what, spoil) in spoilers {
+        let (pool, manager) = pool(1, 1);
+        let id = pool.get().unwrap().id;
+        let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut conn = pool.get().unwrap();
+            spoil(&manager, &mut conn);
+            panic!("boom while holding a connection");
+        }));
+        assert!(result.is_err());
+        assert_eq!(
+            manager.script.closes.lock().unwrap().get(&id),
+            Some(&1),
+            "{what}"
+        );
+        assert_eq!(
+            pool.stats().closed.get(stickypool::CloseReason::Discarded),
+            1,
+            "{what}"
+        );
+        assert_eq!(pool.stats().recovered_after_panic, 0, "{what}");
+    }
+
+    // A manager that cannot reset (as r2d2's cannot): closed without a look.
+    #[derive(Debug)]
+    struct NoReset(FakeManager);
+    impl ManageConnection for NoReset {
+        type Connection = common::FakeConn;
+        type Error = common::FakeError;
+        fn connect(&self) -> Result<Self::Connection, Self::Error> {
+            self.0.connect()
+        }
+        fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error> {
+            self.0.is_valid(conn)
+        }
+        fn has_broken(&self, conn: &mut Self::Connection) -> bool {
+            self.0.has_broken(conn)
+        }
+    }
+    let manager = FakeManager::new();
+    let pool = Pool::builder()
+        .max_size(1)
+        .build(NoReset(manager.clone()))
+        .unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _conn = pool.get().unwrap();
+        panic!("boom while holding a connection");
+    }));
+    assert!(result.is_err());
+    assert_eq!(
+        pool.stats().closed.get(stickypool::CloseReason::Discarded),
+        1
+    );
+    assert!(manager.script.resets.lock().unwrap().is_empty());
 }
 
 /// The return right after the borrow takes the short path (held under a millisecond):
 /// it must still see the unwinding. `resume_unwind` skips the panic hook, so the
 /// borrow lasts microseconds.
 #[test]
-fn a_panic_right_after_the_borrow_discards_the_connection() {
+fn a_panic_right_after_the_borrow_is_seen_by_the_return() {
     let (pool, manager) = pool(1, 1);
     let id = pool.get().unwrap().id;
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -428,12 +503,11 @@ fn a_panic_right_after_the_borrow_discards_the_connection() {
         std::panic::resume_unwind(Box::new("boom right after the borrow"));
     }));
     assert!(result.is_err());
-    assert_eq!(manager.script.closes.lock().unwrap().get(&id), Some(&1));
     assert_eq!(
-        pool.stats().closed.get(stickypool::CloseReason::Discarded),
-        1
+        manager.script.resets.lock().unwrap()[..],
+        [(id, ResetAction::Rollback)]
     );
-    assert_ne!(pool.get_timeout(SOON).unwrap().id, id);
+    assert_eq!(pool.stats().recovered_after_panic, 1);
 }
 
 #[test]

@@ -234,7 +234,8 @@ mod jobs {
         assert!(!report.contains("FAILED"));
         assert!(report.contains("job   2 panicked: 0 rows"));
         assert!(report.contains("job   3 returned an error"));
-        assert!(report.contains("connections discarded: 1"));
+        assert!(report.contains("connections rolled back and kept after a panic: 1"));
+        assert!(report.contains("connections closed: 0"));
         // The panic is the simulated one, caught by the worker.
         assert!(stderr(&out).contains("simulated crash before COMMIT"));
     }

@@ -223,19 +223,47 @@ fn a_panic_in_a_background_job_does_not_stop_it() {
 
 #[test]
 fn hooks_that_panic_while_the_thread_unwinds_do_not_abort_the_process() {
-    for hook in ["handle_checkin", "handle_release", "on_release", "drop"] {
+    // The hooks of the return, of the recovery after a panic (`has_broken`, the check,
+    // the rollback, `on_check_in`: a panic in one fails the recovery) and of closing
+    // (reached through a failed rollback).
+    let hooks = [
+        "handle_checkin",
+        "has_broken",
+        "is_valid",
+        "reset",
+        "on_check_in",
+        "handle_release",
+        "on_release",
+        "drop",
+    ];
+    for hook in hooks {
         let manager = FakeManager::new();
         let pool = pool_of_one(&manager);
-        manager.script.panic_in(hook, 1);
+        let closing = ["handle_release", "on_release", "drop"].contains(&hook);
         let result = thread::scope(|s| {
             s.spawn(|| {
                 let _conn = pool.get().unwrap();
+                manager.script.panic_in(hook, 1);
+                if closing {
+                    manager.script.fail_reset.store(true, Ordering::SeqCst);
+                }
                 panic!("the borrower panics while holding a connection");
             })
             .join()
         });
         assert!(result.is_err(), "the borrower's own panic reaches join");
-        assert_eq!(pool.stats().closed.get(CloseReason::Discarded), 1);
+        manager.script.fail_reset.store(false, Ordering::SeqCst);
+        let kept = hook == "handle_checkin";
+        assert_eq!(
+            pool.stats().closed.get(CloseReason::Discarded),
+            u64::from(!kept),
+            "{hook}"
+        );
+        assert_eq!(
+            pool.stats().recovered_after_panic,
+            u64::from(kept),
+            "{hook}"
+        );
         assert_recovered(pool, &manager, 1);
     }
 }

@@ -142,6 +142,37 @@ fn keepalive_replaces_a_dead_idle_connection() {
 }
 
 #[test]
+fn by_default_only_compat_checks_every_borrow() {
+    // stickypool's own API: checked at the connect, then not again within 500 ms.
+    let manager = FakeManager::new();
+    let pool = stickypool::Pool::builder()
+        .max_size(1)
+        .build(manager.clone())
+        .unwrap();
+    assert_eq!(
+        pool.validation_bypass(),
+        stickypool::DEFAULT_VALIDATION_BYPASS
+    );
+    assert_eq!(pool.validation_bypass(), Duration::from_millis(500));
+    for _ in 0..10 {
+        drop(pool.get().unwrap());
+    }
+    assert!(manager.script.valid_calls.load(Ordering::SeqCst) <= 1);
+
+    // r2d2's meaning in `compat`: every borrow is checked.
+    let manager = FakeManager::new();
+    let pool = stickypool::compat::Pool::builder()
+        .max_size(1)
+        .build(manager.clone())
+        .unwrap();
+    assert_eq!(pool.validation_bypass(), Duration::ZERO);
+    for _ in 0..10 {
+        drop(pool.get().unwrap());
+    }
+    assert_eq!(manager.script.valid_calls.load(Ordering::SeqCst), 10);
+}
+
+#[test]
 fn the_borrow_check_is_skipped_within_the_bypass_window() {
     let manager = FakeManager::new();
     let pool = builder("bypass")

@@ -102,6 +102,7 @@ fn waits_connects_checks_resets_and_closes_are_traced() {
         .max_size(1)
         .min_idle(Some(0))
         .connection_timeout(SOON)
+        .validation_bypass(Duration::ZERO)
         .reset_on_return(ResetAction::Rollback)
         .build(FakeManager::new())
         .unwrap();

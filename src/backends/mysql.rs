@@ -108,8 +108,9 @@
 //!
 //! When the server restarts, every pooled connection is dead, and since `has_broken`
 //! cannot see it, something else must notice before the pool hands the connection out
-//! again. By default every borrow is checked (`test_on_check_out`), which does. With
-//! the opt-in [`validation_bypass`](crate::Builder::validation_bypass) a connection in
+//! again. A check on every borrow does (`validation_bypass(Duration::ZERO)`, and the
+//! default in [`compat`](crate::compat)). With the default
+//! [`validation_bypass`](crate::Builder::validation_bypass) of 500 ms a connection in
 //! constant use skips that check inside the window, so add one of:
 //!
 //! * [`reset_on_return`](crate::Builder::reset_on_return) with

@@ -136,8 +136,10 @@ impl<M: ManageConnection> Shared<M> {
         if self.config.observed {
             self.note_checkin(meta, entry.id, held_ms);
         }
-        let close = if discard || std::thread::panicking() {
+        let close = if discard {
             Some(CloseReason::Discarded)
+        } else if std::thread::panicking() {
+            (!self.recover_after_panic(entry)).then_some(CloseReason::Discarded)
         } else if self.has_broken(&mut entry.conn) {
             Some(CloseReason::Broken)
         } else if now >= entry.expires_ms {
@@ -163,7 +165,7 @@ impl<M: ManageConnection> Shared<M> {
 
     /// `ManageConnection::has_broken`; a panic in it counts as broken.
     #[inline(always)]
-    fn has_broken(&self, conn: &mut M::Connection) -> bool {
+    pub(super) fn has_broken(&self, conn: &mut M::Connection) -> bool {
         self.hook("ManageConnection::has_broken", || {
             self.manager.has_broken(conn)
         })

@@ -23,6 +23,13 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// deadline arithmetic cannot overflow: in effect, never.
 pub(crate) const LONGEST_PERIOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
+/// The default [`Builder::validation_bypass`](crate::Builder::validation_bypass) of
+/// stickypool's own API (HikariCP's; [`compat`](crate::compat) keeps r2d2's zero): a
+/// borrow checks a connection only if its last check is at least this old. Measured in
+/// a thread-pool HTTP service on PostgreSQL (`docs/benchmarks.md`, "A service under
+/// load"): a check on every borrow costs a round trip per request.
+pub const DEFAULT_VALIDATION_BYPASS: Duration = Duration::from_millis(500);
+
 /// The default [`Builder::validation_timeout`](crate::Builder::validation_timeout), HikariCP's.
 pub const DEFAULT_VALIDATION_TIMEOUT: Duration = Duration::from_secs(5);
 

@@ -19,7 +19,16 @@ impl<M: ManageConnection> Shared<M> {
     /// The fake close and the optional check on return; `Some` if the connection
     /// must be closed.
     pub(super) fn recycle(&self, entry: &mut PoolEntry<M::Connection>) -> Option<CloseReason> {
-        let (action, id) = (self.config.reset_on_return, entry.id);
+        self.recycle_with(entry, self.config.reset_on_return)
+    }
+
+    /// `recycle` with the reset `action`.
+    fn recycle_with(
+        &self,
+        entry: &mut PoolEntry<M::Connection>,
+        action: ResetAction,
+    ) -> Option<CloseReason> {
+        let id = entry.id;
         if action != ResetAction::None {
             let _span =
                 trace::span!("reset", pool = %self.config.name, conn_id = id, action = ?action)
@@ -46,6 +55,33 @@ impl<M: ManageConnection> Shared<M> {
             entry.last_checked_ms = clock::now_ms();
         }
         None
+    }
+
+    /// Whether a connection returned by a panicking borrower can be kept. It may be
+    /// anywhere: mid-transaction, or with a reply half read if the panic came from a
+    /// callback inside the driver. So it is kept only if the manager can reset it and,
+    /// in this order, `has_broken` says no, the check passes within the validation
+    /// timeout (the server answers and the driver is in step with it, so a hung server
+    /// holds the unwinding thread no longer than that), the rollback (the session reset
+    /// where that is the pool's reset, never a commit) succeeds, and the customizer's
+    /// `on_check_in` and the optional check on return pass, as on any return.
+    pub(super) fn recover_after_panic(&self, entry: &mut PoolEntry<M::Connection>) -> bool {
+        if !self.manager.can_reset() || self.has_broken(&mut entry.conn) {
+            return false;
+        }
+        if !self.check(&mut entry.conn, entry.id) {
+            return false;
+        }
+        entry.last_checked_ms = clock::now_ms();
+        let action = match self.config.reset_on_return {
+            ResetAction::Session => ResetAction::Session,
+            _ => ResetAction::Rollback,
+        };
+        let recovered = self.recycle_with(entry, action).is_none();
+        if recovered {
+            Counters::bump(&self.counters.recovered_after_panic);
+        }
+        recovered
     }
 
     /// One step of the reset on return: `Some` (close the connection) if it failed or
