@@ -327,3 +327,48 @@ fn credentials_change_at_runtime() {
     assert_ne!(id(&mut pool.get().unwrap()), first);
     assert!(!format!("{:?}", pool.manager()).contains(&password));
 }
+
+/// A borrower that panics mid-transaction, or halfway through reading a result, costs no
+/// reconnect: the pool checks the connection, rolls it back and keeps it, and nothing of
+/// the transaction is committed or seen by the next borrower.
+#[test]
+fn a_panicking_borrower_costs_no_reconnect_and_leaks_no_transaction() {
+    let test = "a_panicking_borrower_costs_no_reconnect_and_leaks_no_transaction";
+    let Some(manager) = manager(test) else { return };
+    let table = Table::create(&manager);
+    let pool = Pool::builder()
+        .max_size(1)
+        .min_idle(Some(0))
+        .build(self::manager(test).unwrap())
+        .unwrap();
+    let panics = 20;
+    for i in 0..panics {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut conn = pool.get().unwrap();
+            conn.query_drop("BEGIN").unwrap();
+            conn.exec_drop(
+                format!("INSERT INTO {} VALUES (?, ?)", table.name),
+                (i, "x"),
+            )
+            .unwrap();
+            if i % 2 == 1 {
+                // Halfway through a result of many rows.
+                let mut rows = conn.query_iter("SELECT seq FROM seq_1_to_100000").unwrap();
+                let _first = rows.next();
+            }
+            panic!("a bug while holding the connection");
+        }));
+        assert!(caught.is_err());
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.connections_created, 1, "{stats}");
+    assert_eq!(stats.recovered_after_panic, panics, "{stats}");
+    assert_eq!(stats.closed.total(), 0, "{stats}");
+    let mut conn = pool.get().unwrap();
+    assert!(!in_transaction(&mut conn, &manager, &table.name, 1_000));
+    assert_eq!(
+        committed_rows(&manager, &table.name),
+        1,
+        "only the probe's row"
+    );
+}

@@ -421,3 +421,42 @@ fn credentials_and_url_change_at_runtime() {
     assert_eq!(name, "rotated");
     assert!(!format!("{:?}", pool.manager()).contains(&password));
 }
+
+/// A borrower that panics mid-transaction, or halfway through reading a result, costs no
+/// reconnect: the pool checks the connection, rolls it back and keeps it, and nothing of
+/// the transaction is committed or seen by the next borrower.
+#[test]
+fn a_panicking_borrower_costs_no_reconnect_and_leaks_no_transaction() {
+    let test = "a_panicking_borrower_costs_no_reconnect_and_leaks_no_transaction";
+    let Some(config) = config(test) else { return };
+    let table = Table::create(&config);
+    // The default reset (none): the panic's rollback does not depend on it.
+    let pool = pool(PostgresManager::new(config, NoTls), ResetAction::None);
+    let panics = 20;
+    for i in 0..panics {
+        let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut conn = pool.get().unwrap();
+            conn.batch_execute(&format!("BEGIN; INSERT INTO {} VALUES ({i})", table.name))
+                .unwrap();
+            if i % 2 == 1 {
+                // Halfway through a result of many rows.
+                let rows = conn
+                    .query_raw(
+                        "SELECT generate_series(1, 100000)",
+                        std::iter::empty::<i32>(),
+                    )
+                    .unwrap();
+                let _first = postgres::fallible_iterator::FallibleIterator::next(&mut { rows });
+            }
+            panic!("a bug while holding the connection");
+        }));
+        assert!(caught.is_err());
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.connections_created, 1, "{stats}");
+    assert_eq!(stats.recovered_after_panic, panics, "{stats}");
+    assert_eq!(stats.closed.total(), 0, "{stats}");
+    let mut conn = pool.get().unwrap();
+    assert!(!in_transaction(&mut conn), "no transaction left open");
+    assert_eq!(table.committed_rows(), 0);
+}
