@@ -118,6 +118,7 @@ fn name_defaults_to_the_alias_and_missing_keys_keep_the_defaults() {
     let debug = builder_debug(&config, "cache");
     let defaults = format!("{:?}", Pool::<FakeManager>::builder().name("cache"));
     assert_eq!(debug, defaults);
+    assert!(debug.contains("validation_bypass: 500ms"), "{debug}");
 }
 
 #[test]
