@@ -43,7 +43,7 @@
 //!   connects. `/stats` reports the distinct client addresses served and the requests
 //!   per worker, so the script can check every run.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::error::Error;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -447,7 +447,8 @@ struct Tally {
     failures: u64,
     /// Time spent between receiving a request and having answered it.
     busy: Duration,
-    peers: HashSet<SocketAddr>,
+    /// Requests per client connection.
+    peers: HashMap<SocketAddr, u64>,
 }
 
 /// Where `/stats` counts from: the previous call.
@@ -608,7 +609,9 @@ fn work(server: &Server, app: &App, me: usize, mut conns: impl Conns) {
         tally.requests += 1;
         tally.failures += u64::from(failed);
         tally.busy += started.elapsed();
-        tally.peers.extend(peer);
+        if let Some(peer) = peer {
+            *tally.peers.entry(peer).or_default() += 1;
+        }
     }
 }
 
@@ -642,7 +645,9 @@ fn respond(request: Request, reply: Reply) {
 /// did meanwhile (connections opened, checks run). Resets what it reports.
 ///
 /// `busy_*` is the share of the time a worker spent handling requests;
-/// `idle_workers` counts the workers that handled none.
+/// `idle_workers` counts the workers that handled none; `starved_peers` the client
+/// connections served less than a tenth of the mean (wrk keeps one request in flight
+/// on each connection, so served fairly they get about as many each).
 fn stats(app: &App) -> String {
     let before = std::mem::replace(&mut *app.last_stats.lock().expect("a mark"), Mark::now());
     let now = app.last_stats.lock().expect("a mark");
@@ -657,12 +662,17 @@ fn stats(app: &App) -> String {
         .map(|t| t.busy.as_secs_f64() / interval)
         .collect();
     let requests: Vec<u64> = tallies.iter().map(|t| t.requests).collect();
-    let peers: HashSet<SocketAddr> = tallies
-        .iter()
-        .flat_map(|t| t.peers.iter().copied())
-        .collect();
+    let mut peers: HashMap<SocketAddr, u64> = HashMap::new();
+    for (&peer, &n) in tallies.iter().flat_map(|t| &t.peers) {
+        *peers.entry(peer).or_default() += n;
+    }
+    let per_peer = peers.values().sum::<u64>() as f64 / peers.len().max(1) as f64;
+    let starved = peers
+        .values()
+        .filter(|&&n| (n as f64) < per_peer / 10.0)
+        .count();
     format!(
-        "requests={} failures={} peers={} workers={} idle_workers={} busy_min={:.2} \
+        "requests={} failures={} peers={} starved_peers={starved} workers={} idle_workers={} busy_min={:.2} \
          busy_mean={:.2} requests_min={} requests_max={} db_opened={} db_checks={} \
          redis_opened={} redis_checks={}\n",
         requests.iter().sum::<u64>(),
@@ -789,6 +799,8 @@ mod report {
         /// Distinct client connections the server served, and how many wrk opened.
         peers: u32,
         wrk_connections: u32,
+        /// Connections served less than a tenth of the mean.
+        starved_peers: u32,
         idle_workers: u32,
         busy_mean: f64,
         /// The endpoint's pool: connections opened and checks run during the run.
@@ -826,6 +838,7 @@ mod report {
                 p99_ms: get("p99_ms")?.parse()?,
                 peers: get("peers")?.parse()?,
                 wrk_connections: get("wrk_connections")?.parse()?,
+                starved_peers: get("starved_peers")?.parse()?,
                 idle_workers: get("idle_workers")?.parse()?,
                 busy_mean: get("busy_mean")?.parse()?,
                 opened: get(&format!("{backend}_opened"))?.parse()?,
@@ -844,6 +857,9 @@ mod report {
                     "served {}/{} connections",
                     self.peers, self.wrk_connections
                 ));
+            }
+            if self.starved_peers > 0 {
+                flags.push(format!("{} connections starved", self.starved_peers));
             }
             if self.idle_workers > 0 {
                 flags.push(format!("{} workers served nothing", self.idle_workers));
