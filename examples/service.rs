@@ -4,7 +4,7 @@
 //! loses from the pool.
 //!
 //! ```text
-//! service serve --mode stickypool|r2d2|direct --workers N --connections N
+//! service serve --mode stickypool|r2d2|direct|stickypool-checked --workers N --connections N
 //!               [--addr 127.0.0.1:0] [--prime N] [--no-nodelay]
 //! service report RESULTS.txt     # the markdown tables of a scripts/service-bench run
 //! ```
@@ -60,12 +60,14 @@ use stickypool::backends::redis::RedisManager;
 use tiny_http::{Header, Request, Response, Server};
 
 const USAGE: &str = "\
-Usage: service serve --mode stickypool|r2d2|direct --workers N --connections N
+Usage: service serve --mode MODE --workers N --connections N
                      [--addr ADDR] [--prime N] [--no-nodelay]
        service report RESULTS.txt
 
 serve: the benchmark's HTTP service (GET /db, /fortunes, /redis, /ping, /stats);
        reads STICKYPOOL_POSTGRES_URL and STICKYPOOL_REDIS_URL.
+       --mode         stickypool, r2d2, direct, or stickypool-checked (stickypool
+                      checking every borrow: validation_bypass 0)
        --connections  the pools' max_size and min_idle (ignored by direct)
        --prime N      open N connections to itself first, one at a time [default: 0]
        --no-nodelay   leave TCP_NODELAY off (to see the delayed-ACK stall)
@@ -107,6 +109,8 @@ fn main() -> ExitCode {
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Stickypool,
+    /// stickypool with `validation_bypass(0)`: every borrow checked, as in r2d2.
+    StickypoolChecked,
     R2d2,
     Direct,
 }
@@ -136,6 +140,7 @@ fn parse_serve(args: &[String]) -> Result<Options, Failure> {
             "--mode" => {
                 opts.mode = match value()?.as_str() {
                     "stickypool" => Mode::Stickypool,
+                    "stickypool-checked" => Mode::StickypoolChecked,
                     "r2d2" => Mode::R2d2,
                     "direct" => Mode::Direct,
                     other => return Err(format!("unknown mode `{other}`").into()),
@@ -335,20 +340,29 @@ struct StickyPools {
 }
 
 impl StickyPools {
-    /// stickypool's defaults, but for the size; `build` opens every connection.
-    fn build(size: u32) -> Result<StickyPools, Failure> {
+    /// stickypool's defaults, but for the size and, if asked, a check on every borrow;
+    /// `build` opens every connection.
+    fn build(size: u32, check_every_borrow: bool) -> Result<StickyPools, Failure> {
         let db = PostgresManager::from_url(&env("STICKYPOOL_POSTGRES_URL")?)?;
         let redis = RedisManager::new(env("STICKYPOOL_REDIS_URL")?.as_str())?;
         Ok(StickyPools {
-            db: stickypool::Pool::builder()
-                .max_size(size)
-                .min_idle(Some(size))
-                .build(Counted(db))?,
-            redis: stickypool::Pool::builder()
-                .max_size(size)
-                .min_idle(Some(size))
-                .build(Counted(redis))?,
+            db: Self::builder(size, check_every_borrow).build(Counted(db))?,
+            redis: Self::builder(size, check_every_borrow).build(Counted(redis))?,
         })
+    }
+
+    fn builder<M: stickypool::ManageConnection>(
+        size: u32,
+        check_every_borrow: bool,
+    ) -> stickypool::Builder<M> {
+        let builder = stickypool::Pool::builder()
+            .max_size(size)
+            .min_idle(Some(size));
+        if check_every_borrow {
+            builder.validation_bypass(Duration::ZERO)
+        } else {
+            builder
+        }
     }
 }
 
@@ -483,8 +497,9 @@ fn serve(opts: &Options) -> Result<(), Failure> {
     let addr = listener.local_addr()?;
     let server = Server::from_listener(listener, None)?;
     match opts.mode {
-        Mode::Stickypool => {
-            let pools = StickyPools::build(opts.connections)?;
+        Mode::Stickypool | Mode::StickypoolChecked => {
+            let check_every_borrow = opts.mode == Mode::StickypoolChecked;
+            let pools = StickyPools::build(opts.connections, check_every_borrow)?;
             run(&server, addr, opts, vec![&pools; opts.workers])
         }
         Mode::R2d2 => {
@@ -893,7 +908,7 @@ mod report {
             println!("|---|---|---:|---:|---:|---:|---:|---:|---:|---|");
             let of_endpoint: Vec<&Run> = runs.iter().filter(|r| r.endpoint == endpoint).collect();
             for shape in distinct(of_endpoint.iter().map(|r| (r.threads, r.connections))) {
-                for mode in ["stickypool", "r2d2", "direct"] {
+                for mode in ["stickypool", "stickypool-checked", "r2d2", "direct"] {
                     let rows: Vec<&Run> = of_endpoint
                         .iter()
                         .copied()
