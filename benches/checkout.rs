@@ -9,13 +9,13 @@
 //!   iterations. On a machine with fewer cores than threads they mostly run one after
 //!   another, so this measures the uncontended path more than the waiting one.
 //!
-//! After criterion's groups, the **fixed-duration contended** rows: 32 threads on 8
-//! connections and 64 on 16, every thread borrowing and returning in a loop until a
-//! deadline, so threads are preempted while they hold a connection and the others
-//! wait for it, as in a service. Each row is the wall time over the operations of all
-//! threads, with its ratio to the floor and to r2d2 in the same round; rounds alternate
-//! the order of the pools. `CONTENDED_SECS` (default 2) per row, `CONTENDED_ROUNDS`
-//! (default 3).
+//! After criterion's groups, the **fixed-duration** rows: one thread on 8 connections,
+//! then the contended ones, 32 threads on 8 connections and 64 on 16. Every thread
+//! borrows and returns in a loop until a deadline, so threads are preempted while they
+//! hold a connection and the others wait for it, as in a service. Each row is the wall
+//! time over the operations of all threads, with its ratio to the floor and to r2d2 in
+//! the same round; rounds rotate the order of the pools. `FIXED_SECS` (default 2) per
+//! row, `FIXED_ROUNDS` (default 3).
 //!
 //! Pools:
 //! * `stickypool`: idle timeout and max lifetime off;
@@ -36,7 +36,7 @@
 //!
 //! Run with `cargo bench --bench checkout`, then `scripts/bench-summary` for a table of
 //! ns/op and ratios read from criterion's results (the fixed-duration rows are printed
-//! by the run itself). `cargo bench --bench checkout -- contended` runs those alone.
+//! by the run itself). `cargo bench --bench checkout -- fixed` runs those alone.
 
 mod common;
 
@@ -328,9 +328,9 @@ fn run_for<P: BenchPool>(pool: &P, threads: usize, measure: Duration) -> f64 {
     elapsed.as_secs_f64() * 1e9 / ops.load(Ordering::Relaxed).max(1) as f64
 }
 
-/// The fixed-duration contended rows (see the module docs), printed as a table per
+/// The fixed-duration rows (see the module docs), printed as a table per
 /// shape and round.
-fn contended(measure: Duration, rounds: u64) {
+fn fixed_duration(measure: Duration, rounds: u64) {
     type Row = (&'static str, fn(u32, usize, Duration) -> f64);
     let rows: [Row; 4] = [
         ("stickypool", |n, t, d| run_for(&stickypool_pool(n), t, d)),
@@ -342,7 +342,7 @@ fn contended(measure: Duration, rounds: u64) {
             run_for(&FloorPool::new(n as usize), t, d)
         }),
     ];
-    for (threads, connections) in [(32, 8), (64, 16)] {
+    for (threads, connections) in [(1, 8), (32, 8), (64, 16)] {
         for round in 0..rounds {
             let mut order: Vec<_> = rows.iter().collect();
             order.rotate_left(round as usize % rows.len());
@@ -354,7 +354,7 @@ fn contended(measure: Duration, rounds: u64) {
             let of = |name| times.iter().find(|(n, _)| *n == name).map(|(_, t)| *t);
             let (floor, r2d2) = (of("floor").unwrap(), of("r2d2").unwrap());
             println!(
-                "contended, fixed duration: {threads} threads, {connections} connections (round {})",
+                "fixed duration: {threads} threads, {connections} connections (round {})",
                 round + 1
             );
             println!(
@@ -384,12 +384,12 @@ fn env_u64(name: &str, default: u64) -> u64 {
 }
 
 fn main() {
-    // `cargo bench --bench checkout -- contended`: only the fixed-duration rows.
-    let only_contended = std::env::args().skip(1).any(|a| a == "contended");
-    let measure = Duration::from_secs(env_u64("CONTENDED_SECS", 2).max(1));
-    let rounds = env_u64("CONTENDED_ROUNDS", 3).max(1);
-    if only_contended {
-        contended(measure, rounds);
+    // `cargo bench --bench checkout -- fixed`: only the fixed-duration rows.
+    let only_fixed = std::env::args().skip(1).any(|a| a == "fixed");
+    let measure = Duration::from_secs(env_u64("FIXED_SECS", 2).max(1));
+    let rounds = env_u64("FIXED_ROUNDS", 3).max(1);
+    if only_fixed {
+        fixed_duration(measure, rounds);
         return;
     }
     let mut c = Criterion::default()
@@ -402,5 +402,5 @@ fn main() {
     bench_group(&mut c, "threads32_conns8", 32, 8);
     c.final_summary();
     println!("\nTable of ns/op and ratios: scripts/bench-summary\n");
-    contended(measure, rounds);
+    fixed_duration(measure, rounds);
 }

@@ -223,11 +223,12 @@ fn a_panic_in_a_background_job_does_not_stop_it() {
 
 #[test]
 fn hooks_that_panic_while_the_thread_unwinds_do_not_abort_the_process() {
-    // The hooks of the return, of the recovery after a panic (`has_broken`, the check,
-    // the rollback, `on_check_in`: a panic in one fails the recovery) and of closing
+    // The hooks of the return, of the recovery after a panic (`can_reset`, `has_broken`,
+    // the check, the rollback, `on_check_in`: a panic in one fails the recovery) and of closing
     // (reached through a failed rollback).
     let hooks = [
         "handle_checkin",
+        "can_reset",
         "has_broken",
         "is_valid",
         "reset",

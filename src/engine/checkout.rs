@@ -136,10 +136,11 @@ impl<M: ManageConnection> Shared<M> {
         if self.config.observed {
             self.note_checkin(meta, entry.id, held_ms);
         }
-        let close = if discard {
+        // A panicking borrower's connection was reset by its recovery, and then goes
+        // through the same checks as any other.
+        let panicked = std::thread::panicking();
+        let close = if discard || (panicked && !self.recover_after_panic(entry)) {
             Some(CloseReason::Discarded)
-        } else if std::thread::panicking() {
-            (!self.recover_after_panic(entry)).then_some(CloseReason::Discarded)
         } else if self.has_broken(&mut entry.conn) {
             Some(CloseReason::Broken)
         } else if now >= entry.expires_ms {
@@ -149,6 +150,7 @@ impl<M: ManageConnection> Shared<M> {
         {
             Some(reason)
         } else if self.config.resets
+            && !panicked
             && let Some(failed) = self.recycle(entry)
         {
             self.close_failed(checkout.into_ticket(), failed);

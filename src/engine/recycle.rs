@@ -66,7 +66,8 @@ impl<M: ManageConnection> Shared<M> {
     /// where that is the pool's reset, never a commit) succeeds, and the customizer's
     /// `on_check_in` and the optional check on return pass, as on any return.
     pub(super) fn recover_after_panic(&self, entry: &mut PoolEntry<M::Connection>) -> bool {
-        if !self.manager.can_reset() || self.has_broken(&mut entry.conn) {
+        let can_reset = self.hook("ManageConnection::can_reset", || self.manager.can_reset());
+        if can_reset != Some(true) || self.has_broken(&mut entry.conn) {
             return false;
         }
         if !self.check(&mut entry.conn, entry.id) {

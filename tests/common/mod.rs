@@ -32,7 +32,7 @@ pub struct Script {
     pub resets: Mutex<Vec<(u64, ResetAction)>>,
     /// Connection ids whose next `is_valid` fails.
     pub dead: Mutex<Vec<u64>>,
-    /// Hooks (`"connect"`, `"is_valid"`, `"has_broken"`, `"reset"`, `"drop"`, and the
+    /// Hooks (`"connect"`, `"is_valid"`, `"has_broken"`, `"can_reset"`, `"reset"`, `"drop"`, and the
     /// customizer's and handler's method names) that panic, with how many more times.
     pub panics: Mutex<HashMap<&'static str, u32>>,
     /// Connect attempts (numbered from 1, in the order they start) that fail.
@@ -192,6 +192,7 @@ impl ManageConnection for FakeManager {
     }
 
     fn can_reset(&self) -> bool {
+        self.script.maybe_panic("can_reset");
         true
     }
 
