@@ -125,8 +125,10 @@ fn use_it(bag: &Bag<u32>, ticket: &Ticket) {
 /// the slots (or never): then a taker counts it as still on its way and passes no
 /// baton. It deadlocks too if a giver that finds a competitor on its way (and so
 /// wakes nobody) reads `competing` without the `SeqCst` fence after publishing its
-/// slot: the competitor's look can then miss that slot while the giver misses the
-/// competitor's leaving. And it trips the `FENCED` premise assertion if `register`
+/// slot in `hand_off`, or trusts the look it took before publishing in
+/// `give_back_slow` (the look before the queue's lock) instead of looking again after
+/// the publish: the competitor's look can then miss that slot while the giver misses
+/// the competitor's leaving. And it trips the `FENCED` premise assertion if `register`
 /// sets `FENCED` before its heavy barrier has returned (0.1 did).
 #[test]
 fn two_givers_and_two_keepers_strand_nobody() {

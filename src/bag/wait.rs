@@ -262,7 +262,9 @@ impl<T, X> Bag<T, X> {
         if after.is_closed() {
             return false;
         }
-        // Pairs with the competitor's count-out, scan and fence, as in `hand_off`.
+        // Pairs with the competitor's count-out, scan and fence, as in `hand_off`. The
+        // publish's light barrier is not enough: it pairs only with heavy barriers, and
+        // a competitor runs none (loom cannot tell: it models that barrier as a fence).
         fence(Ordering::SeqCst);
         self.competitor_on_its_way()
     }
