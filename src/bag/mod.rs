@@ -140,6 +140,11 @@ pub struct Bag<T, X = ()> {
     /// How long the oldest waiter may wait before returns are handed to it rather
     /// than competed for.
     fair_after: Duration,
+    /// The coarse clock's millisecond from which the oldest waiter has waited
+    /// `fair_after` (`u64::MAX` while nobody waits): before it no return is due to a
+    /// waiter, so a giver may leave its slot to a competitor on its way without taking
+    /// the queue's lock (`give_back_slow`). Written under the lock.
+    oldest_due_ms: std::sync::atomic::AtomicU64,
     /// Loom only: heavy barriers completed (a ghost, read by the assertion that checks
     /// when `FENCED` may be trusted). A loom atomic, so that loom orders it against the
     /// registrations that read it.
@@ -166,6 +171,7 @@ impl<T, X: Default> Bag<T, X> {
             queue: Mutex::new(Queue::default()),
             competing: AtomicUsize::new(0),
             fair_after,
+            oldest_due_ms: std::sync::atomic::AtomicU64::new(u64::MAX),
             #[cfg(loom)]
             heavies: AtomicUsize::new(0),
         }

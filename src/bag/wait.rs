@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use super::{Bag, IDLE, IN_USE, RESCAN, Signal, Ticket};
+use crate::clock;
 use crate::sync::{
     Arc, AtomicUsize, Ordering, Thread, current, fence, heavy_barrier, park_timeout,
 };
@@ -225,7 +226,8 @@ impl<T, X> Bag<T, X> {
             if signal.is_closed() || ticket.0 >= self.slots.limit() {
                 return Err(ticket);
             }
-            if signal.waiters() != 0 && !self.competitor_on_its_way() {
+            if signal.waiters() != 0 && (!self.competitor_on_its_way() || self.oldest_may_be_due())
+            {
                 match self.hand_off(ticket) {
                     Ok(()) => return Ok(()),
                     Err(back) => {
@@ -253,11 +255,13 @@ impl<T, X> Bag<T, X> {
     /// see the slot this thread has just published `IDLE`, so that the return needs no
     /// hand-off (see "One competitor on its way" in docs/implementation.md).
     ///
-    /// Looked at before the queue's lock: under preemption a woken competitor may not
-    /// run for a scheduler period, and meanwhile every return would take the lock only
-    /// to find that it has nothing to do (with 32 threads looping on 8 connections on
-    /// two cores, the lock then cost 4-5x the whole borrow path). Returns are handed
-    /// over again, to the oldest waiter if it is due, once that competitor has looked.
+    /// Looked at before the queue's lock, while the oldest waiter cannot be due a
+    /// hand-off yet: under preemption a woken competitor may not run for a scheduler
+    /// period, and meanwhile every return would take the lock only to find that it has
+    /// nothing to do (with 32 threads looping on 8 connections on two cores, the lock
+    /// then cost 4-5x the whole borrow path). Once the oldest waiter may be due, the
+    /// returns take the lock again, so that waiter is not left to wait for the
+    /// competitor (which doubled the p99 wait in `benches/fairness.rs`).
     fn competitor_will_see(&self, after: Signal) -> bool {
         if after.is_closed() {
             return false;
@@ -271,6 +275,23 @@ impl<T, X> Bag<T, X> {
 
     fn competitor_on_its_way(&self) -> bool {
         self.competing.load(Ordering::SeqCst) != 0
+    }
+
+    /// Whether the oldest waiter may have waited `fair_after`: then a return goes
+    /// through `hand_off`, which decides under the lock whether it is due.
+    fn oldest_may_be_due(&self) -> bool {
+        clock::now_ms() >= self.oldest_due_ms.load(Ordering::Relaxed)
+    }
+
+    /// Notes when the oldest of `queue` will have waited `fair_after` (under the queue
+    /// lock, whenever the front of the queue may have changed). Rounded down to the
+    /// coarse clock's millisecond, so `oldest_may_be_due` errs towards the lock.
+    fn note_oldest(&self, queue: &Queue) {
+        let due = queue.waiters.front().map_or(u64::MAX, |oldest| {
+            let left = self.fair_after.saturating_sub(oldest.since.elapsed());
+            clock::now_ms().saturating_add(clock::millis(left))
+        });
+        self.oldest_due_ms.store(due, Ordering::Relaxed);
     }
 
     /// Gives `ticket` to the oldest waiter: directly if the return is due to it (see
@@ -346,6 +367,7 @@ impl<T, X> Bag<T, X> {
     fn pop(&self, queue: &mut Queue) -> Option<Arc<Waiter>> {
         let waiter = queue.waiters.pop_front()?;
         self.leave();
+        self.note_oldest(queue);
         Some(waiter)
     }
 
@@ -450,6 +472,9 @@ impl<T, X> Bag<T, X> {
             // back in its place for one that lost a competition.
             let place = queue.waiters.partition_point(|w| w.since <= turn.since);
             queue.waiters.insert(place, waiter.clone());
+            if place == 0 {
+                self.note_oldest(&queue);
+            }
             // Changed only under the lock, so a plain store will do.
             let registered = signal.with_waiters(signal.waiters() + 1);
             self.signal.store(registered.0, Ordering::Relaxed);
@@ -511,6 +536,9 @@ impl<T, X> Bag<T, X> {
             Some(position) => {
                 queue.waiters.remove(position);
                 self.leave();
+                if position == 0 {
+                    self.note_oldest(&queue);
+                }
                 true
             }
             None => false,
@@ -558,7 +586,9 @@ impl<T, X> Bag<T, X> {
             for waiter in &queue.waiters {
                 waiter.wake(WOKEN_CLOSED);
             }
-            queue.waiters.drain(..).collect()
+            let woken = queue.waiters.drain(..).collect();
+            self.note_oldest(&queue);
+            woken
         };
         for waiter in woken {
             waiter.thread.unpark();
