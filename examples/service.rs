@@ -48,9 +48,8 @@ use std::error::Error;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::process::ExitCode;
-use std::sync::Mutex;
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postgres::{Client, NoTls, Statement};
@@ -88,7 +87,7 @@ fn main() -> ExitCode {
         Some("report") if args.len() == 2 => {
             report::print(&args[1]).and_then(|flagged| match flagged {
                 0 => Ok(()),
-                n => Err(format!("{n} runs flagged (see the checks column)").into()),
+                n => Err(format!("{n} runs flagged (see the run checks column)").into()),
             })
         }
         Some("-h" | "--help") => {
