@@ -197,10 +197,11 @@ impl<M: ManageConnection, P> Builder<M, P> {
     /// [`DEFAULT_VALIDATION_BYPASS`] (500 ms, HikariCP's); zero in
     /// [`compat`](crate::compat), where every borrow is checked as in r2d2.
     ///
-    /// The check costs a server round trip per borrow: a thread-pool HTTP service on
-    /// PostgreSQL, whose requests are one query each, serves about a third fewer
-    /// requests with a check on every borrow (`docs/benchmarks.md`, "A service under
-    /// load"). The window saves that round trip for connections in constant use.
+    /// The check costs a server round trip per borrow: in a thread-pool HTTP service on
+    /// PostgreSQL and Redis, whose requests are one query each, checking every borrow
+    /// served 0.71 of the requests the default served (median; 0.56-0.90 by shape,
+    /// `docs/benchmarks.md`, "A service under load"). The window saves that round trip
+    /// for connections in constant use.
     ///
     /// What it gives up: a connection that died less than the window after its last
     /// check (a server restart, a killed session) is handed out, and the borrower's
