@@ -46,12 +46,14 @@
 //! | `stickypool_waits_total` | counter | borrows that had to wait |
 //! | `stickypool_timeouts_total` | counter | borrows that timed out |
 //! | `stickypool_rejected_total` | counter | borrows refused by `max_waiters` |
+//! | `stickypool_unavailable_total` | counter | borrows failed at once because the backend was down (`Error::Unavailable`) |
 //! | `stickypool_connections_created_total` | counter | connections opened |
 //! | `stickypool_connect_failures_total` | counter | failed attempts to open one |
 //! | `stickypool_validation_failures_total` | counter | failed `is_valid` on borrow or return |
 //! | `stickypool_connections_closed_total{reason}` | counter | closed, by [`CloseReason`](crate::CloseReason) (`idle`, `lifetime`, `broken`, `reset_failed`, `keepalive_failed`, `detached`, `discarded`, `pool_closed`, `evicted`, `retired`) |
 //! | `stickypool_leaks_total` | counter | connections reported as leaked |
 //! | `stickypool_recovered_after_panic_total` | counter | connections rolled back and kept after their borrower panicked |
+//! | `stickypool_hook_panics_total` | counter | calls into user code (manager, customizer, event handler) that panicked |
 //! | `stickypool_wait_seconds` | histogram | how long the borrows that waited waited |
 //! | `stickypool_connect_seconds` | histogram | how long opening a connection took |
 //! | `stickypool_hold_seconds` | histogram | how long connections were held (ms resolution, powers of two) |
@@ -145,6 +147,7 @@ pub(crate) fn publish_parts(id: u64, name: &str, state: State, stats: Stats, clo
     c("stickypool_waits_total", stats.waits);
     c("stickypool_timeouts_total", stats.timeouts);
     c("stickypool_rejected_total", stats.rejected);
+    c("stickypool_unavailable_total", stats.unavailable);
     c(
         "stickypool_connections_created_total",
         stats.connections_created,
@@ -159,6 +162,7 @@ pub(crate) fn publish_parts(id: u64, name: &str, state: State, stats: Stats, clo
         "stickypool_recovered_after_panic_total",
         stats.recovered_after_panic,
     );
+    c("stickypool_hook_panics_total", stats.hook_panics);
     for (reason, count) in stats.closed.iter() {
         counter!(
             "stickypool_connections_closed_total",
@@ -257,6 +261,14 @@ fn describe() {
         (
             "stickypool_recovered_after_panic_total",
             "Connections rolled back and kept after their borrower panicked",
+        ),
+        (
+            "stickypool_unavailable_total",
+            "Borrows failed at once because the backend was down",
+        ),
+        (
+            "stickypool_hook_panics_total",
+            "Calls into user code that panicked",
         ),
     ];
     for (name, help) in counters {

@@ -3,6 +3,7 @@
 
 mod common;
 
+use std::sync::atomic::Ordering;
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
@@ -151,6 +152,18 @@ fn state_and_counters_are_published_with_the_pool_label() {
     );
     assert_eq!(counter(&m, "stickypool_connect_failures_total", &[]), 0);
     assert_eq!(counter(&m, "stickypool_leaks_total", &[]), 0);
+    assert_eq!(
+        counter(&m, "stickypool_unavailable_total", &[]),
+        stats.unavailable
+    );
+    assert_eq!(
+        counter(&m, "stickypool_hook_panics_total", &[]),
+        stats.hook_panics
+    );
+    assert_eq!(
+        counter(&m, "stickypool_recovered_after_panic_total", &[]),
+        stats.recovered_after_panic
+    );
     assert_eq!(
         counter(
             &m,
@@ -395,4 +408,32 @@ fn pools_publish_every_pool() {
         });
         assert!(found, "{name}");
     }
+}
+
+/// An outage shows in the metrics: borrows that failed at once because the backend
+/// refused every connect, which `stickypool_timeouts_total` never counts.
+#[test]
+fn an_outage_is_published() {
+    let manager = FakeManager::new();
+    manager.script.fail_connect.store(true, Ordering::SeqCst);
+    let pool = Pool::builder()
+        .name("metrics-outage")
+        .max_size(1)
+        .min_idle(Some(1))
+        .build_unchecked(manager.clone());
+    // Three failed connects open the breaker.
+    assert!(wait_until(SOON, || {
+        manager.script.connect_attempts.load(Ordering::SeqCst) >= 3
+    }));
+    assert!(wait_until(SOON, || matches!(
+        pool.get(),
+        Err(stickypool::Error::Unavailable { .. })
+    )));
+    let m = recorded("metrics-outage", || stickypool::metrics::publish(&pool));
+    assert!(counter(&m, "stickypool_unavailable_total", &[]) >= 1);
+    assert_eq!(
+        counter(&m, "stickypool_unavailable_total", &[]),
+        pool.stats().unavailable
+    );
+    assert_eq!(counter(&m, "stickypool_timeouts_total", &[]), 0);
 }
