@@ -22,6 +22,7 @@ use crate::error::Chain;
 /// to [`ManageConnection::reset`]. If the reset fails the connection is closed, never
 /// handed out dirty.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum ResetAction {
     /// Return the connection as it is (r2d2's behaviour).
     #[default]
@@ -146,6 +147,7 @@ impl<C, E> CustomizeConnection<C, E> for NopConnectionCustomizer {}
 
 /// Why a connection was closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum CloseReason {
     /// Idle longer than `idle_timeout` while the pool had more than `min_idle`.
     Idle,

@@ -207,14 +207,55 @@ impl<M: ManageConnection> Pool<M> {
         self.get_owned_timeout(self.shared.connection_timeout())
     }
 
-    /// [`get_owned`](Pool::get_owned), waiting up to `timeout`.
-    pub(crate) fn get_owned_timeout(&self, timeout: Duration) -> Result<OwnedConnection<M>, Error> {
+    /// [`get_owned`](Pool::get_owned), waiting up to `timeout` instead of the pool's
+    /// `connection_timeout`.
+    ///
+    /// ```
+    /// # use std::time::Duration;
+    /// # use stickypool::{Error, ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = ();
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut ()) -> bool { false }
+    /// # }
+    /// let pool = Pool::builder().max_size(1).build(Manager)?;
+    /// let held = pool.get_owned_timeout(Duration::from_millis(10))?;
+    /// let busy = pool.get_owned_timeout(Duration::from_millis(10));
+    /// assert!(matches!(busy, Err(Error::Timeout { .. })));
+    /// # drop(held);
+    /// # Ok::<(), Error>(())
+    /// ```
+    pub fn get_owned_timeout(&self, timeout: Duration) -> Result<OwnedConnection<M>, Error> {
         let checkout = self.shared.checkout(timeout)?;
         Ok(OwnedConnection::new(self.shared.clone(), checkout))
     }
 
-    /// [`try_get`](Pool::try_get) with a `'static` guard.
-    pub(crate) fn try_get_owned(&self) -> Option<OwnedConnection<M>> {
+    /// [`try_get`](Pool::try_get) with a `'static` guard: an idle connection now, or
+    /// `None` without waiting.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = ();
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut ()) -> bool { false }
+    /// # }
+    /// let pool = Pool::builder().max_size(1).build(Manager)?;
+    /// let held = std::thread::spawn({
+    ///     let conn = pool.try_get_owned().expect("one is idle");
+    ///     move || drop(conn) // a 'static guard moves to another thread
+    /// });
+    /// held.join().unwrap();
+    /// assert!(pool.try_get_owned().is_some(), "back in the pool");
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
+    pub fn try_get_owned(&self) -> Option<OwnedConnection<M>> {
         let checkout = self.shared.try_checkout()?;
         Some(OwnedConnection::new(self.shared.clone(), checkout))
     }

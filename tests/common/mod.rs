@@ -204,7 +204,7 @@ impl ManageConnection for FakeManager {
         }
         match action {
             ResetAction::Rollback | ResetAction::Session => conn.data.clear(),
-            ResetAction::Commit | ResetAction::None => {}
+            _ => {} // commit, keep as it is
         }
         conn.in_transaction = false;
         Ok(())
