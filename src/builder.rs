@@ -101,35 +101,53 @@ impl<M: ManageConnection, P> fmt::Debug for Builder<M, P> {
     }
 }
 
-/// stickypool's defaults: a borrow checks a connection only if it was not checked in
-/// the last [`DEFAULT_VALIDATION_BYPASS`] (see [`Builder::validation_bypass`]).
+/// The defaults where stickypool's own API and r2d2's meanings (in `compat`) differ.
+struct Meanings {
+    validation_bypass: Duration,
+    idle_timeout_spares_min_idle: bool,
+}
+
+/// stickypool's: a borrow checks a connection only if it was not checked in the last
+/// [`DEFAULT_VALIDATION_BYPASS`], and `idle_timeout` keeps `min_idle` connections
+/// (HikariCP's choices, for the reasons in [`Builder::validation_bypass`] and
+/// [`Builder::idle_timeout_spares_min_idle`]).
+const NATIVE: Meanings = Meanings {
+    validation_bypass: DEFAULT_VALIDATION_BYPASS,
+    idle_timeout_spares_min_idle: true,
+};
+
+/// r2d2's: every borrow is checked, and `idle_timeout` closes any idle connection.
+#[cfg(not(loom))]
+const R2D2: Meanings = Meanings {
+    validation_bypass: Duration::ZERO,
+    idle_timeout_spares_min_idle: false,
+};
+
 impl<M: ManageConnection> Default for Builder<M, Pool<M>> {
     fn default() -> Self {
-        Builder::with_defaults(DEFAULT_VALIDATION_BYPASS)
+        Builder::with_defaults(NATIVE)
     }
 }
 
-/// r2d2's defaults: every borrow checks its connection.
 #[cfg(not(loom))]
 impl<M: ManageConnection> Default for Builder<M, crate::compat::Pool<M>> {
     fn default() -> Self {
-        Builder::with_defaults(Duration::ZERO)
+        Builder::with_defaults(R2D2)
     }
 }
 
 impl<M: ManageConnection, P> Builder<M, P> {
-    /// Every default but the one where stickypool's and r2d2's differ.
-    fn with_defaults(validation_bypass: Duration) -> Self {
+    fn with_defaults(meanings: Meanings) -> Self {
         Builder {
             name: None,
             max_size: 10,
             min_idle: None,
             connection_timeout: Duration::from_secs(30),
             test_on_check_out: true,
-            validation_bypass,
+            validation_bypass: meanings.validation_bypass,
             test_on_check_in: false,
             idle_timeout: Some(Duration::from_secs(10 * 60)),
-            idle_timeout_spares_min_idle: false,
+            idle_timeout_spares_min_idle: meanings.idle_timeout_spares_min_idle,
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             reap_interval: Duration::from_secs(30),
             keepalive_interval: None,
@@ -250,9 +268,11 @@ impl<M: ManageConnection, P> Builder<M, P> {
         self
     }
 
-    /// Idle connections are closed after this long unused, r2d2's meaning: whatever
-    /// `min_idle` is, and the pool then opens fresh ones to keep `min_idle`. Checked at
-    /// each `reap_interval`. Default: 10 minutes.
+    /// Idle connections are closed after this long unused: only those beyond
+    /// `min_idle` by default, any of them in [`compat`](crate::compat) (r2d2's meaning,
+    /// where the pool then opens fresh ones to keep `min_idle`); see
+    /// [`idle_timeout_spares_min_idle`](Builder::idle_timeout_spares_min_idle).
+    /// Checked at each `reap_interval`. Default: 10 minutes.
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
         self
@@ -261,8 +281,13 @@ impl<M: ManageConnection, P> Builder<M, P> {
     /// Whether `idle_timeout` spares the `min_idle` connections, HikariCP's way: only
     /// idle connections beyond `min_idle` are closed, so a quiet pool keeps its
     /// connections (and their warm caches) instead of replacing them every
-    /// `idle_timeout`. Default: false (r2d2's meaning). `max_lifetime` still retires
-    /// them.
+    /// `idle_timeout`. `max_lifetime` still retires them. Default: true; false in
+    /// [`compat`](crate::compat) (r2d2's meaning).
+    ///
+    /// With r2d2's meaning a quiet pool of 10 with the default 10-minute `idle_timeout`
+    /// closes and reopens all 10 every 10 minutes: 60 reconnects an hour that serve
+    /// nothing, each a TLS handshake and a server process on PostgreSQL
+    /// (`tests/r2d2_parity.rs` and `tests/lifecycle.rs` check both meanings).
     pub fn idle_timeout_spares_min_idle(mut self, spares: bool) -> Self {
         self.idle_timeout_spares_min_idle = spares;
         self

@@ -142,6 +142,30 @@ fn keepalive_replaces_a_dead_idle_connection() {
 }
 
 #[test]
+fn by_default_only_compat_replaces_quiet_min_idle_connections() {
+    let (native, compat) = (FakeManager::new(), FakeManager::new());
+    let quiet = |b: stickypool::Builder<FakeManager>| {
+        b.max_size(2)
+            .idle_timeout(Some(Duration::from_millis(30)))
+            .reap_interval(Duration::from_millis(10))
+    };
+    let native_pool = quiet(stickypool::Pool::builder())
+        .build(native.clone())
+        .unwrap();
+    let compat_pool = stickypool::compat::Pool::builder()
+        .max_size(2)
+        .idle_timeout(Some(Duration::from_millis(30)))
+        .reap_interval(Duration::from_millis(10))
+        .build(compat.clone())
+        .unwrap();
+    // r2d2's meaning: both idle connections time out and are replaced.
+    assert!(wait_until(SOON, || compat_pool.stats().closed.total() >= 2));
+    // stickypool's: the `min_idle` connections (here both) are kept, in the same time.
+    assert_eq!(native_pool.stats().closed.total(), 0);
+    assert_eq!(native.script.opened.load(Ordering::SeqCst), 2);
+}
+
+#[test]
 fn by_default_only_compat_checks_every_borrow() {
     // stickypool's own API: checked at the connect, then not again within 500 ms.
     let manager = FakeManager::new();
