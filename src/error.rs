@@ -4,6 +4,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::engine::State;
+
 /// A connect error kept so that every waiter that times out can report it.
 pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 
@@ -60,9 +62,15 @@ pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 #[non_exhaustive]
 pub enum Error {
     /// No connection became free within the borrow timeout.
+    #[non_exhaustive]
     Timeout {
+        /// The pool's name ([`Builder::name`](crate::Builder::name), or `pool-N`).
+        pool: String,
         /// How long the borrower waited.
         waited: Duration,
+        /// The pool when the borrow gave up: how many connections were open, in use
+        /// and being opened, and how many threads waited.
+        state: State,
         /// The last error from opening a connection, if opening one failed meanwhile.
         last_error: Option<SharedError>,
     },
@@ -73,14 +81,20 @@ pub enum Error {
     /// The backend is known to be down: every recent connect failed and the pool has
     /// no open connection, so the borrow failed at once instead of waiting out its
     /// timeout. See [`Builder::circuit_breaker`](crate::Builder::circuit_breaker).
+    #[non_exhaustive]
     Unavailable {
+        /// The pool's name.
+        pool: String,
         /// How long the backend has been down (since the breaker opened).
         down_for: Duration,
         /// The last connect error (also the error's `source()`).
         last_error: Option<SharedError>,
     },
     /// `max_waiters` threads were already waiting, so the borrow failed at once.
+    #[non_exhaustive]
     TooManyWaiters {
+        /// The pool's name.
+        pool: String,
         /// The configured limit.
         limit: usize,
     },
@@ -109,11 +123,31 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Error::Timeout { waited, last_error } => {
-                write!(f, "timed out after {waited:?} waiting for a connection")?;
+            Error::Timeout {
+                pool,
+                waited,
+                state,
+                last_error,
+            } => {
+                write!(f, "pool `{pool}`: no connection within {waited:?} ")?;
                 match last_error {
-                    Some(e) => write!(f, "; the last connect attempt failed: {}", Chain(&**e)),
-                    None => Ok(()),
+                    // Connecting is what failed: the fix is on the backend's side.
+                    Some(e) => write!(
+                        f,
+                        "({} of {} open, {} being opened); the last connect attempt \
+                         failed: {}",
+                        state.connections,
+                        state.max_size,
+                        state.pending,
+                        Chain(&**e)
+                    ),
+                    None => write!(
+                        f,
+                        "({} of {} in use, {} waiting): raise max_size or \
+                         connection_timeout, or look for connections held too long with \
+                         leak_detection_threshold",
+                        state.in_use, state.max_size, state.waiters
+                    ),
                 }
             }
             Error::Closed => f.write_str("the pool is closed"),
@@ -122,13 +156,14 @@ impl fmt::Display for Error {
                  across fork(): build a new one in the child",
             ),
             Error::Unavailable {
+                pool,
                 down_for,
                 last_error,
             } => {
                 write!(
                     f,
-                    "the backend is unavailable (every connect failed for {down_for:?}, \
-                     and no connection is open)"
+                    "pool `{pool}`: the backend is unavailable (every connect failed for \
+                     {down_for:?}, and no connection is open)"
                 )?;
                 match last_error {
                     Some(e) => write!(f, "; the last connect attempt failed: {}", Chain(&**e)),
@@ -136,9 +171,10 @@ impl fmt::Display for Error {
                 }
             }
             Error::Connect(e) => write!(f, "could not open a connection: {}", Chain(&**e)),
-            Error::TooManyWaiters { limit } => write!(
+            Error::TooManyWaiters { pool, limit } => write!(
                 f,
-                "too many threads waiting for a connection (max_waiters = {limit})"
+                "pool `{pool}`: too many threads waiting for a connection (max_waiters = \
+                 {limit}): the pool is saturated; raise max_size or shed load earlier"
             ),
             Error::Config { field, reason } => {
                 write!(f, "invalid pool setting `{field}`: {reason}")

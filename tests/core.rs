@@ -178,13 +178,32 @@ fn get_times_out_and_reports_how_long() {
     let started = Instant::now();
     let err = pool.get_timeout(Duration::from_millis(30)).unwrap_err();
     assert!(started.elapsed() >= Duration::from_millis(30));
-    match err {
-        Error::Timeout { waited, last_error } => {
-            assert!(waited >= Duration::from_millis(30));
+    match &err {
+        Error::Timeout {
+            pool: name,
+            waited,
+            state,
+            last_error,
+            ..
+        } => {
+            assert_eq!(name, pool.name());
+            assert!(*waited >= Duration::from_millis(30));
+            assert_eq!((state.in_use, state.max_size), (1, 1));
             assert!(last_error.is_none());
         }
         other => panic!("expected Timeout, got {other:?}"),
     }
+    // What an operator reads: which pool, how long, its state and what to try.
+    let text = err.to_string();
+    assert!(
+        text.starts_with(&format!("pool `{}`: no connection within ", pool.name())),
+        "{text}"
+    );
+    assert!(text.contains("(1 of 1 in use, 0 waiting)"), "{text}");
+    assert!(
+        text.contains("raise max_size or connection_timeout"),
+        "{text}"
+    );
     drop(held);
     assert_eq!(pool.stats().timeouts, 1);
 }
@@ -541,17 +560,28 @@ fn test_on_check_out_replaces_a_dead_connection() {
 
 #[test]
 fn errors_display_what_happened() {
-    let timeout = Error::Timeout {
-        waited: Duration::from_millis(1500),
-        last_error: None,
-    };
-    assert!(timeout.to_string().contains("timed out after 1.5s"));
     assert_eq!(Error::Closed.to_string(), "the pool is closed");
-    assert!(
-        Error::TooManyWaiters { limit: 3 }
-            .to_string()
-            .contains("max_waiters = 3")
-    );
+    let pool = Pool::builder()
+        .name("orders")
+        .max_size(1)
+        .max_waiters(Some(1))
+        .build(FakeManager::new())
+        .unwrap();
+    let held = pool.get().unwrap();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| pool.get_timeout(SOON).map(drop));
+        assert!(wait_until(SOON, || pool.state().waiters == 1));
+        let rejected = pool.get().unwrap_err();
+        assert!(matches!(rejected, Error::TooManyWaiters { limit: 1, .. }));
+        let text = rejected.to_string();
+        assert!(
+            text.starts_with("pool `orders`: too many threads waiting"),
+            "{text}"
+        );
+        assert!(text.contains("max_waiters = 1"), "{text}");
+        drop(held);
+        waiter.join().unwrap().unwrap();
+    });
 }
 
 /// Returns the pool's one connection while a second thread waits for it (after

@@ -415,7 +415,7 @@ fn max_waiters_sheds_load() {
         assert!(wait_until(SOON, || pool.state().waiters == 1));
         let started = std::time::Instant::now();
         match pool.get() {
-            Err(Error::TooManyWaiters { limit: 1 }) => {}
+            Err(Error::TooManyWaiters { limit: 1, .. }) => {}
             other => panic!("expected TooManyWaiters, got {other:?}"),
         }
         assert!(started.elapsed() < Duration::from_secs(1));

@@ -249,6 +249,7 @@ impl<M: ManageConnection> Shared<M> {
                         Wait::TooManyWaiters => {
                             Counters::bump(&self.counters.rejected);
                             return Err(Error::TooManyWaiters {
+                                pool: self.name().to_owned(),
                                 limit: self.config.max_waiters.unwrap_or(0),
                             });
                         }
@@ -280,6 +281,7 @@ impl<M: ManageConnection> Shared<M> {
         let last_error = self.connects.last_error()?;
         Counters::bump(&self.counters.unavailable);
         Some(Error::Unavailable {
+            pool: self.name().to_owned(),
             down_for: self.connects.down_for(clock::now_ms()).unwrap_or_default(),
             last_error: Some(last_error),
         })
@@ -295,7 +297,9 @@ impl<M: ManageConnection> Shared<M> {
             });
         }
         Error::Timeout {
+            pool: self.name().to_owned(),
             waited,
+            state: self.state(),
             last_error: self.connects.last_error(),
         }
     }

@@ -124,7 +124,9 @@ impl<M: ManageConnection> Shared<M> {
             };
             if timed_out && shared.state().connections < want {
                 return Err(Error::Timeout {
+                    pool: shared.name().to_owned(),
                     waited: started.elapsed(),
+                    state: shared.state(),
                     last_error: shared.connects.last_error.lock().clone(),
                 });
             }
