@@ -137,7 +137,45 @@ pub use pool::Pool;
 pub use registry::Pools;
 pub use stats::{ClosedCounts, Histogram, Stats};
 
+// The drivers of the ready managers, so that a service calls the very versions its
+// pool was built with, without matching them by hand in its own Cargo.toml:
+// `stickypool::rusqlite::params!`, `stickypool::postgres::Row`, ...
+#[cfg(feature = "diesel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "diesel")))]
+pub use diesel;
+#[cfg(feature = "mysql")]
+#[cfg_attr(docsrs, doc(cfg(feature = "mysql")))]
+pub use mysql;
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use postgres;
+#[cfg(feature = "r2d2")]
+#[cfg_attr(docsrs, doc(cfg(feature = "r2d2")))]
+pub use r2d2;
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
+pub use redis;
+#[cfg(feature = "sqlite")]
+#[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
+pub use rusqlite;
+
 /// The README's examples, compiled (and, unless marked `no_run`, run) as doctests.
 #[cfg(all(doctest, feature = "compare", feature = "config", feature = "metrics"))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
+
+/// The examples of `docs/guide.md`, compiled (and, unless marked `no_run`, run) as doctests.
+#[cfg(all(doctest, feature = "compare", feature = "config", feature = "metrics"))]
+#[doc = include_str!("../docs/guide.md")]
+pub struct GuideDoctests;
+
+/// The examples of `docs/backends.md`, compiled (and, unless marked `no_run`, run) as doctests.
+#[cfg(all(doctest, feature = "compare", feature = "config", feature = "metrics"))]
+#[doc = include_str!("../docs/backends.md")]
+pub struct BackendsDoctests;
+
+/// The examples of `docs/operations.md`, compiled (and, unless marked `no_run`, run) as
+/// doctests.
+#[cfg(all(doctest, feature = "compare", feature = "config", feature = "metrics"))]
+#[doc = include_str!("../docs/operations.md")]
+pub struct OperationsDoctests;

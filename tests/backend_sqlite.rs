@@ -287,3 +287,24 @@ fn the_busy_timeout_is_set_on_every_connection_before_the_init_hook() {
         1_250
     );
 }
+
+/// The driver is re-exported: its types and macros through `stickypool::rusqlite` are
+/// the very ones the pool's connections have.
+#[test]
+fn the_driver_is_reexported() {
+    use stickypool::rusqlite::{self, OptionalExtension, params};
+    let pool = Pool::builder()
+        .max_size(1)
+        .build(SqliteManager::memory())
+        .unwrap();
+    let conn = pool.get().unwrap();
+    let conn: &rusqlite::Connection = &conn;
+    conn.execute_batch("CREATE TABLE reexported (x)").unwrap();
+    conn.execute("INSERT INTO reexported VALUES (?1)", params![7])
+        .unwrap();
+    let x: Option<i64> = conn
+        .query_row("SELECT x FROM reexported", [], |row| row.get(0))
+        .optional()
+        .unwrap();
+    assert_eq!(x, Some(7));
+}
