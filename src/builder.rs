@@ -353,8 +353,8 @@ impl<M: ManageConnection, P> Builder<M, P> {
     /// throughput under contention: the p99 wait sits just above the bound.
     /// `Duration::ZERO` is strict first-come, first-served: every return while threads
     /// wait is a hand-off. A longer bound hands off less often and waits longer in the
-    /// tail; the README's contended benchmarks compare the default with 50 ms against
-    /// r2d2 and against a plain mutex per connection. `Duration::MAX` turns fairness
+    /// tail; the contended benchmarks in `docs/benchmarks.md` compare the default with
+    /// 50 ms against r2d2 and against a plain mutex per connection. `Duration::MAX` turns fairness
     /// off: returned connections are always competed for, and waits are bounded only
     /// by `connection_timeout`.
     ///

@@ -6,8 +6,8 @@
 //! r2d2's [`PooledConnection<M>`] has no lifetime (it is stored in structs, returned
 //! from functions and sent to threads), so every borrow here clones the pool's `Arc`,
 //! as r2d2 does. stickypool's own `get` returns a guard that borrows the pool instead
-//! and costs no shared write; the porting guide in the README says when to switch and
-//! what it gains. Everything else is stickypool's: the same settings, behaviour and
+//! and costs no shared write; the porting guide (`docs/porting.md`) says when to
+//! switch and what it gains. Everything else is stickypool's: the same settings, behaviour and
 //! error type, and the whole of stickypool's API through `Deref` to its `Pool`.
 //!
 //! ```
