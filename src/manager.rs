@@ -149,7 +149,11 @@ impl<C, E> CustomizeConnection<C, E> for NopConnectionCustomizer {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseReason {
-    /// Idle longer than `idle_timeout` while the pool had more than `min_idle`.
+    /// Idle longer than `idle_timeout`: beyond `min_idle` by default, any idle one with
+    /// r2d2's meaning (see
+    /// [`idle_timeout_spares_min_idle`](crate::Builder::idle_timeout_spares_min_idle)),
+    /// or closed to shrink a pool whose load spread over more connections than it
+    /// needs.
     Idle,
     /// Older than `max_lifetime`.
     Lifetime,

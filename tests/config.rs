@@ -732,3 +732,89 @@ fn settings_round_trip_and_are_fields() {
     let back: PoolsConfig = serde_json::from_str(&json).unwrap();
     assert_eq!(back, config);
 }
+
+/// The key table and the duration units of `docs/guide.md` ("Named pools from a config
+/// file"), read from the page itself: every documented key is accepted for the first
+/// backend it lists, and every documented unit parses. Fails when the docs name a key
+/// or a unit the parser does not take.
+#[test]
+fn every_documented_key_and_unit_exists() {
+    let guide = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/guide.md"))
+        .expect("docs/guide.md");
+    let table: Vec<&str> = guide
+        .lines()
+        .skip_while(|l| !l.starts_with("| key | backends | value | default |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .collect();
+    assert!(table.len() > 20, "the key table was not found");
+    // What a pool of each backend needs besides the key under test.
+    let required = |backend: &str| match backend {
+        "mysql" => r#"url = "mysql://u:p@127.0.0.1:3306/db""#,
+        "redis" => r#"url = "redis://127.0.0.1/""#,
+        "postgres" => r#"url = "postgres://u:p@127.0.0.1/db""#,
+        "redis-cluster" => r#"urls = ["redis://127.0.0.1:7000/"]"#,
+        "redis-sentinel" => "urls = [\"redis://127.0.0.1:26379/\"]\nservice = \"m\"",
+        "sqlite" => "memory = true",
+        other => panic!("a backend the test does not know: {other}"),
+    };
+    let mut checked = 0;
+    for row in table {
+        let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+        let (keys, backends, value) = (cells[1], cells[2], cells[3]);
+        let backend = match backends {
+            "all" => "sqlite",
+            list => list.split(',').next().unwrap().trim(),
+        };
+        for key in keys.split([',', '/']).map(|k| k.trim().trim_matches('`')) {
+            let sample = match key {
+                "backend" | "url" | "urls" | "service" | "memory" => continue, // in `required`
+                "path" => r#""/tmp/app.db""#.to_owned(),
+                "reset_on_return" => r#""rollback""#.to_owned(),
+                _ if value.starts_with("duration") => r#""1s""#.to_owned(),
+                _ if value.starts_with("bool") => "true".to_owned(),
+                _ if value.starts_with("integer") || value.starts_with("database") => {
+                    "1".to_owned()
+                }
+                _ => r#""x""#.to_owned(),
+            };
+            let (backend, required) = if key == "path" {
+                ("sqlite", "")
+            } else {
+                (backend, required(backend))
+            };
+            let toml = format!(
+                "[pools.p]\nbackend = \"{backend}\"\n{required}\n{key} = {sample}\nmin_idle = 1\n"
+            );
+            let toml = if key == "min_idle" {
+                toml.replace("min_idle = 1\n", "")
+            } else {
+                toml
+            };
+            PoolsConfig::from_toml_str(&toml)
+                .unwrap_or_else(|e| panic!("documented key `{key}` ({backend}): {e}\n{toml}"));
+            checked += 1;
+        }
+    }
+    assert!(checked > 25, "{checked} keys checked");
+
+    // "Durations are ... humantime's units: `ns`, `us`/`µs`, ..."
+    let units = guide
+        .split("humantime's units:")
+        .nth(1)
+        .and_then(|rest| rest.split(". ").next())
+        .expect("the sentence listing the duration units");
+    let units: Vec<&str> = units
+        .split(['`', ',', '/', ' ', '\n'])
+        .map(str::trim)
+        .filter(|u| !u.is_empty() && *u != "and" && u.chars().all(|c| c.is_alphabetic()))
+        .collect();
+    assert!(units.len() >= 10, "{units:?}");
+    for unit in units {
+        let toml = format!(
+            "[pools.p]\nbackend = \"sqlite\"\nmemory = true\nconnection_timeout = \"2{unit}\"\n"
+        );
+        PoolsConfig::from_toml_str(&toml)
+            .unwrap_or_else(|e| panic!("documented unit `{unit}`: {e}"));
+    }
+}
