@@ -24,9 +24,9 @@
 //! reads each pool's name, state and stats, for metrics), and [`Pools::get`] downcasts
 //! to `Pool<M>`. A lookup with the wrong manager type is an error naming the pool's
 //! actual backend, and an unknown alias is an error listing the aliases there are, so
-//! a typo in a service shows the fix. The typed shortcuts `Pools::mysql`,
-//! `Pools::redis`, `Pools::redis_cluster` and `Pools::sqlite` exist with their
-//! backend's feature.
+//! a typo in a service shows the fix. The typed shortcuts [`Pools::mysql`],
+//! [`Pools::redis`], [`Pools::redis_cluster`], [`Pools::redis_sentinel`],
+//! [`Pools::sqlite`] and [`Pools::postgres`] exist with their backend's feature.
 //!
 //! `Pools` itself needs no cargo feature; reading TOML needs `config`.
 
