@@ -223,10 +223,11 @@ impl<M: ManageConnection, P> Builder<M, P> {
     ///
     /// What it gives up: a connection that died less than the window after its last
     /// check (a server restart, a killed session) is handed out, and the borrower's
-    /// first query fails, where a check would have replaced it. The pool closes it
-    /// when it comes back (`has_broken`, which the drivers answer without a round trip
-    /// once a query has failed). Keep zero where a failed first query is worse than a
-    /// round trip per borrow.
+    /// first query fails, where a check would have replaced it. It is closed when it
+    /// comes back if `has_broken` then sees it, or if a
+    /// [`reset_on_return`](Builder::reset_on_return) fails on it, and otherwise at its
+    /// next check, at most this long later. Keep zero where a failed first query is
+    /// worse than a round trip per borrow.
     ///
     /// The window runs from the last *check*, not the last return as in HikariCP: a
     /// connection in constant use is still checked once per window (a round trip per
