@@ -222,29 +222,61 @@ mod demo {
 }
 
 #[cfg(feature = "sqlite")]
+mod worker_threads {
+    use super::*;
+
+    #[test]
+    fn every_job_writes_its_row_and_the_summary_adds_up() {
+        let out = run("worker_threads", &["50"]);
+        assert!(
+            out.status.success(),
+            "worker_threads failed: {}",
+            out.status
+        );
+        let report = stdout(&out);
+        assert!(report.contains("50 of 50 rows written, 0 jobs failed"));
+        // Both connections back in the pool; 52 borrows: the CREATE TABLE, the 50 jobs
+        // and the final count.
+        assert!(
+            report.contains("pool.state(): State { connections: 2, idle_connections: 2, in_use: 0")
+        );
+        assert!(report.contains("pool.stats(): borrows 52 "));
+        assert!(stderr(&out).is_empty(), "no job failed");
+    }
+}
+
+#[cfg(feature = "sqlite")]
+mod http_minimal {
+    use super::*;
+
+    #[test]
+    fn self_test_posts_and_lists_notes() {
+        let out = run("http_minimal", &["--self-test"]);
+        assert!(out.status.success(), "http_minimal failed: {}", out.status);
+        let report = stdout(&out);
+        assert!(report.starts_with("listening on http://127.0.0.1:"));
+        assert!(report.contains("self-test passed"));
+    }
+}
+
+#[cfg(feature = "sqlite")]
 mod jobs {
     use super::*;
 
     #[test]
     fn crashed_and_failed_jobs_leave_nothing_behind() {
-        let out = run("jobs", &["--jobs", "8", "--workers", "2"]);
+        let out = run("jobs", &[]);
         assert!(out.status.success(), "jobs failed: {}", out.status);
         let report = stdout(&out);
         assert!(report.contains("all checks passed"));
         assert!(!report.contains("FAILED"));
-        assert!(report.contains("job   2 panicked: 0 rows"));
-        assert!(report.contains("job   3 returned an error"));
+        assert!(report.contains("[ok] job   1 committed: 3 rows"));
+        assert!(report.contains("[ok] job   2 panicked: 0 rows"));
+        assert!(report.contains("[ok] job   3 returned an error: 0 rows"));
         assert!(report.contains("connections rolled back and kept after a panic: 1"));
         assert!(report.contains("connections closed: 0"));
         // The panic is the simulated one, caught by the worker.
         assert!(stderr(&out).contains("simulated crash before COMMIT"));
-    }
-
-    #[test]
-    fn bad_flags_exit_with_2() {
-        let out = run("jobs", &["--workers", "0"]);
-        assert_eq!(out.status.code(), Some(2));
-        assert!(stderr(&out).contains("--workers: expected a whole number from 1 to 256"));
     }
 }
 
