@@ -8,10 +8,9 @@
 //! pool's own counters (`pool.stats()`).
 //!
 //! Without any server it runs on SQLite: a database file in WAL mode in a temporary
-//! directory, removed at exit; that needs no `--features` (the crate's dev-dependency on
-//! itself turns on `sqlite` for its examples). `--compare r2d2` runs the same workload
-//! again through r2d2 and prints both side by side, with stickypool's time per
-//! operation and p99 wait as ratios of r2d2's, and draws both pools' wait-time
+//! directory, removed at exit; that needs only `-F sqlite`. `--compare r2d2` runs the
+//! same workload again through r2d2 and prints both side by side, with stickypool's
+//! time per operation and p99 wait as ratios of r2d2's, and draws both pools' wait-time
 //! distributions (cumulative, log time axis) into an SVG file: `target/demo-waits.svg`
 //! when run from a directory with a `target/` (as `cargo run` is), else in the system's
 //! temporary directory, or wherever `--svg PATH` says (which also draws stickypool's
@@ -23,13 +22,13 @@
 //! `compare` (r2d2's own Redis and MySQL managers).
 //!
 //! ```text
-//! cargo run --release --example demo
-//! cargo run --release --example demo -- --threads 32 --seconds 10
-//! cargo run --release --example demo -- --compare r2d2
-//! cargo run --release --example demo -- --compare r2d2 --svg /tmp/waits.svg
-//! cargo run --release --features redis --example demo -- --backend redis --url redis://127.0.0.1:6379/
+//! cargo run --release -F sqlite --example demo
+//! cargo run --release -F sqlite --example demo -- --threads 32 --seconds 10
+//! cargo run --release -F sqlite --example demo -- --compare r2d2
+//! cargo run --release -F sqlite --example demo -- --compare r2d2 --svg /tmp/waits.svg
+//! cargo run --release --features sqlite,redis --example demo -- --backend redis --url redis://127.0.0.1:6379/
 //! cargo run --release --features compare --example demo -- --backend mysql --compare r2d2
-//! cargo run --release --example demo -- --help
+//! cargo run --release -F sqlite --example demo -- --help
 //! ```
 //!
 //! A progress bar is drawn on stderr while it runs, only when stderr is a terminal

@@ -2,9 +2,9 @@
 //! `POST /notes` adds the request body as a note, `GET /notes` lists them, one a line;
 //! each request borrows a pooled connection for its query only.
 //!
-//! `cargo run --example http_minimal` serves on 127.0.0.1:8080 until killed (try
+//! `cargo run -F sqlite --example http_minimal` serves on 127.0.0.1:8080 until killed (try
 //! `curl -d 'buy milk' localhost:8080/notes`, then `curl localhost:8080/notes`).
-//! `cargo run --example http_minimal -- --self-test` serves on a free port instead,
+//! `cargo run -F sqlite --example http_minimal -- --self-test` serves on a free port instead,
 //! sends itself a few requests, checks the answers and exits with 0 or 1.
 
 use std::error::Error;

@@ -14,7 +14,7 @@
 //!   it the next job on that connection would fail at `BEGIN`, or commit job 3's rows.
 //!
 //! The program checks the rows and `pool.stats()` and exits with 1 if either is off;
-//! the panic message on stderr is expected. Run it with `cargo run --example jobs`.
+//! the panic message on stderr is expected. Run it with `cargo run -F sqlite --example jobs`.
 
 use std::error::Error;
 use std::panic::{self, AssertUnwindSafe};

@@ -3,7 +3,7 @@
 //! writes a row, reads it back and gives the connection back before its slow part.
 //! It prints the rows, `pool.state()` and `pool.stats()`; exits with 1 if a job failed.
 //!
-//! `cargo run --example worker_threads` (200 jobs), `... -- 5000` (5000 jobs)
+//! `cargo run -F sqlite --example worker_threads` (200 jobs), `... -- 5000` (5000 jobs)
 
 use std::error::Error;
 use std::sync::atomic::{AtomicU32, Ordering};
