@@ -136,12 +136,12 @@ impl<M: ManageConnection> Shared<M> {
         if self.config.observed {
             self.note_checkin(meta, entry.id, held_ms);
         }
-        // A panicking borrower's connection was reset by its recovery, and then goes
-        // through the same checks as any other.
+        // A panicking borrower's connection was checked and reset by its recovery, and
+        // then goes through the lifetime and epoch checks as any other.
         let panicked = std::thread::panicking();
         let close = if discard || (panicked && !self.recover_after_panic(entry)) {
             Some(CloseReason::Discarded)
-        } else if self.has_broken(&mut entry.conn) {
+        } else if !panicked && self.has_broken(&mut entry.conn) {
             Some(CloseReason::Broken)
         } else if now >= entry.expires_ms {
             Some(CloseReason::Lifetime)
