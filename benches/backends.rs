@@ -3,8 +3,8 @@
 //!
 //! * Redis: `PING` (stickypool's `RedisManager` / the `redis` crate's r2d2 support)
 //! * MySQL: `SELECT 1` (stickypool's `MysqlManager` / `r2d2_mysql`, and also
-//!   `r2d2_mysql`'s manager inside stickypool through `R2d2Adapter`, which compares
-//!   the pools alone: `r2d2_mysql` pings in `has_broken`, on every return)
+//!   `r2d2_mysql`'s manager in a stickypool pool, which compares the pools alone:
+//!   `r2d2_mysql` pings in `has_broken`, on every return)
 //! * SQLite: `SELECT 1` on a file database in a temporary directory (`SqliteManager` /
 //!   `r2d2_sqlite`)
 //! * PostgreSQL: `SELECT 1` as a simple query, one round trip (`PostgresManager` /
@@ -16,7 +16,7 @@
 //! Each at 1 thread, and at 32 threads sharing 8 connections, with
 //! `test_on_check_out(false)` and no reset on return on both sides; and, for MySQL,
 //! with every borrow checked (`mysql checked borrow`: both pools' default, and
-//! stickypool's opt-in `validation_bypass(500 ms)`). The 32-thread
+//! stickypool's opt-in `check_on_borrow(Some(500 ms))`). The 32-thread
 //! figures are wall time per operation for the whole group of threads (lower is more
 //! throughput).
 //!
@@ -55,7 +55,6 @@ use stickypool::ManageConnection;
 use stickypool::backends::diesel::DieselManager;
 use stickypool::backends::mysql::MysqlManager;
 use stickypool::backends::postgres::PostgresManager;
-use stickypool::backends::r2d2::R2d2Adapter;
 use stickypool::backends::redis::RedisManager;
 use stickypool::backends::sqlite::SqliteManager;
 
@@ -82,10 +81,10 @@ fn stickypool_with<M: ManageConnection>(
 ) -> stickypool::Pool<M> {
     stickypool::Pool::builder()
         .max_size(size)
-        .fair_after(fair_after)
+        .fair_after(Some(fair_after))
         .min_idle(Some(size))
         .connection_timeout(Duration::from_secs(30))
-        .test_on_check_out(false)
+        .check_on_borrow(None)
         .build(manager)
         .expect("stickypool builds")
 }
@@ -198,9 +197,7 @@ fn bench_mysql(c: &mut Criterion) {
         mysql_select(&mut theirs.get().expect("borrow"));
     });
     drop(theirs);
-    let adapted = stickypool(R2d2Adapter::new(r2d2_mysql::MySqlConnectionManager::new(
-        builder(),
-    )));
+    let adapted = stickypool(r2d2_mysql::MySqlConnectionManager::new(builder()));
     bench_both(
         c,
         "mysql SELECT 1",
@@ -217,7 +214,7 @@ fn bench_mysql(c: &mut Criterion) {
         stickypool::Pool::builder()
             .max_size(MAX_SIZE)
             .min_idle(Some(MAX_SIZE))
-            .validation_bypass(bypass)
+            .check_on_borrow(Some(bypass))
             .build(MysqlManager::new(opts.clone()))
             .expect("stickypool builds")
     };
@@ -303,7 +300,7 @@ fn bench_postgres(c: &mut Criterion) {
     let resetting = stickypool::Pool::builder()
         .max_size(MAX_SIZE)
         .min_idle(Some(MAX_SIZE))
-        .test_on_check_out(false)
+        .check_on_borrow(None)
         .reset_on_return(stickypool::ResetAction::Rollback)
         .build(PostgresManager::new(config, postgres::NoTls))
         .expect("stickypool builds");
@@ -522,7 +519,7 @@ fn contended_mysql(url: &str) {
                 pool_row("r2d2", shape, || pool.get().expect("borrow"), mysql_select)
             }),
             Box::new(|shape: Shape| {
-                let manager = R2d2Adapter::new(r2d2_mysql::MySqlConnectionManager::new(builder()));
+                let manager = r2d2_mysql::MySqlConnectionManager::new(builder());
                 let pool = stickypool_of(shape.connections, manager);
                 pool_row(
                     "stickypool + r2d2_mysql manager",

@@ -215,7 +215,7 @@ fn stickypool_lifecycle_pool(size: u32) -> stickypool::Pool<NoopManager> {
     stickypool::Pool::builder()
         .max_size(size)
         .min_idle(Some(size))
-        .test_on_check_out(false)
+        .check_on_borrow(None)
         .idle_timeout(Some(Duration::from_secs(10 * 60)))
         .max_lifetime(Some(Duration::from_secs(30 * 60)))
         .keepalive_interval(Some(Duration::from_secs(30)))

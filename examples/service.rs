@@ -66,7 +66,7 @@ Usage: service serve --mode MODE --workers N --connections N
 serve: the benchmark's HTTP service (GET /db, /fortunes, /redis, /ping, /stats);
        reads STICKYPOOL_POSTGRES_URL and STICKYPOOL_REDIS_URL.
        --mode         stickypool, r2d2, direct, or stickypool-checked (stickypool
-                      checking every borrow: validation_bypass 0)
+                      checking every borrow: check_on_borrow 0)
        --connections  the pools' max_size and min_idle (ignored by direct)
        --prime N      open N connections to itself first, one at a time [default: 0]
        --no-nodelay   leave TCP_NODELAY off (to see the delayed-ACK stall)
@@ -108,7 +108,7 @@ fn main() -> ExitCode {
 #[derive(Clone, Copy, PartialEq)]
 enum Mode {
     Stickypool,
-    /// stickypool with `validation_bypass(0)`: every borrow checked, as in r2d2.
+    /// stickypool with `check_on_borrow(Some(0))`: every borrow checked, as in r2d2.
     StickypoolChecked,
     R2d2,
     Direct,
@@ -358,7 +358,7 @@ impl StickyPools {
             .max_size(size)
             .min_idle(Some(size));
         if check_every_borrow {
-            builder.validation_bypass(Duration::ZERO)
+            builder.check_on_borrow(Some(Duration::ZERO))
         } else {
             builder
         }

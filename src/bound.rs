@@ -149,7 +149,7 @@ impl<M: ManageConnection> Pool<M> {
             },
             None => {
                 let owned = self.get_owned_timeout(timeout)?;
-                let conn_id = owned.id();
+                let conn_id = crate::OwnedConnection::id(&owned);
                 let conn = Rc::new(BoundCell {
                     conn: RefCell::new(owned),
                     discard: std::cell::Cell::new(false),
@@ -280,7 +280,7 @@ impl<M: ManageConnection> Drop for BoundConnection<M> {
         {
             let owned = cell.conn.into_inner();
             if cell.discard.get() {
-                owned.discard();
+                crate::OwnedConnection::discard(owned);
             } else {
                 drop(owned);
             }

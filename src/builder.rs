@@ -9,13 +9,14 @@ use std::time::Duration;
 use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::engine::config::{
-    Config, DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_BYPASS, DEFAULT_VALIDATION_TIMEOUT,
+    Config, DEFAULT_CHECK_ON_BORROW, DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_TIMEOUT,
     LONGEST_PERIOD, MAX_POOL_SIZE, MIN_INTERVAL,
 };
 use crate::error::Error;
 use crate::event::HandleEvent;
 use crate::manager::{
-    CustomizeConnection, HandleError, LoggingErrorHandler, ManageConnection, ResetAction,
+    CustomizeConnection, HandleError, IntoCustomizer, LoggingErrorHandler, ManageConnection,
+    ResetAction,
 };
 use crate::pool::Pool;
 
@@ -49,8 +50,7 @@ pub struct Builder<M: ManageConnection, P = Pool<M>> {
     max_size: u32,
     min_idle: Option<u32>,
     connection_timeout: Duration,
-    test_on_check_out: bool,
-    validation_bypass: Duration,
+    check_on_borrow: Option<Duration>,
     test_on_check_in: bool,
     idle_timeout: Option<Duration>,
     idle_timeout_spares_min_idle: bool,
@@ -60,12 +60,12 @@ pub struct Builder<M: ManageConnection, P = Pool<M>> {
     reset_on_return: ResetAction,
     leak_detection_threshold: Option<Duration>,
     max_waiters: Option<usize>,
-    fair_after: Duration,
+    fair_after: Option<Duration>,
     circuit_breaker: bool,
     customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
     event_handler: Option<Box<dyn HandleEvent>>,
     error_handler: Option<Box<dyn HandleError<M::Error>>>,
-    validation_timeout: Duration,
+    validation_timeout: Option<Duration>,
     thread_pool: Option<Arc<ScheduledThreadPool>>,
     pool: PhantomData<fn() -> P>,
 }
@@ -77,14 +77,9 @@ impl<M: ManageConnection, P> fmt::Debug for Builder<M, P> {
             .field("max_size", &self.max_size)
             .field("min_idle", &self.min_idle)
             .field("connection_timeout", &self.connection_timeout)
-            .field("test_on_check_out", &self.test_on_check_out)
-            .field("validation_bypass", &self.validation_bypass)
+            .field("check_on_borrow", &self.check_on_borrow)
             .field("test_on_check_in", &self.test_on_check_in)
             .field("idle_timeout", &self.idle_timeout)
-            .field(
-                "idle_timeout_spares_min_idle",
-                &self.idle_timeout_spares_min_idle,
-            )
             .field("max_lifetime", &self.max_lifetime)
             .field("reap_interval", &self.reap_interval)
             .field("keepalive_interval", &self.keepalive_interval)
@@ -101,25 +96,27 @@ impl<M: ManageConnection, P> fmt::Debug for Builder<M, P> {
     }
 }
 
-/// The defaults where stickypool's own API and r2d2's meanings (in `compat`) differ.
+/// Where stickypool's own API and r2d2's meanings (in `compat`) differ.
 struct Meanings {
-    validation_bypass: Duration,
+    /// The default of `check_on_borrow`.
+    check_on_borrow: Option<Duration>,
+    /// `idle_timeout` closes only idle connections beyond `min_idle`.
     idle_timeout_spares_min_idle: bool,
 }
 
-/// stickypool's: a borrow checks a connection only if it was not checked in the last
-/// [`DEFAULT_VALIDATION_BYPASS`], and `idle_timeout` keeps `min_idle` connections
-/// (HikariCP's choices, for the reasons in [`Builder::validation_bypass`] and
-/// [`Builder::idle_timeout_spares_min_idle`]).
+/// stickypool's: a borrow checks a connection only if its last check is at least
+/// [`DEFAULT_CHECK_ON_BORROW`] old, and `idle_timeout` keeps `min_idle` connections
+/// (HikariCP's choices, for the reasons in [`Builder::check_on_borrow`] and
+/// [`Builder::idle_timeout`]).
 const NATIVE: Meanings = Meanings {
-    validation_bypass: DEFAULT_VALIDATION_BYPASS,
+    check_on_borrow: Some(DEFAULT_CHECK_ON_BORROW),
     idle_timeout_spares_min_idle: true,
 };
 
 /// r2d2's: every borrow is checked, and `idle_timeout` closes any idle connection.
 #[cfg(not(loom))]
 const R2D2: Meanings = Meanings {
-    validation_bypass: Duration::ZERO,
+    check_on_borrow: Some(Duration::ZERO),
     idle_timeout_spares_min_idle: false,
 };
 
@@ -143,23 +140,22 @@ impl<M: ManageConnection, P> Builder<M, P> {
             max_size: 10,
             min_idle: None,
             connection_timeout: Duration::from_secs(30),
-            test_on_check_out: true,
-            validation_bypass: meanings.validation_bypass,
+            check_on_borrow: meanings.check_on_borrow,
             test_on_check_in: false,
             idle_timeout: Some(Duration::from_secs(10 * 60)),
             idle_timeout_spares_min_idle: meanings.idle_timeout_spares_min_idle,
             max_lifetime: Some(Duration::from_secs(30 * 60)),
             reap_interval: Duration::from_secs(30),
             keepalive_interval: None,
-            reset_on_return: ResetAction::None,
+            reset_on_return: ResetAction::Keep,
             leak_detection_threshold: None,
             max_waiters: None,
-            fair_after: DEFAULT_FAIR_AFTER,
+            fair_after: Some(DEFAULT_FAIR_AFTER),
             circuit_breaker: true,
             customizer: None,
             event_handler: None,
             error_handler: None,
-            validation_timeout: DEFAULT_VALIDATION_TIMEOUT,
+            validation_timeout: Some(DEFAULT_VALIDATION_TIMEOUT),
             thread_pool: None,
             pool: PhantomData,
         }
@@ -170,6 +166,16 @@ impl<M: ManageConnection> Builder<M> {
     /// A builder with the defaults.
     pub fn new() -> Self {
         Self::default()
+    }
+}
+
+#[cfg(not(loom))]
+impl<M: ManageConnection> Builder<M, crate::compat::Pool<M>> {
+    /// r2d2's setting: `true` checks every borrow (the default), `false` none. The
+    /// same as [`check_on_borrow`](Builder::check_on_borrow) with
+    /// `Some(Duration::ZERO)` or `None`.
+    pub fn test_on_check_out(self, test: bool) -> Self {
+        self.check_on_borrow(test.then_some(Duration::ZERO))
     }
 }
 
@@ -202,18 +208,11 @@ impl<M: ManageConnection, P> Builder<M, P> {
         self
     }
 
-    /// Whether `get` checks a connection with `is_valid` before handing it out: unless
-    /// it was checked within [`validation_bypass`](Builder::validation_bypass) (every
-    /// time in [`compat`](crate::compat), as in r2d2). Default: true.
-    pub fn test_on_check_out(mut self, test: bool) -> Self {
-        self.test_on_check_out = test;
-        self
-    }
-
-    /// No borrow-time check for a connection that was opened or passed `is_valid` less
-    /// than this long ago (HikariCP's bypass window). Default:
-    /// [`DEFAULT_VALIDATION_BYPASS`] (500 ms, HikariCP's); zero in
-    /// [`compat`](crate::compat), where every borrow is checked as in r2d2.
+    /// Whether and when `get` checks a connection with `is_valid` before handing it out:
+    /// `Some(age)` checks one whose last check (or connect) is at least `age` old,
+    /// `Some(Duration::ZERO)` checks every borrow (r2d2's behaviour, the default in
+    /// [`compat`](crate::compat)), `None` never checks on borrow. Default:
+    /// `Some(`[`DEFAULT_CHECK_ON_BORROW`]`)`, 500 ms, HikariCP's bypass window.
     ///
     /// The check costs a server round trip per borrow: in a thread-pool HTTP service on
     /// PostgreSQL and Redis, whose requests are one query each, checking every borrow
@@ -226,8 +225,8 @@ impl<M: ManageConnection, P> Builder<M, P> {
     /// first query fails, where a check would have replaced it. It is closed when it
     /// comes back if `has_broken` then sees it, or if a
     /// [`reset_on_return`](Builder::reset_on_return) fails on it, and otherwise at its
-    /// next check, at most this long later. Keep zero where a failed first query is
-    /// worse than a round trip per borrow.
+    /// next check, at most this long later. Choose `Some(Duration::ZERO)` where a
+    /// failed first query is worse than a round trip per borrow.
     ///
     /// The window runs from the last *check*, not the last return as in HikariCP: a
     /// connection in constant use is still checked once per window (a round trip per
@@ -248,17 +247,17 @@ impl<M: ManageConnection, P> Builder<M, P> {
     /// # }
     /// // r2d2's behaviour in the native API: a check on every borrow.
     /// let pool = Pool::builder()
-    ///     .validation_bypass(Duration::ZERO)
+    ///     .check_on_borrow(Some(Duration::ZERO))
     ///     .build(Manager)?;
-    /// assert_eq!(pool.validation_bypass(), Duration::ZERO);
+    /// assert_eq!(pool.check_on_borrow(), Some(Duration::ZERO));
     /// assert_eq!(
-    ///     Pool::builder().build(Manager)?.validation_bypass(),
-    ///     stickypool::DEFAULT_VALIDATION_BYPASS,
+    ///     Pool::builder().build(Manager)?.check_on_borrow(),
+    ///     Some(stickypool::DEFAULT_CHECK_ON_BORROW),
     /// );
     /// # Ok::<(), stickypool::Error>(())
     /// ```
-    pub fn validation_bypass(mut self, bypass: Duration) -> Self {
-        self.validation_bypass = bypass;
+    pub fn check_on_borrow(mut self, after: Option<Duration>) -> Self {
+        self.check_on_borrow = after;
         self
     }
 
@@ -269,28 +268,19 @@ impl<M: ManageConnection, P> Builder<M, P> {
         self
     }
 
-    /// Idle connections are closed after this long unused: only those beyond
-    /// `min_idle` by default, any of them in [`compat`](crate::compat) (r2d2's meaning,
-    /// where the pool then opens fresh ones to keep `min_idle`); see
-    /// [`idle_timeout_spares_min_idle`](Builder::idle_timeout_spares_min_idle).
-    /// Checked at each `reap_interval`. Default: 10 minutes.
+    /// Idle connections are closed after this long unused. Checked at each
+    /// `reap_interval`. Default: 10 minutes.
+    ///
+    /// In stickypool's API only idle connections beyond `min_idle` are closed
+    /// (HikariCP's meaning), so a quiet pool keeps its connections and their warm
+    /// caches; `max_lifetime` still retires them. In [`compat`](crate::compat) any idle
+    /// connection is closed and the pool opens fresh ones to keep `min_idle` (r2d2's
+    /// meaning): a quiet pool of 10 with the default 10-minute timeout then closes and
+    /// reopens all 10 every 10 minutes, 60 reconnects an hour that serve nothing, each
+    /// a TLS handshake and a server process on PostgreSQL (`tests/r2d2_parity.rs` and
+    /// `tests/lifecycle.rs` check both meanings).
     pub fn idle_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.idle_timeout = timeout;
-        self
-    }
-
-    /// Whether `idle_timeout` spares the `min_idle` connections, HikariCP's way: only
-    /// idle connections beyond `min_idle` are closed, so a quiet pool keeps its
-    /// connections (and their warm caches) instead of replacing them every
-    /// `idle_timeout`. `max_lifetime` still retires them. Default: true; false in
-    /// [`compat`](crate::compat) (r2d2's meaning).
-    ///
-    /// With r2d2's meaning a quiet pool of 10 with the default 10-minute `idle_timeout`
-    /// closes and reopens all 10 every 10 minutes: 60 reconnects an hour that serve
-    /// nothing, each a TLS handshake and a server process on PostgreSQL
-    /// (`tests/r2d2_parity.rs` and `tests/lifecycle.rs` check both meanings).
-    pub fn idle_timeout_spares_min_idle(mut self, spares: bool) -> Self {
-        self.idle_timeout_spares_min_idle = spares;
         self
     }
 
@@ -318,7 +308,7 @@ impl<M: ManageConnection, P> Builder<M, P> {
 
     /// The "fake close": what is done to a connection's session when it comes back
     /// (commit, roll back, reset). If it fails the connection is closed. Default:
-    /// [`ResetAction::None`].
+    /// [`ResetAction::Keep`].
     pub fn reset_on_return(mut self, action: ResetAction) -> Self {
         self.reset_on_return = action;
         self
@@ -346,18 +336,18 @@ impl<M: ManageConnection, P> Builder<M, P> {
     /// How long a thread may wait for a connection before fairness takes over: from
     /// then on, a returned connection is handed to the thread that has waited longest,
     /// instead of going to whichever thread takes it first. Default:
-    /// [`DEFAULT_FAIR_AFTER`] (2 ms).
+    /// `Some(`[`DEFAULT_FAIR_AFTER`]`)` (2 ms).
     ///
     /// Before that point a returning thread that borrows again at once keeps its
     /// connection, which costs no context switch; a hand-off costs one (the giver now
     /// waits, and the waiter has to be scheduled). So this trades the tail against the
     /// throughput under contention: the p99 wait sits just above the bound.
-    /// `Duration::ZERO` is strict first-come, first-served: every return while threads
-    /// wait is a hand-off. A longer bound hands off less often and waits longer in the
-    /// tail; the contended benchmarks in `docs/benchmarks.md` compare the default with
-    /// 50 ms against r2d2 and against a plain mutex per connection. `Duration::MAX` turns fairness
-    /// off: returned connections are always competed for, and waits are bounded only
-    /// by `connection_timeout`.
+    /// `Some(Duration::ZERO)` is strict first-come, first-served: every return while
+    /// threads wait is a hand-off. A longer bound hands off less often and waits longer
+    /// in the tail; the contended benchmarks in `docs/benchmarks.md` compare the
+    /// default with 50 ms against r2d2 and against a plain mutex per connection. `None`
+    /// turns fairness off: returned connections are always competed for, and waits are
+    /// bounded only by `connection_timeout`.
     ///
     /// The bound grows with the queue: when the waiters in line would take longer
     /// than this to be served in order at the current pace of returns, the oldest may
@@ -379,11 +369,11 @@ impl<M: ManageConnection, P> Builder<M, P> {
     /// // A batch tool: throughput first, but no worker starves for long.
     /// let pool = Pool::builder()
     ///     .max_size(8)
-    ///     .fair_after(Duration::from_millis(50))
+    ///     .fair_after(Some(Duration::from_millis(50)))
     ///     .build(Manager)?;
     /// # Ok::<(), stickypool::Error>(())
     /// ```
-    pub fn fair_after(mut self, bound: Duration) -> Self {
+    pub fn fair_after(mut self, bound: Option<Duration>) -> Self {
         self.fair_after = bound;
         self
     }
@@ -403,11 +393,14 @@ impl<M: ManageConnection, P> Builder<M, P> {
     }
 
     /// Hooks run when connections are opened, returned and closed.
-    pub fn connection_customizer(
+    ///
+    /// It takes a boxed [`CustomizeConnection`] (or, with the feature `r2d2`, a boxed
+    /// `r2d2::CustomizeConnection`, as r2d2's builder does): `K` is inferred.
+    pub fn connection_customizer<K>(
         mut self,
-        customizer: Box<dyn CustomizeConnection<M::Connection, M::Error>>,
+        customizer: impl IntoCustomizer<M::Connection, M::Error, K>,
     ) -> Self {
-        self.customizer = Some(customizer);
+        self.customizer = Some(customizer.into_customizer());
         self
     }
 
@@ -429,8 +422,9 @@ impl<M: ManageConnection, P> Builder<M, P> {
     /// [`ManageConnection::is_valid_within`], which the ready managers honour with a
     /// socket timeout, so `get` on a hung server returns within `connection_timeout`
     /// plus this. A connection whose check fails or times out is closed. Default:
-    /// 5 s. `Duration::MAX` leaves the driver's own timeouts in charge.
-    pub fn validation_timeout(mut self, timeout: Duration) -> Self {
+    /// `Some(`[`DEFAULT_VALIDATION_TIMEOUT`]`)`, 5 s. `None` leaves the driver's own
+    /// timeouts in charge.
+    pub fn validation_timeout(mut self, timeout: Option<Duration>) -> Self {
         self.validation_timeout = timeout;
         self
     }
@@ -486,9 +480,13 @@ impl<M: ManageConnection, P> Builder<M, P> {
         let min_idle = self.min_idle.unwrap_or(self.max_size);
         let id_name = self.name.filter(|n| !n.is_empty());
         let observed = self.leak_detection_threshold.is_some() || self.event_handler.is_some();
-        let resets = self.reset_on_return != ResetAction::None
+        let resets = self.reset_on_return != ResetAction::Keep
             || self.customizer.is_some()
             || self.test_on_check_in;
+        let (test_on_check_out, validation_bypass) = match self.check_on_borrow {
+            Some(after) => (true, after),
+            None => (false, Duration::ZERO),
+        };
         Ok(Config {
             observed,
             resets,
@@ -498,8 +496,8 @@ impl<M: ManageConnection, P> Builder<M, P> {
             min_idle_setting: crate::sync::Mutex::new(self.min_idle),
             idle_timeout_spares_min_idle: self.idle_timeout_spares_min_idle,
             connection_timeout: self.connection_timeout,
-            test_on_check_out: self.test_on_check_out,
-            validation_bypass_ms: crate::clock::millis(self.validation_bypass),
+            test_on_check_out,
+            validation_bypass_ms: crate::clock::millis(validation_bypass),
             test_on_check_in: self.test_on_check_in,
             idle_timeout: self.idle_timeout,
             max_lifetime: self.max_lifetime,
@@ -508,14 +506,14 @@ impl<M: ManageConnection, P> Builder<M, P> {
             reset_on_return: self.reset_on_return,
             leak_detection_threshold: self.leak_detection_threshold,
             max_waiters: self.max_waiters,
-            fair_after: self.fair_after,
+            fair_after: self.fair_after.unwrap_or(Duration::MAX),
             circuit_breaker: self.circuit_breaker,
             customizer: self.customizer,
             event_handler: self.event_handler,
             error_handler: self
                 .error_handler
                 .unwrap_or_else(|| Box::new(LoggingErrorHandler)),
-            validation_timeout: self.validation_timeout,
+            validation_timeout: self.validation_timeout.unwrap_or(Duration::MAX),
             thread_pool: self
                 .thread_pool
                 .unwrap_or_else(crate::engine::housekeeper::shared_scheduler),
@@ -545,7 +543,7 @@ impl<M: ManageConnection, P> Builder<M, P> {
             ));
         }
         positive("connection_timeout", Some(self.connection_timeout))?;
-        positive("validation_timeout", Some(self.validation_timeout))?;
+        positive("validation_timeout", self.validation_timeout)?;
         positive("reap_interval", Some(self.reap_interval))?;
         positive("idle_timeout", self.idle_timeout)?;
         positive("max_lifetime", self.max_lifetime)?;
@@ -566,7 +564,7 @@ impl<M: ManageConnection, P> Builder<M, P> {
 
 /// `reset_on_return` needs a manager whose `reset` does something.
 fn check_reset<M: ManageConnection>(config: &Config<M>, manager: &M) -> Result<(), Error> {
-    if config.reset_on_return == ResetAction::None || manager.can_reset() {
+    if config.reset_on_return == ResetAction::Keep || manager.can_reset() {
         return Ok(());
     }
     Err(Error::config(
@@ -574,8 +572,8 @@ fn check_reset<M: ManageConnection>(config: &Config<M>, manager: &M) -> Result<(
         format!(
             "is `{}`, but this manager cannot reset a connection (its `can_reset` is \
              false), so connections would come back as the borrower left them; use a \
-             manager that resets, `R2d2Adapter::with_reset` for an r2d2 manager, or \
-             `ResetAction::None` with a customizer's `on_check_in`",
+             manager that resets, `backends::r2d2::WithReset` for an r2d2 manager, or \
+             `ResetAction::Keep` with a customizer's `on_check_in`",
             config.reset_on_return
         ),
     ))

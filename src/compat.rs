@@ -84,6 +84,13 @@ impl<M: ManageConnection> Pool<M> {
         self.0.try_get_owned()
     }
 
+    /// Whether every borrow is checked with `is_valid` (r2d2's getter): false when
+    /// borrows are checked only after a while or never
+    /// ([`check_on_borrow`](crate::Pool::check_on_borrow) says which).
+    pub fn test_on_check_out(&self) -> bool {
+        self.0.check_on_borrow() == Some(Duration::ZERO)
+    }
+
     /// stickypool's own pool, whose `get` borrows without an `Arc` clone.
     pub fn inner(&self) -> &crate::Pool<M> {
         &self.0

@@ -40,11 +40,12 @@ macro_rules! guard_impl {
                 self.checkout.as_ref().expect("guard already released")
             }
 
-            /// Takes the connection out of the pool for good. Its slot is freed, and the
+            /// Takes the connection out of the pool for good (an associated function, as
+            /// are `discard` and `id`, so it never hides a method of the connection). Its slot is freed, and the
             /// pool may open another connection in its place.
             ///
             /// ```
-            /// # use stickypool::{ManageConnection, Pool};
+            /// # use stickypool::{ManageConnection, Pool, PooledConnection};
             /// # #[derive(Debug)] struct Manager;
             /// # impl ManageConnection for Manager {
             /// #     type Connection = Vec<u8>;
@@ -54,22 +55,22 @@ macro_rules! guard_impl {
             /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
             /// # }
             /// let pool = Pool::builder().max_size(1).min_idle(Some(0)).build(Manager)?;
-            /// let conn: Vec<u8> = pool.get()?.detach(); // yours now; the pool forgets it
+            /// let conn: Vec<u8> = PooledConnection::detach(pool.get()?); // yours now; the pool forgets it
             /// assert_eq!(pool.state().connections, 0);
             /// assert!(pool.get().is_ok(), "the freed slot gets a new connection");
             /// # drop(conn);
             /// # Ok::<(), stickypool::Error>(())
             /// ```
-            pub fn detach(mut self) -> M::Connection {
-                let checkout = self.checkout.take().expect("guard already released");
-                self.pool.detach(checkout)
+            pub fn detach(mut this: Self) -> M::Connection {
+                let checkout = this.checkout.take().expect("guard already released");
+                this.pool.detach(checkout)
             }
 
             /// Closes the connection instead of giving it back, for a connection the
             /// caller knows to be unusable.
             ///
             /// ```
-            /// # use stickypool::{ManageConnection, Pool};
+            /// # use stickypool::{ManageConnection, Pool, PooledConnection};
             /// # #[derive(Debug)] struct Manager;
             /// # impl ManageConnection for Manager {
             /// #     type Connection = Vec<u8>;
@@ -80,15 +81,15 @@ macro_rules! guard_impl {
             /// # }
             /// let pool = Pool::builder().max_size(1).min_idle(Some(0)).build(Manager)?;
             /// let conn = pool.get()?;
-            /// let id = conn.id();
-            /// conn.discard(); // closed, not reused
-            /// assert_ne!(pool.get()?.id(), id);
+            /// let id = PooledConnection::id(&conn);
+            /// PooledConnection::discard(conn); // closed, not reused
+            /// assert_ne!(PooledConnection::id(&pool.get()?), id);
             /// assert_eq!(pool.stats().closed.get(stickypool::CloseReason::Discarded), 1);
             /// # Ok::<(), stickypool::Error>(())
             /// ```
-            pub fn discard(mut self) {
-                let checkout = self.checkout.take().expect("guard already released");
-                self.pool.checkin(checkout, true);
+            pub fn discard(mut this: Self) {
+                let checkout = this.checkout.take().expect("guard already released");
+                this.pool.checkin(checkout, true);
             }
 
             /// The connection's [`Extensions`]: state of the caller's that lives as
@@ -131,8 +132,8 @@ macro_rules! guard_impl {
             }
 
             /// The id the pool gave this connection (as in events and logs).
-            pub fn id(&self) -> u64 {
-                self.checkout().entry().id
+            pub fn id(this: &Self) -> u64 {
+                this.checkout().entry().id
             }
         }
 
@@ -167,7 +168,7 @@ macro_rules! guard_impl {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 f.debug_struct(stringify!($guard))
                     .field("pool", &self.pool.name())
-                    .field("id", &self.id())
+                    .field("id", &Self::id(self))
                     .finish_non_exhaustive()
             }
         }

@@ -117,7 +117,7 @@ pub mod model_time {
 pub use bound::BoundConnection;
 pub use builder::Builder;
 pub use engine::config::{
-    DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_BYPASS, DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE,
+    DEFAULT_CHECK_ON_BORROW, DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE,
 };
 pub use engine::{ConnectionInfo, State};
 pub use error::{Error, SharedError};
@@ -129,8 +129,9 @@ pub use extensions::Extensions;
 pub use guard::{OwnedConnection, PooledConnection};
 pub use hook::HookPanic;
 pub use manager::{
-    CloseReason, CustomizeConnection, ErrorOrigin, HandleError, LoggingErrorHandler,
-    ManageConnection, NopConnectionCustomizer, NopErrorHandler, ResetAction,
+    CloseReason, CustomizeConnection, ErrorOrigin, HandleError, IntoCustomizer,
+    LoggingErrorHandler, ManageConnection, NativeHooks, NopConnectionCustomizer, NopErrorHandler,
+    R2d2Hooks, ResetAction,
 };
 pub use pool::Pool;
 #[cfg(not(loom))]

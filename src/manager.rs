@@ -21,12 +21,19 @@ use crate::error::Chain;
 /// Set with [`Builder::reset_on_return`](crate::Builder::reset_on_return) and passed
 /// to [`ManageConnection::reset`]. If the reset fails the connection is closed, never
 /// handed out dirty.
+/// In a config file it is spelled in lowercase: `"keep"`, `"commit"`, `"rollback"`,
+/// `"session"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize, serde::Serialize),
+    serde(rename_all = "lowercase")
+)]
 #[non_exhaustive]
 pub enum ResetAction {
-    /// Return the connection as it is (r2d2's behaviour).
+    /// Keep the session as it is (r2d2's behaviour).
     #[default]
-    None,
+    Keep,
     /// Commit any open transaction.
     Commit,
     /// Roll back any open transaction.
@@ -39,7 +46,7 @@ pub enum ResetAction {
 impl fmt::Display for ResetAction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            ResetAction::None => "none",
+            ResetAction::Keep => "keep",
             ResetAction::Commit => "commit",
             ResetAction::Rollback => "rollback",
             ResetAction::Session => "session",
@@ -60,7 +67,7 @@ pub trait ManageConnection: Send + Sync + 'static {
 
     /// Checks that a connection is still usable, usually with a round trip
     /// (`SELECT 1`, `PING`). Called on borrow (see
-    /// [`Builder::test_on_check_out`](crate::Builder::test_on_check_out)), on return if
+    /// [`Builder::check_on_borrow`](crate::Builder::check_on_borrow)), on return if
     /// asked, and by the keepalive job.
     fn is_valid(&self, conn: &mut Self::Connection) -> Result<(), Self::Error>;
 
@@ -124,19 +131,53 @@ pub trait CustomizeConnection<C, E>: fmt::Debug + Send + Sync + 'static {
     }
 }
 
-/// A shared customizer, so one can be kept by the caller and given to a pool.
-impl<C, E, T: CustomizeConnection<C, E> + ?Sized> CustomizeConnection<C, E> for std::sync::Arc<T> {
+/// What [`Builder::connection_customizer`](crate::Builder::connection_customizer)
+/// takes: a boxed [`CustomizeConnection`], or with the feature `r2d2` a boxed
+/// `r2d2::CustomizeConnection` (see [`backends::r2d2`](crate::backends)). `K` only
+/// tells the two apart and is always inferred.
+pub trait IntoCustomizer<C, E, K>: sealed::Sealed<K> {
+    /// The customizer the pool runs.
+    fn into_customizer(self) -> Box<dyn CustomizeConnection<C, E>>;
+}
+
+/// [`IntoCustomizer`]'s `K` for a stickypool customizer.
+#[derive(Debug)]
+pub enum NativeHooks {}
+
+/// [`IntoCustomizer`]'s `K` for an r2d2 customizer.
+#[derive(Debug)]
+pub enum R2d2Hooks {}
+
+impl<C, E, T> IntoCustomizer<C, E, NativeHooks> for Box<T>
+where
+    T: CustomizeConnection<C, E> + ?Sized,
+{
+    fn into_customizer(self) -> Box<dyn CustomizeConnection<C, E>> {
+        Box::new(BoxedHooks(self))
+    }
+}
+
+/// A boxed customizer, possibly unsized, as a `dyn` one.
+#[derive(Debug)]
+struct BoxedHooks<T: ?Sized>(Box<T>);
+
+impl<C, E, T: CustomizeConnection<C, E> + ?Sized> CustomizeConnection<C, E> for BoxedHooks<T> {
     fn on_acquire(&self, conn: &mut C) -> Result<(), E> {
-        (**self).on_acquire(conn)
+        self.0.on_acquire(conn)
     }
 
     fn on_check_in(&self, conn: &mut C) -> Result<(), E> {
-        (**self).on_check_in(conn)
+        self.0.on_check_in(conn)
     }
 
     fn on_release(&self, conn: C) {
-        (**self).on_release(conn)
+        self.0.on_release(conn)
     }
+}
+
+mod sealed {
+    pub trait Sealed<K> {}
+    impl<K, T: ?Sized> Sealed<K> for Box<T> {}
 }
 
 /// A customizer that does nothing.
@@ -149,10 +190,9 @@ impl<C, E> CustomizeConnection<C, E> for NopConnectionCustomizer {}
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum CloseReason {
-    /// Idle longer than `idle_timeout`: beyond `min_idle` by default, any idle one with
-    /// r2d2's meaning (see
-    /// [`idle_timeout_spares_min_idle`](crate::Builder::idle_timeout_spares_min_idle)),
-    /// or closed to shrink a pool whose load spread over more connections than it
+    /// Idle longer than `idle_timeout`: beyond `min_idle` in stickypool's API, any idle
+    /// one in [`compat`](crate::compat) (see
+    /// [`idle_timeout`](crate::Builder::idle_timeout)), or closed to shrink a pool whose load spread over more connections than it
     /// needs.
     Idle,
     /// Older than `max_lifetime`.

@@ -293,15 +293,13 @@ impl<M: ManageConnection> Pool<M> {
         *self.shared.settings().min_idle_setting.lock()
     }
 
-    /// Whether borrows are checked with `is_valid` (r2d2's getter).
-    pub fn test_on_check_out(&self) -> bool {
-        self.shared.settings().test_on_check_out
-    }
-
-    /// How recently a connection must have been checked for a borrow to skip the
-    /// check ([`Builder::validation_bypass`]).
-    pub fn validation_bypass(&self) -> Duration {
-        Duration::from_millis(self.shared.settings().validation_bypass_ms)
+    /// When borrows check a connection ([`Builder::check_on_borrow`]): `None` never,
+    /// `Some(age)` when its last check is at least `age` old.
+    pub fn check_on_borrow(&self) -> Option<Duration> {
+        let settings = self.shared.settings();
+        settings
+            .test_on_check_out
+            .then(|| Duration::from_millis(settings.validation_bypass_ms))
     }
 
     /// The `idle_timeout` setting (r2d2's getter).

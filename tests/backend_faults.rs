@@ -130,8 +130,7 @@ fn fault_pool_with<M: ManageConnection>(
         .max_size(MAX_SIZE)
         .min_idle(Some(2))
         .connection_timeout(CONNECTION_TIMEOUT)
-        .test_on_check_out(true)
-        .validation_bypass(validation_bypass)
+        .check_on_borrow(Some(validation_bypass))
         .reset_on_return(reset)
         .build(manager)
         .expect("pool builds while the server is up")
@@ -455,7 +454,7 @@ mod mysql_faults {
         let _mysql = servers::lock(Server::Mysql);
         let op: Op<mysql::Conn> =
             Arc::new(|conn| conn.query_drop("DO 1").map_err(|e| e.to_string()));
-        let pool = fault_pool_with(manager(&url), ResetAction::None, Duration::ZERO);
+        let pool = fault_pool_with(manager(&url), ResetAction::Keep, Duration::ZERO);
         kill_under_load("mysql without reset", &ctl, Server::Mysql, pool, op);
     }
 
@@ -719,7 +718,7 @@ fn checking_pool<M: ManageConnection>(manager: M) -> Pool<M> {
         .max_size(4)
         .min_idle(Some(4))
         .connection_timeout(CONNECTION_TIMEOUT)
-        .validation_bypass(Duration::ZERO)
+        .check_on_borrow(Some(Duration::ZERO))
         .build(manager)
         .expect("builds while the server answers")
 }
@@ -807,8 +806,8 @@ mod hung_servers {
             .max_size(4)
             .min_idle(Some(4))
             .connection_timeout(CONNECTION_TIMEOUT)
-            .validation_bypass(Duration::ZERO)
-            .validation_timeout(VALIDATION)
+            .check_on_borrow(Some(Duration::ZERO))
+            .validation_timeout(Some(VALIDATION))
             .build(manager)
             .expect("builds while the server answers");
         let paused = ctl.pause(server);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use mysql::prelude::Queryable;
 use stickypool::backends::mysql::MysqlManager;
-use stickypool::{CloseReason, ManageConnection, Pool, ResetAction};
+use stickypool::{CloseReason, ManageConnection, Pool, PooledConnection, ResetAction};
 
 fn manager(test: &str) -> Option<MysqlManager> {
     let url = servers::mysql_url(test)?;
@@ -67,7 +67,7 @@ fn connect_query_and_validity() {
     let Some(manager) = manager("connect_query_and_validity") else {
         return;
     };
-    let pool = servers::pool(manager, 4, ResetAction::None);
+    let pool = servers::pool(manager, 4, ResetAction::Keep);
     assert!(
         pool.state().connections >= 1,
         "min_idle connection opened by build"
@@ -93,8 +93,7 @@ fn killed_connection_is_detected_and_replaced() {
     let pool = Pool::builder()
         .max_size(1)
         .connection_timeout(Duration::from_secs(5))
-        .test_on_check_out(true)
-        .validation_bypass(Duration::ZERO)
+        .check_on_borrow(Some(Duration::ZERO))
         .build(manager.clone())
         .expect("pool builds");
 
@@ -233,7 +232,7 @@ fn detach_takes_the_connection_out_of_the_pool() {
     let id = conn.connection_id();
     let before = pool.state().connections;
 
-    let mut raw: mysql::Conn = conn.detach();
+    let mut raw: mysql::Conn = PooledConnection::detach(conn);
     // The slot is freed (and refilled at once: min_idle is max_size here).
     assert_eq!(pool.stats().closed.get(CloseReason::Detached), 1);
     assert!(pool.state().connections <= before);

@@ -323,7 +323,7 @@ fn a_terminated_session_is_closed_on_return() {
     let (Some(config), Some(manager)) = (config(test), manager(test)) else {
         return;
     };
-    let pool = pool(manager, ResetAction::None);
+    let pool = pool(manager, ResetAction::Keep);
     {
         let mut conn = pool.get().unwrap();
         let pid: i32 = conn
@@ -431,7 +431,7 @@ fn a_panicking_borrower_costs_no_reconnect_and_leaks_no_transaction() {
     let Some(config) = config(test) else { return };
     let table = Table::create(&config);
     // The default reset (none): the panic's rollback does not depend on it.
-    let pool = pool(PostgresManager::new(config, NoTls), ResetAction::None);
+    let pool = pool(PostgresManager::new(config, NoTls), ResetAction::Keep);
     let panics = 20;
     for i in 0..panics {
         let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {

@@ -1,4 +1,4 @@
-//! `R2d2Adapter`: any r2d2 manager in a stickypool pool.
+//! Any r2d2 manager and customizer in a stickypool pool, as they are.
 #![cfg(feature = "r2d2")]
 
 mod servers;
@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use stickypool::backends::r2d2::{R2d2Adapter, R2d2Customizer};
-use stickypool::{CloseReason, Error, ManageConnection, Pool, ResetAction};
+use stickypool::backends::r2d2::WithReset;
+use stickypool::{CloseReason, Error, ManageConnection, Pool, PooledConnection, ResetAction};
 
 /// A small r2d2 manager, written against r2d2's own trait.
 #[derive(Debug, Default)]
@@ -73,13 +73,12 @@ impl r2d2::ManageConnection for FakeR2d2Manager {
     }
 }
 
-fn pool(manager: FakeR2d2Manager) -> Pool<R2d2Adapter<FakeR2d2Manager>> {
+fn pool(manager: FakeR2d2Manager) -> Pool<FakeR2d2Manager> {
     Pool::builder()
         .max_size(2)
         .connection_timeout(Duration::from_secs(2))
-        .test_on_check_out(true)
-        .validation_bypass(Duration::ZERO)
-        .build(R2d2Adapter::new(manager))
+        .check_on_borrow(Some(Duration::ZERO))
+        .build(manager)
         .expect("pool builds")
 }
 
@@ -122,13 +121,13 @@ fn connect_validity_and_broken_are_forwarded() {
 fn without_a_reset_reset_on_return_is_refused_at_build() {
     let err = Pool::builder()
         .reset_on_return(ResetAction::Rollback)
-        .build(R2d2Adapter::new(FakeR2d2Manager::default()))
+        .build(FakeR2d2Manager::default())
         .unwrap_err();
     let Error::Config { field, reason } = &err else {
         panic!("{err:?}");
     };
     assert_eq!(*field, "reset_on_return");
-    assert!(reason.contains("R2d2Adapter::with_reset"), "{reason}");
+    assert!(reason.contains("WithReset"), "{reason}");
     // Without `reset_on_return` the connection comes back as the borrower left it,
     // as in r2d2.
     let pool = pool(FakeR2d2Manager::default());
@@ -146,7 +145,7 @@ fn without_a_reset_reset_on_return_is_refused_at_build() {
 fn with_reset_runs_on_every_return_and_a_failure_closes() {
     let resets = Arc::new(std::sync::Mutex::new(Vec::new()));
     let seen = resets.clone();
-    let manager = R2d2Adapter::new(FakeR2d2Manager::default()).with_reset(move |conn, action| {
+    let manager = WithReset::new(FakeR2d2Manager::default(), move |conn, action| {
         seen.lock().unwrap().push(action);
         if conn.invalid {
             return Err(FakeError("rollback failed"));
@@ -188,7 +187,7 @@ fn connect_errors_reach_the_caller() {
         .max_size(2)
         .min_idle(Some(1))
         .connection_timeout(Duration::from_secs(2))
-        .build(R2d2Adapter::new(manager))
+        .build(manager)
         .expect_err("connect fails");
     assert!(started.elapsed() < Duration::from_secs(1));
     assert!(
@@ -202,7 +201,7 @@ fn detach_returns_the_r2d2_connection() {
     let pool = pool(FakeR2d2Manager::default());
     let conn = pool.get().unwrap();
     let before = pool.state().connections;
-    let raw: FakeConn = conn.detach();
+    let raw: FakeConn = PooledConnection::detach(conn);
     assert!(!raw.broken);
     assert_eq!(pool.stats().closed.get(CloseReason::Detached), 1);
     // The pool no longer counts it, and replaces it (min_idle is max_size) at once.
@@ -242,12 +241,12 @@ fn r2d2_customizer_hooks_are_forwarded() {
     let pool = Pool::builder()
         .max_size(1)
         .connection_timeout(Duration::from_secs(2))
-        .connection_customizer(Box::new(R2d2Customizer::new(customizer)))
-        .build(R2d2Adapter::new(FakeR2d2Manager::default()))
+        .connection_customizer(Box::new(customizer))
+        .build(FakeR2d2Manager::default())
         .unwrap();
     let conn = pool.get().unwrap();
     assert_eq!(hooks.acquired.load(Ordering::SeqCst), 1);
-    conn.discard();
+    PooledConnection::discard(conn);
     servers::wait_until("on_release ran", Duration::from_secs(5), || {
         hooks.released.load(Ordering::SeqCst) == 1
     });
@@ -259,10 +258,7 @@ fn r2d2_customizer_hooks_are_forwarded() {
 fn r2d2_sqlite_manager_works_unchanged() {
     let dir = servers::TempDir::new("r2d2-sqlite");
     let manager = r2d2_sqlite::SqliteConnectionManager::file(dir.path().join("r2d2.db"));
-    let pool = Pool::builder()
-        .max_size(2)
-        .build(R2d2Adapter::new(manager))
-        .unwrap();
+    let pool = Pool::builder().max_size(2).build(manager).unwrap();
     let conn = pool.get().unwrap();
     conn.execute_batch("CREATE TABLE t (x); INSERT INTO t VALUES (7);")
         .unwrap();
@@ -281,10 +277,7 @@ fn redis_r2d2_manager_works_unchanged() {
         return;
     };
     let client = redis::Client::open(url.as_str()).unwrap();
-    let pool = Pool::builder()
-        .max_size(2)
-        .build(R2d2Adapter::new(client))
-        .unwrap();
+    let pool = Pool::builder().max_size(2).build(client).unwrap();
     let mut conn = pool.get().unwrap();
     let pong: String = redis::cmd("PING").query(&mut *conn).unwrap();
     assert_eq!(pong, "PONG");

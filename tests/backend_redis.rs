@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use redis::{Connection, Value};
 use stickypool::backends::redis::{RedisClusterManager, RedisManager};
-use stickypool::{CloseReason, ManageConnection, Pool, ResetAction};
+use stickypool::{CloseReason, ManageConnection, Pool, PooledConnection, ResetAction};
 
 fn manager(test: &str) -> Option<RedisManager> {
     let url = servers::redis_url(test)?;
@@ -47,7 +47,7 @@ fn connect_query_and_validity() {
     let Some(manager) = manager("connect_query_and_validity") else {
         return;
     };
-    let pool = servers::pool(manager, 4, ResetAction::None);
+    let pool = servers::pool(manager, 4, ResetAction::Keep);
     let key = servers::unique("k");
 
     let mut conn = pool.get().expect("borrow");
@@ -63,7 +63,7 @@ fn killed_connection_is_broken_and_replaced() {
         return;
     };
     let admin_manager = manager.clone();
-    let pool = servers::pool(manager, 1, ResetAction::None);
+    let pool = servers::pool(manager, 1, ResetAction::Keep);
 
     let first_id;
     {
@@ -285,7 +285,7 @@ fn detach_takes_the_connection_out_of_the_pool() {
     let conn = pool.get().expect("borrow");
     let before = pool.state().connections;
 
-    let mut raw: Connection = conn.detach();
+    let mut raw: Connection = PooledConnection::detach(conn);
     // The slot is freed (and refilled at once: min_idle is max_size here).
     assert_eq!(pool.stats().closed.get(CloseReason::Detached), 1);
     assert!(pool.state().connections <= before);
@@ -341,7 +341,7 @@ fn cluster_connect_query_and_validity() {
         return;
     };
     let _serial = CLUSTER.lock().unwrap_or_else(|e| e.into_inner());
-    let pool = servers::pool(manager, 2, ResetAction::None);
+    let pool = servers::pool(manager, 2, ResetAction::Keep);
     let mut conn = pool.get().expect("borrow");
     for key in keys_on_every_node(30) {
         set(&mut *conn, &key, "v");
@@ -416,8 +416,7 @@ fn cluster_connection_recovers_after_its_sockets_are_killed() {
     let pool = Pool::builder()
         .max_size(2)
         .connection_timeout(Duration::from_secs(5))
-        .test_on_check_out(true)
-        .validation_bypass(Duration::ZERO)
+        .check_on_borrow(Some(Duration::ZERO))
         .build(manager)
         .expect("pool builds");
     let key = servers::unique("recover");
@@ -465,7 +464,7 @@ fn cluster_detach() {
     let pool = servers::pool(manager, 2, ResetAction::Rollback);
     let conn = pool.get().expect("borrow");
     let before = pool.state().connections;
-    let mut raw: redis::cluster::ClusterConnection = conn.detach();
+    let mut raw: redis::cluster::ClusterConnection = PooledConnection::detach(conn);
     assert_eq!(pool.stats().closed.get(CloseReason::Detached), 1);
     assert!(pool.state().connections <= before);
     let key = servers::unique("detached");

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use redis::{Commands, Role};
 use servers::ServerCtl;
 use stickypool::backends::redis_sentinel::RedisSentinelManager;
-use stickypool::{Error, ManageConnection, Pool, ResetAction};
+use stickypool::{Error, ManageConnection, Pool, PooledConnection, ResetAction};
 
 static SETUP: Mutex<()> = Mutex::new(());
 
@@ -211,7 +211,7 @@ fn the_pool_follows_a_failover() {
                             }
                         }
                         // The old master is gone (or read-only): do not reuse this one.
-                        Err(_) => conn.discard(),
+                        Err(_) => PooledConnection::discard(conn),
                     }
                     std::thread::sleep(Duration::from_millis(1));
                 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags};
 use stickypool::backends::sqlite::SqliteManager;
-use stickypool::{CloseReason, Error, ManageConnection, Pool, ResetAction};
+use stickypool::{CloseReason, Error, ManageConnection, Pool, PooledConnection, ResetAction};
 
 fn count(conn: &Connection, table: &str) -> i64 {
     conn.query_row(&format!("SELECT COUNT(*) FROM {table}"), [], |r| r.get(0))
@@ -16,10 +16,14 @@ fn count(conn: &Connection, table: &str) -> i64 {
 
 #[test]
 fn memory_database_is_shared_by_the_pool_connections() {
-    let pool = servers::pool(SqliteManager::memory(), 2, ResetAction::None);
+    let pool = servers::pool(SqliteManager::memory(), 2, ResetAction::Keep);
     let a = pool.get().expect("first connection");
     let b = pool.get().expect("second connection");
-    assert_ne!(a.id(), b.id(), "two different pooled connections");
+    assert_ne!(
+        PooledConnection::id(&a),
+        PooledConnection::id(&b),
+        "two different pooled connections"
+    );
 
     a.execute_batch("CREATE TABLE shared (x INTEGER); INSERT INTO shared VALUES (1), (2);")
         .unwrap();
@@ -34,8 +38,8 @@ fn memory_database_is_shared_by_the_pool_connections() {
 
 #[test]
 fn memory_databases_of_two_managers_are_separate() {
-    let one = servers::pool(SqliteManager::memory(), 1, ResetAction::None);
-    let two = servers::pool(SqliteManager::memory(), 1, ResetAction::None);
+    let one = servers::pool(SqliteManager::memory(), 1, ResetAction::Keep);
+    let two = servers::pool(SqliteManager::memory(), 1, ResetAction::Keep);
     one.get()
         .unwrap()
         .execute_batch("CREATE TABLE only_in_one (x)")
@@ -59,8 +63,8 @@ fn memory_database_outlives_the_pool_connections() {
     let conn = pool.get().unwrap();
     conn.execute_batch("CREATE TABLE kept (x); INSERT INTO kept VALUES (42);")
         .unwrap();
-    let id = conn.id();
-    conn.discard(); // the pool's only connection is closed
+    let id = PooledConnection::id(&conn);
+    PooledConnection::discard(conn); // the pool's only connection is closed
     servers::wait_until(
         "the discarded connection is gone",
         Duration::from_secs(5),
@@ -68,7 +72,7 @@ fn memory_database_outlives_the_pool_connections() {
     );
 
     let conn = pool.get().expect("a new connection");
-    assert_ne!(conn.id(), id);
+    assert_ne!(PooledConnection::id(&conn), id);
     assert_eq!(count(&conn, "kept"), 1, "the data survived");
 }
 
@@ -181,7 +185,7 @@ fn open_flags_are_honoured() {
         .execute_batch("CREATE TABLE r (x); INSERT INTO r VALUES (1);")
         .unwrap();
     let manager = SqliteManager::file(&path).with_flags(OpenFlags::SQLITE_OPEN_READ_ONLY);
-    let pool = servers::pool(manager, 1, ResetAction::None);
+    let pool = servers::pool(manager, 1, ResetAction::Keep);
     let conn = pool.get().unwrap();
     assert_eq!(count(&conn, "r"), 1);
     assert!(
@@ -200,13 +204,17 @@ fn rollback_on_return_leaves_no_transaction_or_data() {
     let id;
     {
         let conn = pool.get().unwrap();
-        id = conn.id();
+        id = PooledConnection::id(&conn);
         conn.execute_batch("BEGIN; INSERT INTO t VALUES (1);")
             .unwrap();
         assert!(!conn.is_autocommit());
     }
     let conn = pool.get().unwrap();
-    assert_eq!(conn.id(), id, "the same connection came back");
+    assert_eq!(
+        PooledConnection::id(&conn),
+        id,
+        "the same connection came back"
+    );
     assert!(conn.is_autocommit(), "no transaction left open");
     assert_eq!(count(&conn, "t"), 0, "the insert was rolled back");
 }
@@ -254,7 +262,7 @@ fn validity_broken_and_detach() {
         .unwrap();
 
     let before = pool.state().connections;
-    let raw: Connection = conn.detach();
+    let raw: Connection = PooledConnection::detach(conn);
     // The slot is freed (and refilled at once to min_idle, which is max_size here).
     assert_eq!(pool.stats().closed.get(CloseReason::Detached), 1);
     assert!(pool.state().connections <= before);

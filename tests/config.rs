@@ -17,8 +17,7 @@ name = "orders-db"
 max_size = 16
 min_idle = 4
 connection_timeout = "3s"
-test_on_check_out = false
-validation_bypass = "250ms"
+check_on_borrow = "250ms"
 test_on_check_in = true
 idle_timeout = "10m"
 max_lifetime = "1h30m"
@@ -82,8 +81,7 @@ fn every_setting_is_read() {
         "max_size: 16",
         "min_idle: Some(4)",
         "connection_timeout: 3s",
-        "test_on_check_out: false",
-        "validation_bypass: 250ms",
+        "check_on_borrow: Some(250ms)",
         "test_on_check_in: true",
         "idle_timeout: Some(600s)",
         "max_lifetime: Some(5400s)",
@@ -92,9 +90,9 @@ fn every_setting_is_read() {
         "reset_on_return: Rollback",
         "leak_detection_threshold: Some(60s)",
         "max_waiters: Some(100)",
-        "fair_after: 20ms",
+        "fair_after: Some(20ms)",
         "circuit_breaker: false",
-        "validation_timeout: 750ms",
+        "validation_timeout: Some(750ms)",
     ] {
         assert!(debug.contains(expected), "{expected} missing in {debug}");
     }
@@ -118,7 +116,7 @@ fn name_defaults_to_the_alias_and_missing_keys_keep_the_defaults() {
     let debug = builder_debug(&config, "cache");
     let defaults = format!("{:?}", Pool::<FakeManager>::builder().name("cache"));
     assert_eq!(debug, defaults);
-    assert!(debug.contains("validation_bypass: 500ms"), "{debug}");
+    assert!(debug.contains("check_on_borrow: Some(500ms)"), "{debug}");
 }
 
 #[test]
@@ -133,11 +131,17 @@ max_lifetime = false
 keepalive_interval = "OFF"
 leak_detection_threshold = false
 max_waiters = "off"
+check_on_borrow = "off"
+fair_after = false
+validation_timeout = "off"
 "#,
     )
     .unwrap();
     let debug = builder_debug(&config, "a");
     for expected in [
+        "check_on_borrow: None",
+        "fair_after: None",
+        "validation_timeout: None",
         "idle_timeout: None",
         "max_lifetime: None",
         "keepalive_interval: None",

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{FakeManager, SOON, wait_until};
 use scheduled_thread_pool::ScheduledThreadPool;
-use stickypool::{Error, ManageConnection, Pool, ResetAction};
+use stickypool::{Error, ManageConnection, Pool, PooledConnection, ResetAction};
 
 fn pool(max: u32, min_idle: u32) -> (Pool<FakeManager>, FakeManager) {
     let manager = FakeManager::new();
@@ -96,7 +96,7 @@ fn invalid_settings_are_errors_naming_the_field() {
         ("max_waiters", |b| b.max_waiters(Some(0))),
         ("max_waiters", |b| b.max_size(1).max_waiters(Some(0))),
         ("validation_timeout", |b| {
-            b.validation_timeout(Duration::ZERO)
+            b.validation_timeout(Some(Duration::ZERO))
         }),
     ];
     for (field, setting) in cases {
@@ -390,7 +390,7 @@ fn detach_takes_the_connection_out_for_good() {
     let (pool, manager) = pool(1, 1);
     let conn = pool.get().unwrap();
     let id = conn.id;
-    let raw = conn.detach();
+    let raw = PooledConnection::detach(conn);
     assert_eq!(raw.id, id);
     assert_eq!(
         manager.script.closed(),
@@ -411,7 +411,7 @@ fn discard_closes_instead_of_returning() {
     let (pool, manager) = pool(1, 1);
     let conn = pool.get().unwrap();
     let id = conn.id;
-    conn.discard();
+    PooledConnection::discard(conn);
     assert_eq!(manager.script.closes.lock().unwrap().get(&id), Some(&1));
     assert_ne!(pool.get_timeout(SOON).unwrap().id, id);
 }
@@ -546,8 +546,7 @@ fn test_on_check_out_replaces_a_dead_connection() {
     let manager = FakeManager::new();
     let pool = Pool::builder()
         .max_size(1)
-        .test_on_check_out(true)
-        .validation_bypass(Duration::ZERO)
+        .check_on_borrow(Some(Duration::ZERO))
         .build(manager.clone())
         .unwrap();
     let id = pool.get().unwrap().id;
@@ -611,7 +610,7 @@ fn once_a_waiter_has_waited_fair_after_the_return_is_handed_to_it() {
     // once (the case barging would win), but the connection is already the waiter's.
     let fifo = Pool::builder()
         .max_size(1)
-        .fair_after(Duration::ZERO)
+        .fair_after(Some(Duration::ZERO))
         .build(FakeManager::new())
         .unwrap();
     assert!(!return_while_one_waits(&fifo, || {}));
@@ -619,7 +618,7 @@ fn once_a_waiter_has_waited_fair_after_the_return_is_handed_to_it() {
     // waiter fails the test if it times out), whoever takes the connection first.
     let barging = Pool::builder()
         .max_size(1)
-        .fair_after(Duration::MAX)
+        .fair_after(None)
         .build(FakeManager::new())
         .unwrap();
     return_while_one_waits(&barging, || {});
@@ -640,7 +639,7 @@ fn a_thread_that_keeps_returning_and_borrowing_cannot_starve_a_waiter() {
         let pool = Pool::builder()
             .max_size(1)
             .connection_timeout(Duration::from_secs(5))
-            .fair_after(fair_after)
+            .fair_after(Some(fair_after))
             .build(FakeManager::new())
             .unwrap();
         cannot_starve_a_waiter(&pool);

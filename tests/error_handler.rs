@@ -51,7 +51,7 @@ fn failed_connects_checks_and_resets_reach_the_handler_with_their_origin() {
     let pool = Pool::builder()
         .name("orders")
         .max_size(2)
-        .validation_bypass(Duration::ZERO)
+        .check_on_borrow(Some(Duration::ZERO))
         .reset_on_return(ResetAction::Rollback)
         .error_handler(Box::new(handler.clone()))
         .build(manager.clone())

@@ -7,7 +7,7 @@
 mod common;
 
 use common::{FakeManager, SOON};
-use stickypool::{Error, Pool};
+use stickypool::{Error, Pool, PooledConnection};
 
 /// What the child found, as its exit code: 0 if all was as documented.
 fn child(pool: Pool<FakeManager>, manager: &FakeManager) -> i32 {
@@ -33,11 +33,12 @@ fn a_pool_fails_clearly_in_a_forked_child_and_leaves_the_parent_alone() {
     let manager = FakeManager::new();
     let pool = Pool::builder()
         .max_size(2)
-        .min_idle(Some(1))
+        // Both open at `build`, so no borrow below opens another meanwhile.
+        .min_idle(Some(2))
         .connection_timeout(SOON)
         .build(manager.clone())
         .expect("build");
-    let before = pool.get().expect("a connection").id();
+    let before = PooledConnection::id(&pool.get().expect("a connection"));
     let opened = manager.script.live();
 
     // SAFETY: the child runs only the pool's fork-safe paths (no lock, no thread, no
@@ -61,7 +62,10 @@ fn a_pool_fails_clearly_in_a_forked_child_and_leaves_the_parent_alone() {
     );
 
     // The parent's pool is untouched: the same connection, nothing closed.
-    assert_eq!(pool.get().expect("the parent still borrows").id(), before);
+    assert_eq!(
+        PooledConnection::id(&pool.get().expect("the parent still borrows")),
+        before
+    );
     assert_eq!(manager.script.live(), opened);
     assert_eq!(manager.script.closed(), 0);
 }

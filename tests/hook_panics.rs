@@ -13,7 +13,7 @@ use std::time::Duration;
 use common::{FakeConn, FakeError, FakeManager, SOON, Script, wait_until};
 use stickypool::{
     AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, CustomizeConnection, Error,
-    HandleEvent, HookPanic, Pool, ReleaseEvent, ResetAction, TimeoutEvent,
+    HandleEvent, HookPanic, Pool, PooledConnection, ReleaseEvent, ResetAction, TimeoutEvent,
 };
 
 /// Panics in the hooks the script names.
@@ -60,7 +60,7 @@ fn pool_of_one(manager: &FakeManager) -> Pool<FakeManager> {
         .max_size(1)
         .min_idle(Some(0))
         .connection_timeout(SOON)
-        .validation_bypass(Duration::ZERO)
+        .check_on_borrow(Some(Duration::ZERO))
         .reset_on_return(ResetAction::Rollback)
         .connection_customizer(Box::new(Hooks(manager.script.clone())))
         .event_handler(Box::new(Hooks(manager.script.clone())))
@@ -118,10 +118,10 @@ fn a_panic_in_any_borrow_or_return_hook_frees_the_slot() {
         // Hooks on the close path run when the broken connection is closed; make sure
         // one is closed for the close-path hooks.
         if matches!(hook, "on_release" | "drop" | "handle_release") {
-            pool.get().unwrap().discard();
+            PooledConnection::discard(pool.get().unwrap());
         }
         if hook == "handle_acquire" {
-            pool.get().unwrap().discard();
+            PooledConnection::discard(pool.get().unwrap());
         }
         // A hook that had the connection in hand may have left it half-changed: the
         // pool closed it rather than hand it out again.
@@ -287,7 +287,7 @@ impl Drop for PanicsOnDrop {
 fn a_panicking_drop_of_an_extension_value_loses_no_slot() {
     type Close = fn(&Pool<FakeManager>, stickypool::PooledConnection<'_, FakeManager>);
     let closes: [(&str, Close); 3] = [
-        ("discard", |_, conn| conn.discard()),
+        ("discard", |_, conn| PooledConnection::discard(conn)),
         ("a return after retire_all", |pool, conn| {
             pool.retire_all();
             drop(conn);

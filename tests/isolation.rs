@@ -10,7 +10,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::{FakeError, FakeManager, SOON, wait_until};
-use stickypool::{CloseReason, Error, Pool};
+use stickypool::{CloseReason, Error, Pool, PooledConnection};
 
 #[test]
 fn a_hung_backend_in_one_pool_never_delays_another() {
@@ -81,8 +81,8 @@ fn min_idle_is_refilled_at_once_after_a_discard() {
         .min_idle(Some(4))
         .build(manager.clone())
         .unwrap();
-    pool.get().unwrap().discard();
-    let _detached = pool.get().unwrap().detach();
+    PooledConnection::discard(pool.get().unwrap());
+    let _detached = PooledConnection::detach(pool.get().unwrap());
     assert!(
         wait_until(SOON, || pool.state().connections == 4
             && manager.script.opened.load(Ordering::SeqCst) == 6),
@@ -246,7 +246,7 @@ fn a_backend_that_dies_under_load_is_probed_not_hammered() {
         .max_size(8)
         .min_idle(Some(2))
         .connection_timeout(Duration::from_secs(1))
-        .validation_bypass(Duration::ZERO)
+        .check_on_borrow(Some(Duration::ZERO))
         .build(manager.clone())
         .unwrap();
     let script = &manager.script;
@@ -293,10 +293,10 @@ fn every_check_is_given_the_validation_timeout() {
     let bound = Duration::from_millis(250);
     let pool = Pool::builder()
         .max_size(1)
-        .validation_bypass(Duration::ZERO)
+        .check_on_borrow(Some(Duration::ZERO))
         .test_on_check_in(true)
         .keepalive_interval(Some(Duration::from_millis(10)))
-        .validation_timeout(bound)
+        .validation_timeout(Some(bound))
         .build(manager.clone())
         .unwrap();
     drop(pool.get().unwrap()); // a check on borrow and one on return
@@ -310,7 +310,7 @@ fn every_check_is_given_the_validation_timeout() {
 
     let default = Pool::builder()
         .max_size(1)
-        .validation_bypass(Duration::ZERO)
+        .check_on_borrow(Some(Duration::ZERO))
         .build(FakeManager::new())
         .unwrap();
     drop(default.get().unwrap());

@@ -13,7 +13,7 @@ use common::{FakeConn, FakeError, FakeManager, SOON, wait_until};
 use scheduled_thread_pool::ScheduledThreadPool;
 use stickypool::{
     AcquireEvent, CheckinEvent, CheckoutEvent, CloseReason, CustomizeConnection, Error,
-    HandleEvent, Pool, ReleaseEvent, ResetAction, TimeoutEvent,
+    HandleEvent, Pool, PooledConnection, ReleaseEvent, ResetAction, TimeoutEvent,
 };
 
 use logs::logged;
@@ -23,7 +23,7 @@ fn builder(name: &str) -> stickypool::Builder<FakeManager> {
     Pool::builder()
         .name(name)
         .connection_timeout(SOON)
-        .test_on_check_out(false)
+        .check_on_borrow(None)
 }
 
 fn closed(pool: &Pool<FakeManager>, reason: CloseReason) -> u64 {
@@ -31,12 +31,11 @@ fn closed(pool: &Pool<FakeManager>, reason: CloseReason) -> u64 {
 }
 
 #[test]
-fn with_spares_idle_connections_are_reaped_down_to_min_idle_and_not_below() {
+fn idle_connections_are_reaped_down_to_min_idle_and_not_below() {
     let pool = builder("reap")
         .max_size(4)
         .min_idle(Some(1))
         .idle_timeout(Some(Duration::from_millis(30)))
-        .idle_timeout_spares_min_idle(true)
         .reap_interval(Duration::from_millis(10))
         .build(FakeManager::new())
         .unwrap();
@@ -174,10 +173,10 @@ fn by_default_only_compat_checks_every_borrow() {
         .build(manager.clone())
         .unwrap();
     assert_eq!(
-        pool.validation_bypass(),
-        stickypool::DEFAULT_VALIDATION_BYPASS
+        pool.check_on_borrow(),
+        Some(stickypool::DEFAULT_CHECK_ON_BORROW)
     );
-    assert_eq!(pool.validation_bypass(), Duration::from_millis(500));
+    assert_eq!(pool.check_on_borrow(), Some(Duration::from_millis(500)));
     for _ in 0..10 {
         drop(pool.get().unwrap());
     }
@@ -189,7 +188,8 @@ fn by_default_only_compat_checks_every_borrow() {
         .max_size(1)
         .build(manager.clone())
         .unwrap();
-    assert_eq!(pool.validation_bypass(), Duration::ZERO);
+    assert_eq!(pool.check_on_borrow(), Some(Duration::ZERO));
+    assert!(pool.test_on_check_out(), "r2d2's getter");
     for _ in 0..10 {
         drop(pool.get().unwrap());
     }
@@ -201,8 +201,7 @@ fn the_borrow_check_is_skipped_within_the_bypass_window() {
     let manager = FakeManager::new();
     let pool = builder("bypass")
         .max_size(1)
-        .test_on_check_out(true)
-        .validation_bypass(Duration::from_secs(3600))
+        .check_on_borrow(Some(Duration::from_secs(3600)))
         .build(manager.clone())
         .unwrap();
     for _ in 0..10 {
@@ -213,8 +212,7 @@ fn the_borrow_check_is_skipped_within_the_bypass_window() {
     let manager = FakeManager::new();
     let pool = builder("no-bypass")
         .max_size(1)
-        .test_on_check_out(true)
-        .validation_bypass(Duration::from_millis(20))
+        .check_on_borrow(Some(Duration::from_millis(20)))
         .build(manager.clone())
         .unwrap();
     drop(pool.get().unwrap());
@@ -308,12 +306,13 @@ fn a_failed_reset_closes_the_connection() {
     assert_ne!(pool.get().unwrap().id, id);
 }
 
-#[derive(Debug, Default)]
+/// Cloned into the pool, and kept by the test to look at.
+#[derive(Debug, Default, Clone)]
 struct Customizer {
-    acquired: Mutex<Vec<u64>>,
-    released: Mutex<Vec<u64>>,
-    fail_acquire_once: std::sync::atomic::AtomicBool,
-    fail_check_in: std::sync::atomic::AtomicBool,
+    acquired: Arc<Mutex<Vec<u64>>>,
+    released: Arc<Mutex<Vec<u64>>>,
+    fail_acquire_once: Arc<std::sync::atomic::AtomicBool>,
+    fail_check_in: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl CustomizeConnection<FakeConn, FakeError> for Customizer {
@@ -341,7 +340,7 @@ impl CustomizeConnection<FakeConn, FakeError> for Customizer {
 
 #[test]
 fn the_customizer_runs_on_acquire_check_in_and_release() {
-    let customizer = Arc::new(Customizer::default());
+    let customizer = Customizer::default();
     customizer.fail_acquire_once.store(true, Ordering::SeqCst);
     let manager = FakeManager::new();
     let pool = builder("customizer")
@@ -532,8 +531,8 @@ fn stats_count_everything() {
     let mut broken = pool.get().unwrap();
     broken.broken = true;
     drop(broken);
-    pool.get().unwrap().discard();
-    drop(pool.get().unwrap().detach());
+    PooledConnection::discard(pool.get().unwrap());
+    drop(PooledConnection::detach(pool.get().unwrap()));
     manager.script.fail_connect.store(true, Ordering::SeqCst);
     let _ = pool.get_timeout(Duration::from_millis(30));
     manager.script.fail_connect.store(false, Ordering::SeqCst);

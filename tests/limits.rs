@@ -7,7 +7,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{FakeManager, SOON, wait_until};
-use stickypool::{MAX_POOL_SIZE, Pool};
+use stickypool::{MAX_POOL_SIZE, Pool, PooledConnection};
 
 #[test]
 fn huge_durations_mean_for_ever_and_never_panic() {
@@ -20,15 +20,18 @@ fn huge_durations_mean_for_ever_and_never_panic() {
         .reap_interval(Duration::MAX)
         .keepalive_interval(Some(Duration::MAX))
         .leak_detection_threshold(Some(Duration::MAX))
-        .validation_bypass(Duration::MAX)
+        .check_on_borrow(Some(Duration::MAX))
         .build(manager.clone())
         .expect("build with Duration::MAX everywhere");
     let held = pool.get_timeout(Duration::MAX).unwrap();
     // A waiter with a timeout too long for the clock waits until it is served.
     thread::scope(|s| {
-        let waiter = s.spawn(|| pool.get_timeout(Duration::MAX).map(|c| c.id()));
+        let waiter = s.spawn(|| {
+            pool.get_timeout(Duration::MAX)
+                .map(|c| PooledConnection::id(&c))
+        });
         assert!(wait_until(SOON, || pool.state().waiters == 1));
-        let id = held.id();
+        let id = PooledConnection::id(&held);
         drop(held);
         assert_eq!(waiter.join().unwrap().unwrap(), id);
     });

@@ -33,7 +33,9 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use loom::thread;
-use stickypool::{CloseReason, Error, HandleEvent, ManageConnection, Pool, ReleaseEvent};
+use stickypool::{
+    CloseReason, Error, HandleEvent, ManageConnection, Pool, PooledConnection, ReleaseEvent,
+};
 
 // Every pool here sets `fair_after` to one of these two: with any bound in between,
 // whether a return is handed off would depend on how long an execution took in real
@@ -149,8 +151,8 @@ fn pool(
         .max_size(max_size)
         .min_idle(Some(min_idle))
         .connection_timeout(NEVER)
-        .test_on_check_out(false)
-        .fair_after(fair_after)
+        .check_on_borrow(None)
+        .fair_after(Some(fair_after))
         .build(manager.clone())
         .expect("connects succeed");
     // Nothing is opened behind the models' backs from here on.
@@ -246,8 +248,8 @@ fn retire_all_racing_a_return_lends_nothing_retired() {
                     .max_size(1)
                     .min_idle(Some(1))
                     .connection_timeout(NEVER)
-                    .test_on_check_out(false)
-                    .fair_after(COMPETE)
+                    .check_on_borrow(None)
+                    .fair_after(Some(COMPETE))
                     .reset_on_return(stickypool::ResetAction::Rollback)
                     .build(manager.clone())
                     .unwrap(),
@@ -343,8 +345,8 @@ fn shrinking_while_a_return_hands_off_lends_nothing_beyond_the_limit() {
                     .max_size(2)
                     .min_idle(Some(2))
                     .connection_timeout(NEVER)
-                    .test_on_check_out(false)
-                    .fair_after(fair_after)
+                    .check_on_borrow(None)
+                    .fair_after(Some(fair_after))
                     .event_handler(Box::new(evicted.clone()))
                     .build(manager.clone())
                     .unwrap(),
@@ -360,7 +362,7 @@ fn shrinking_while_a_return_hands_off_lends_nothing_beyond_the_limit() {
                 thread::spawn(move || {
                     pool.set_max_size(1).unwrap();
                     let conn = pool.get().expect("served");
-                    let id = conn.id();
+                    let id = PooledConnection::id(&conn);
                     drop(conn);
                     assert!(
                         !evicted.0.lock().unwrap().contains(&id),
@@ -398,7 +400,7 @@ fn close_racing_a_connect_and_a_free_loses_nothing() {
                 Err(e) => panic!("unexpected {e}"),
             })
         };
-        let discarder = thread::spawn(move || held.discard());
+        let discarder = thread::spawn(move || PooledConnection::discard(held));
         pool.close();
         waiter.join().unwrap();
         discarder.join().unwrap();

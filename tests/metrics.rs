@@ -10,7 +10,7 @@ use std::time::Duration;
 use common::{FakeManager, SOON, wait_until};
 use metrics_util::debugging::{DebugValue, DebuggingRecorder, Snapshotter};
 use metrics_util::{CompositeKey, MetricKind};
-use stickypool::{Pool, Pools};
+use stickypool::{Pool, PooledConnection, Pools};
 
 /// The global recorder, for the publishers that run on the scheduler's threads. Its
 /// snapshots reset the values they read, so the tests using it take turns.
@@ -99,7 +99,7 @@ fn state_and_counters_are_published_with_the_pool_label() {
     for _ in 0..5 {
         drop(pool.get().unwrap());
     }
-    held.discard();
+    PooledConnection::discard(held);
     let a = pool.get().unwrap();
     let _b = pool.get().unwrap();
     let _c = pool.get().unwrap();
@@ -207,7 +207,10 @@ fn a_publish_hands_over_only_the_samples_since_the_last() {
     let held: Vec<_> = (0..4).map(|_| pool.get().unwrap()).collect();
     // A borrow that waits about 40 ms for a connection.
     std::thread::scope(|s| {
-        let waiter = s.spawn(|| pool.get_timeout(Duration::from_secs(5)).map(|c| c.id()));
+        let waiter = s.spawn(|| {
+            pool.get_timeout(Duration::from_secs(5))
+                .map(|c| PooledConnection::id(&c))
+        });
         assert!(wait_until(SOON, || pool.state().waiters == 1));
         std::thread::sleep(Duration::from_millis(40));
         drop(held);

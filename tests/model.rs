@@ -67,7 +67,7 @@ proptest! {
             .max_size(MAX)
             .min_idle(Some(0))
             .connection_timeout(SOON)
-            .test_on_check_out(false)
+            .check_on_borrow(None)
             .build(manager.clone())
             .unwrap();
         let mut model = Model::default();
@@ -110,9 +110,9 @@ proptest! {
                             drop(guard);
                             model.idle += 1;
                         }
-                        Op::Detach(_) => detached.push(guard.detach()),
+                        Op::Detach(_) => detached.push(PooledConnection::detach(guard)),
                         _ => {
-                            guard.discard();
+                            PooledConnection::discard(guard);
                             model.closed_by_pool += 1;
                         }
                     }
@@ -380,8 +380,10 @@ impl<'p> Run<'p> {
                 let Held { guard, .. } = self.held.swap_remove(i % self.held.len());
                 match op {
                     FaultOp::Return(_) => caught("dropping a guard", || drop(guard))?,
-                    FaultOp::Discard(_) => caught("discard", || guard.discard())?,
-                    _ => self.detached.push(caught("detach", || guard.detach())?),
+                    FaultOp::Discard(_) => caught("discard", || PooledConnection::discard(guard))?,
+                    _ => self
+                        .detached
+                        .push(caught("detach", || PooledConnection::detach(guard))?),
                 }
             }
             FaultOp::Return(_) | FaultOp::Discard(_) | FaultOp::Detach(_) => {}
@@ -604,8 +606,7 @@ fn faulty_case(setup: &Setup, ops: &[FaultOp]) -> Result<(), TestCaseError> {
         .max_size(setup.max_size)
         .min_idle(Some(setup.min_idle))
         .connection_timeout(SOON)
-        .test_on_check_out(true)
-        .validation_bypass(Duration::ZERO)
+        .check_on_borrow(Some(Duration::ZERO))
         .test_on_check_in(setup.test_on_check_in)
         // Off, a borrow on a pool whose connects keep failing waits instead of failing
         // at once: what the final phase checks is that slots are not lost, not when

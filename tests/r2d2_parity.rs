@@ -240,10 +240,10 @@ fn connection_timeout_is_gets_timeout() {
 
 #[test]
 fn the_customizer_runs_on_acquire_and_release() {
-    #[derive(Debug, Default)]
+    #[derive(Debug, Default, Clone)]
     struct Customizer {
-        acquired: AtomicU32,
-        released: AtomicU32,
+        acquired: Arc<AtomicU32>,
+        released: Arc<AtomicU32>,
     }
     impl r2d2::CustomizeConnection<Conn, std::io::Error> for Customizer {
         fn on_acquire(&self, conn: &mut Conn) -> Result<(), std::io::Error> {
@@ -255,7 +255,7 @@ fn the_customizer_runs_on_acquire_and_release() {
             self.released.fetch_add(1, Ordering::SeqCst);
         }
     }
-    let customizer = Arc::new(Customizer::default());
+    let customizer = Customizer::default();
     let pool = r2d2::Pool::builder()
         .max_size(2)
         .connection_customizer(Box::new(customizer.clone()))

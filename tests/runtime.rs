@@ -15,7 +15,7 @@ fn pool(manager: &FakeManager, max_size: u32, min_idle: u32) -> Pool<FakeManager
         .max_size(max_size)
         .min_idle(Some(min_idle))
         .connection_timeout(SOON)
-        .test_on_check_out(false)
+        .check_on_borrow(None)
         .build(manager.clone())
         .expect("build")
 }

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{FakeManager, SOON};
-use stickypool::{Error, Pool, ResetAction};
+use stickypool::{Error, Pool, PooledConnection, ResetAction};
 
 const THREADS: usize = 32;
 const OPS_PER_THREAD: u64 = 2_000;
@@ -24,8 +24,7 @@ fn many_threads_few_connections_nothing_lost() {
         .max_size(MAX_SIZE)
         .min_idle(Some(1))
         .connection_timeout(SOON)
-        .test_on_check_out(true)
-        .validation_bypass(Duration::from_millis(1))
+        .check_on_borrow(Some(Duration::from_millis(1)))
         .reset_on_return(ResetAction::Rollback)
         .build(manager.clone())
         .unwrap();
@@ -62,8 +61,11 @@ fn many_threads_few_connections_nothing_lost() {
                     }
                     assert!(holders.lock().unwrap().remove(&id));
                     match op {
-                        97 => detached.lock().unwrap().push(conn.detach()),
-                        98 => conn.discard(),
+                        97 => detached
+                            .lock()
+                            .unwrap()
+                            .push(PooledConnection::detach(conn)),
+                        98 => PooledConnection::discard(conn),
                         99 => {
                             let mut conn = conn;
                             conn.broken = true;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use common::{FakeManager, SOON, wait_until};
-use stickypool::{Pool, ResetAction};
+use stickypool::{Pool, PooledConnection, ResetAction};
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
 use tracing::{Event, Metadata, Subscriber};
@@ -102,7 +102,7 @@ fn waits_connects_checks_resets_and_closes_are_traced() {
         .max_size(1)
         .min_idle(Some(0))
         .connection_timeout(SOON)
-        .validation_bypass(Duration::ZERO)
+        .check_on_borrow(Some(Duration::ZERO))
         .reset_on_return(ResetAction::Rollback)
         .build(FakeManager::new())
         .unwrap();
@@ -117,7 +117,7 @@ fn waits_connects_checks_resets_and_closes_are_traced() {
         drop(conn);
         waiter.join().unwrap().unwrap();
     });
-    pool.get().unwrap().discard();
+    PooledConnection::discard(pool.get().unwrap());
 
     let connects = spans("connect", "traced");
     assert!(!connects.is_empty(), "{:?}", SPANS.lock().unwrap());

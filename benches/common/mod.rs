@@ -35,6 +35,8 @@ impl std::error::Error for NoError {}
 #[derive(Debug, Default)]
 pub struct NoopManager;
 
+// With the `r2d2` feature, r2d2's implementation below is stickypool's too.
+#[cfg(not(feature = "r2d2"))]
 impl stickypool::ManageConnection for NoopManager {
     type Connection = Conn;
     type Error = NoError;
@@ -79,9 +81,9 @@ pub fn stickypool_pool(size: u32) -> stickypool::Pool<NoopManager> {
 pub fn stickypool_pool_with(size: u32, fair_after: Duration) -> stickypool::Pool<NoopManager> {
     stickypool::Pool::builder()
         .max_size(size)
-        .fair_after(fair_after)
+        .fair_after(Some(fair_after))
         .min_idle(Some(size))
-        .test_on_check_out(false)
+        .check_on_borrow(None)
         .idle_timeout(None)
         .max_lifetime(None)
         .connection_timeout(CONNECTION_TIMEOUT)

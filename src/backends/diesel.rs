@@ -149,7 +149,7 @@ where
 
     fn reset(&self, conn: &mut C, action: ResetAction) -> Result<(), DieselError> {
         let sql = match action {
-            ResetAction::None => return Ok(()),
+            ResetAction::Keep => return Ok(()),
             ResetAction::Commit => "COMMIT",
             ResetAction::Session if is_postgres::<C>() => super::POSTGRES_SESSION_RESET,
             ResetAction::Rollback | ResetAction::Session => "ROLLBACK",

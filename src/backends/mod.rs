@@ -8,7 +8,7 @@
 //! | `sqlite` | `sqlite` | `SqliteManager` | [`rusqlite`](https://docs.rs/rusqlite) (bundled SQLite) |
 //! | `postgres` | `postgres` | `PostgresManager` | [`postgres`](https://docs.rs/postgres) 0.19 |
 //! | `diesel` | `diesel` | `DieselManager<C>` | [`diesel`](https://docs.rs/diesel) 2.3, any connection type |
-//! | `r2d2` | `r2d2` | `R2d2Adapter` | any [`r2d2`](https://docs.rs/r2d2) manager |
+//! | `r2d2` | `r2d2` | any r2d2 manager, as it is ([`WithReset`](r2d2::WithReset) adds a reset) | any [`r2d2`](https://docs.rs/r2d2) manager |
 //!
 //! Every manager uses its driver's own error type as
 //! [`ManageConnection::Error`](crate::ManageConnection::Error) and its driver's own

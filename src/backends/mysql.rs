@@ -100,7 +100,7 @@
 //! tell a clean connection from one with an open transaction without asking the server,
 //! and asking costs the same round trip as just sending `ROLLBACK`, which is harmless
 //! when no transaction is open. Each return with `Commit` or `Rollback` therefore costs
-//! one round trip; use [`ResetAction::None`] where the code always closes its
+//! one round trip; use [`ResetAction::Keep`] where the code always closes its
 //! transactions itself (the driver's [`mysql::Transaction`] rolls back when dropped).
 
 //!
@@ -108,9 +108,9 @@
 //!
 //! When the server restarts, every pooled connection is dead, and since `has_broken`
 //! cannot see it, something else must notice before the pool hands the connection out
-//! again. A check on every borrow does (`validation_bypass(Duration::ZERO)`, and the
+//! again. A check on every borrow does (`check_on_borrow(Some(Duration::ZERO))`, and the
 //! default in [`compat`](crate::compat)). With the default
-//! [`validation_bypass`](crate::Builder::validation_bypass) of 500 ms a connection in
+//! [`check_on_borrow`](crate::Builder::check_on_borrow) of 500 ms a connection in
 //! constant use skips that check inside the window, so add one of:
 //!
 //! * [`reset_on_return`](crate::Builder::reset_on_return) with
@@ -320,7 +320,7 @@ impl ManageConnection for MysqlManager {
 
     fn reset(&self, conn: &mut Conn, action: ResetAction) -> Result<(), mysql::Error> {
         match action {
-            ResetAction::None => Ok(()),
+            ResetAction::Keep => Ok(()),
             ResetAction::Commit => conn.query_drop("COMMIT"),
             ResetAction::Rollback => conn.query_drop("ROLLBACK"),
             ResetAction::Session => conn.reset(),

@@ -304,7 +304,7 @@ where
 
     fn reset(&self, conn: &mut Client, action: ResetAction) -> Result<(), Error> {
         match action {
-            ResetAction::None => Ok(()),
+            ResetAction::Keep => Ok(()),
             ResetAction::Commit => conn.batch_execute("COMMIT"),
             ResetAction::Rollback => conn.batch_execute("ROLLBACK"),
             ResetAction::Session => conn.batch_execute(super::POSTGRES_SESSION_RESET),

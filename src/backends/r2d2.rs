@@ -1,14 +1,17 @@
-//! Any [`r2d2`](https://docs.rs/r2d2) manager as a stickypool manager (feature `r2d2`).
+//! Every [`r2d2`](https://docs.rs/r2d2) manager and customizer is a stickypool one
+//! (feature `r2d2`).
 //!
-//! [`R2d2Adapter`] wraps a value implementing [`r2d2::ManageConnection`] (from
-//! `r2d2_postgres`, `r2d2_sqlite`, `r2d2_mysql`, `diesel`'s `ConnectionManager`, the
-//! `redis` crate's `r2d2` support, your own) so that every existing r2d2 manager works
-//! with stickypool unchanged. [`R2d2Customizer`] does the same for an
-//! [`r2d2::CustomizeConnection`].
+//! With the feature on, a type implementing [`r2d2::ManageConnection`] (from
+//! `r2d2_postgres`, `r2d2_sqlite`, `r2d2_mysql`, diesel's `ConnectionManager`, the
+//! `redis` crate's `r2d2` support, your own) implements stickypool's
+//! [`ManageConnection`] too, and
+//! [`Builder::connection_customizer`](crate::Builder::connection_customizer) takes a
+//! boxed [`r2d2::CustomizeConnection`] as well as a stickypool one. Both [`Pool`](crate::Pool) and
+//! [`compat::Pool`](crate::compat::Pool) take them as they are, so an r2d2 service
+//! ports by its dependency line and its `use` line (see `docs/porting.md`):
 //!
 //! ```
 //! use std::time::Duration;
-//! use stickypool::backends::r2d2::R2d2Adapter;
 //! use stickypool::Pool;
 //!
 //! // Any r2d2 manager: `r2d2_sqlite::SqliteConnectionManager`, the `redis` crate's
@@ -27,20 +30,21 @@
 //! let pool = Pool::builder()
 //!     .max_size(8)
 //!     .connection_timeout(Duration::from_secs(3))
-//!     .build(R2d2Adapter::new(Counter))?;
+//!     .build(Counter)?;
 //! let mut conn = pool.get()?;
 //! *conn += 1;
 //! # Ok::<(), stickypool::Error>(())
 //! ```
 //!
-//! `connect`, `is_valid` and `has_broken` are forwarded as they are. r2d2 has no reset
-//! hook, so a plain adapter cannot reset, and `build` refuses
+//! `connect`, `is_valid` and `has_broken` are r2d2's; a customizer's `on_acquire` and
+//! `on_release` are r2d2's, and its `on_check_in` does nothing (r2d2 has no such hook).
+//! r2d2 has no reset hook either, so an r2d2 manager cannot reset, and `build` refuses
 //! [`reset_on_return`](crate::Builder::reset_on_return) with a config error rather
-//! than hand the next borrower a connection left mid-transaction. Give it the reset
-//! with [`R2d2Adapter::with_reset`]:
+//! than hand the next borrower a connection left mid-transaction. Give it a reset with
+//! [`WithReset`]:
 //!
 //! ```
-//! # use stickypool::backends::r2d2::R2d2Adapter;
+//! # use stickypool::backends::r2d2::WithReset;
 //! # use stickypool::{Pool, ResetAction};
 //! # #[derive(Debug)]
 //! # struct Sessions;
@@ -53,13 +57,13 @@
 //! # }
 //! let plain = Pool::builder()
 //!     .reset_on_return(ResetAction::Rollback)
-//!     .build(R2d2Adapter::new(Sessions));
+//!     .build(Sessions);
 //! assert!(matches!(plain, Err(stickypool::Error::Config { field: "reset_on_return", .. })));
 //!
 //! // With a reset: here a "connection" is a list of statements of the open
 //! // transaction; a real one would run `ROLLBACK`.
-//! let manager = R2d2Adapter::new(Sessions).with_reset(|conn, action| {
-//!     if action != ResetAction::None {
+//! let manager = WithReset::new(Sessions, |conn, action| {
+//!     if action != ResetAction::Keep {
 //!         conn.clear();
 //!     }
 //!     Ok(())
@@ -73,53 +77,96 @@
 //! # Ok::<(), stickypool::Error>(())
 //! ```
 //!
-//! Note that some r2d2 managers do I/O in `has_broken` (`r2d2_mysql` pings there), which
-//! the pool calls on every return; the adapter cannot change that.
+//! Some r2d2 managers do I/O in `has_broken` (`r2d2_mysql` pings there), which the pool
+//! calls on every return, as r2d2 does.
 //!
 //! r2d2 does not require its managers' errors to be `Send + Sync`; stickypool does
-//! (errors are shared with the threads waiting for a connection), so the adapter
-//! accepts managers whose error type is. That is the case for every manager above.
+//! (errors are shared with the threads waiting for a connection), so only managers
+//! whose error type is are stickypool managers. That is the case for every manager
+//! above.
+//!
+//! A type that implements both r2d2's trait and stickypool's conflicts with these
+//! implementations once the feature is on: implement r2d2's alone.
 
 use std::fmt;
-use std::sync::Arc;
 
-use crate::manager::{CustomizeConnection, ManageConnection, ResetAction};
+use crate::manager::{
+    CustomizeConnection, IntoCustomizer, ManageConnection, R2d2Hooks, ResetAction,
+};
 
-/// Turns an [`r2d2::ManageConnection`] into a stickypool [`ManageConnection`].
-///
-/// See the [module documentation](self).
-pub struct R2d2Adapter<M: r2d2::ManageConnection> {
-    manager: M,
-    reset: Option<Arc<ResetFn<M>>>,
-}
+impl<M> ManageConnection for M
+where
+    M: r2d2::ManageConnection,
+    M::Error: Send + Sync,
+{
+    type Connection = M::Connection;
+    type Error = M::Error;
 
-/// A reset given to [`R2d2Adapter::with_reset`].
-type ResetFn<M> = dyn Fn(
-        &mut <M as r2d2::ManageConnection>::Connection,
-        ResetAction,
-    ) -> Result<(), <M as r2d2::ManageConnection>::Error>
-    + Send
-    + Sync;
-
-impl<M: r2d2::ManageConnection> R2d2Adapter<M> {
-    /// Wraps an r2d2 manager. It cannot reset connections; see
-    /// [`with_reset`](R2d2Adapter::with_reset).
-    pub fn new(manager: M) -> R2d2Adapter<M> {
-        R2d2Adapter {
-            manager,
-            reset: None,
-        }
+    fn connect(&self) -> Result<M::Connection, M::Error> {
+        r2d2::ManageConnection::connect(self)
     }
 
-    /// Resets returned connections with `reset` (run as
-    /// [`ManageConnection::reset`]: an error closes the connection), so that
-    /// [`reset_on_return`](crate::Builder::reset_on_return) can be used.
-    pub fn with_reset<F>(mut self, reset: F) -> R2d2Adapter<M>
-    where
-        F: Fn(&mut M::Connection, ResetAction) -> Result<(), M::Error> + Send + Sync + 'static,
-    {
-        self.reset = Some(Arc::new(reset));
-        self
+    fn is_valid(&self, conn: &mut M::Connection) -> Result<(), M::Error> {
+        r2d2::ManageConnection::is_valid(self, conn)
+    }
+
+    fn has_broken(&self, conn: &mut M::Connection) -> bool {
+        r2d2::ManageConnection::has_broken(self, conn)
+    }
+}
+
+/// An r2d2 customizer given to
+/// [`Builder::connection_customizer`](crate::Builder::connection_customizer).
+struct R2d2Customizer<T: ?Sized>(Box<T>);
+
+impl<T: fmt::Debug + ?Sized> fmt::Debug for R2d2Customizer<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<C, E, T> CustomizeConnection<C, E> for R2d2Customizer<T>
+where
+    T: r2d2::CustomizeConnection<C, E> + ?Sized,
+{
+    fn on_acquire(&self, conn: &mut C) -> Result<(), E> {
+        self.0.on_acquire(conn)
+    }
+
+    fn on_release(&self, conn: C) {
+        self.0.on_release(conn)
+    }
+}
+
+impl<C, E, T> IntoCustomizer<C, E, R2d2Hooks> for Box<T>
+where
+    C: 'static,
+    E: 'static,
+    T: r2d2::CustomizeConnection<C, E> + ?Sized,
+{
+    fn into_customizer(self) -> Box<dyn CustomizeConnection<C, E>> {
+        Box::new(R2d2Customizer(self))
+    }
+}
+
+/// An r2d2 manager with a reset, so that
+/// [`reset_on_return`](crate::Builder::reset_on_return) can be used. `reset` runs as
+/// [`ManageConnection::reset`]: an error closes the connection.
+///
+/// See the [module documentation](self).
+pub struct WithReset<M: r2d2::ManageConnection, F> {
+    manager: M,
+    reset: F,
+}
+
+impl<M, F> WithReset<M, F>
+where
+    M: r2d2::ManageConnection,
+    F: Fn(&mut M::Connection, ResetAction) -> Result<(), M::Error> + Send + Sync + 'static,
+{
+    /// Gives `manager` the reset `reset`.
+    pub fn new(manager: M, reset: F) -> WithReset<M, F> {
+        WithReset { manager, reset }
     }
 
     /// The wrapped r2d2 manager.
@@ -133,34 +180,28 @@ impl<M: r2d2::ManageConnection> R2d2Adapter<M> {
     }
 }
 
-impl<M: r2d2::ManageConnection + Clone> Clone for R2d2Adapter<M> {
+impl<M: r2d2::ManageConnection + Clone, F: Clone> Clone for WithReset<M, F> {
     fn clone(&self) -> Self {
-        R2d2Adapter {
+        WithReset {
             manager: self.manager.clone(),
             reset: self.reset.clone(),
         }
     }
 }
 
-impl<M: r2d2::ManageConnection + fmt::Debug> fmt::Debug for R2d2Adapter<M> {
+impl<M: r2d2::ManageConnection + fmt::Debug, F> fmt::Debug for WithReset<M, F> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("R2d2Adapter")
+        f.debug_struct("WithReset")
             .field("manager", &self.manager)
-            .field("reset", &self.reset.as_ref().map(|_| "Fn"))
-            .finish()
+            .finish_non_exhaustive()
     }
 }
 
-impl<M: r2d2::ManageConnection> From<M> for R2d2Adapter<M> {
-    fn from(manager: M) -> R2d2Adapter<M> {
-        R2d2Adapter::new(manager)
-    }
-}
-
-impl<M> ManageConnection for R2d2Adapter<M>
+impl<M, F> ManageConnection for WithReset<M, F>
 where
     M: r2d2::ManageConnection,
     M::Error: Send + Sync,
+    F: Fn(&mut M::Connection, ResetAction) -> Result<(), M::Error> + Send + Sync + 'static,
 {
     type Connection = M::Connection;
     type Error = M::Error;
@@ -178,50 +219,10 @@ where
     }
 
     fn can_reset(&self) -> bool {
-        self.reset.is_some()
+        true
     }
 
     fn reset(&self, conn: &mut M::Connection, action: ResetAction) -> Result<(), M::Error> {
-        match &self.reset {
-            Some(reset) => reset(conn, action),
-            None => Ok(()),
-        }
-    }
-}
-
-/// Turns an [`r2d2::CustomizeConnection`] into a stickypool [`CustomizeConnection`]:
-/// `on_acquire` and `on_release` are forwarded, `on_check_in` does nothing (r2d2 has no
-/// such hook).
-#[derive(Clone, Copy, Default)]
-pub struct R2d2Customizer<T>(T);
-
-impl<T> R2d2Customizer<T> {
-    /// Wraps an r2d2 customizer.
-    pub fn new(customizer: T) -> R2d2Customizer<T> {
-        R2d2Customizer(customizer)
-    }
-
-    /// Unwraps the r2d2 customizer.
-    pub fn into_inner(self) -> T {
-        self.0
-    }
-}
-
-impl<T: fmt::Debug> fmt::Debug for R2d2Customizer<T> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_tuple("R2d2Customizer").field(&self.0).finish()
-    }
-}
-
-impl<C, E, T> CustomizeConnection<C, E> for R2d2Customizer<T>
-where
-    T: r2d2::CustomizeConnection<C, E>,
-{
-    fn on_acquire(&self, conn: &mut C) -> Result<(), E> {
-        self.0.on_acquire(conn)
-    }
-
-    fn on_release(&self, conn: C) {
-        self.0.on_release(conn)
+        (self.reset)(conn, action)
     }
 }

@@ -100,7 +100,7 @@
 //! transaction left open sits on any one of the node sockets. The reset therefore sends
 //! `MULTI` and then `DISCARD` to every node: `2 × nodes` round trips per return (the
 //! cluster connection does not pipeline). Where borrowers never use `MULTI`/`WATCH` on
-//! the cluster, [`ResetAction::None`] skips that cost.
+//! the cluster, [`ResetAction::Keep`] skips that cost.
 
 use std::fmt;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -421,7 +421,7 @@ impl ManageConnection for RedisClusterManager {
         let all_nodes =
             |policy| RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, policy));
         match action {
-            ResetAction::None => return Ok(()),
+            ResetAction::Keep => return Ok(()),
             ResetAction::Commit => {
                 // Fails with "EXEC without MULTI" on every node without a transaction;
                 // each node still gets the command, and a real connection problem shows
@@ -455,7 +455,7 @@ pub(super) fn set_io_timeouts(conn: &Connection, timeout: Option<Duration>) -> R
 pub(super) fn reset_server(conn: &mut Connection, action: ResetAction, db: i64) -> RedisResult<()> {
     let mut pipe = redis::pipe();
     match action {
-        ResetAction::None => return Ok(()),
+        ResetAction::Keep => return Ok(()),
         ResetAction::Commit => {
             pipe.cmd("EXEC");
         }

@@ -241,7 +241,7 @@ impl ManageConnection for SqliteManager {
             return Ok(());
         }
         match action {
-            ResetAction::None => Ok(()),
+            ResetAction::Keep => Ok(()),
             ResetAction::Commit => conn.execute_batch("COMMIT"),
             ResetAction::Rollback | ResetAction::Session => conn.execute_batch("ROLLBACK"),
         }

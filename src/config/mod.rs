@@ -201,31 +201,6 @@ impl fmt::Display for Backend {
     }
 }
 
-/// How returned connections are reset (`reset_on_return`), as in [`ResetAction`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ResetSetting {
-    /// `"none"`: [`ResetAction::None`].
-    None,
-    /// `"commit"`: [`ResetAction::Commit`].
-    Commit,
-    /// `"rollback"`: [`ResetAction::Rollback`].
-    Rollback,
-    /// `"session"`: [`ResetAction::Session`].
-    Session,
-}
-
-impl From<ResetSetting> for ResetAction {
-    fn from(r: ResetSetting) -> ResetAction {
-        match r {
-            ResetSetting::None => ResetAction::None,
-            ResetSetting::Commit => ResetAction::Commit,
-            ResetSetting::Rollback => ResetAction::Rollback,
-            ResetSetting::Session => ResetAction::Session,
-        }
-    }
-}
-
 /// One `[pools.<alias>]` table. Every setting is optional and keeps the [`Builder`]'s
 /// default when missing (`None` here); settings that can be turned off are
 /// [`Off`], where `Off(None)` is `"off"`. Readable and settable in code before
@@ -294,12 +269,9 @@ pub struct PoolConfig {
     /// [`Builder::connection_timeout`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub connection_timeout: Option<DurationSetting>,
-    /// [`Builder::test_on_check_out`].
+    /// [`Builder::check_on_borrow`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub test_on_check_out: Option<bool>,
-    /// [`Builder::validation_bypass`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation_bypass: Option<DurationSetting>,
+    pub check_on_borrow: Option<Off<DurationSetting>>,
     /// [`Builder::test_on_check_in`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub test_on_check_in: Option<bool>,
@@ -317,7 +289,7 @@ pub struct PoolConfig {
     pub keepalive_interval: Option<Off<DurationSetting>>,
     /// [`Builder::reset_on_return`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reset_on_return: Option<ResetSetting>,
+    pub reset_on_return: Option<ResetAction>,
     /// [`Builder::leak_detection_threshold`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leak_detection_threshold: Option<Off<DurationSetting>>,
@@ -326,16 +298,13 @@ pub struct PoolConfig {
     pub max_waiters: Option<Off<usize>>,
     /// [`Builder::fair_after`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fair_after: Option<DurationSetting>,
+    pub fair_after: Option<Off<DurationSetting>>,
     /// [`Builder::circuit_breaker`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub circuit_breaker: Option<bool>,
     /// [`Builder::validation_timeout`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub validation_timeout: Option<DurationSetting>,
-    /// [`Builder::idle_timeout_spares_min_idle`].
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub idle_timeout_spares_min_idle: Option<bool>,
+    pub validation_timeout: Option<Off<DurationSetting>>,
 }
 
 impl PoolConfig {
@@ -379,8 +348,7 @@ impl PoolConfig {
             max_size: None,
             min_idle: None,
             connection_timeout: None,
-            test_on_check_out: None,
-            validation_bypass: None,
+            check_on_borrow: None,
             test_on_check_in: None,
             idle_timeout: None,
             max_lifetime: None,
@@ -392,7 +360,6 @@ impl PoolConfig {
             fair_after: None,
             circuit_breaker: None,
             validation_timeout: None,
-            idle_timeout_spares_min_idle: None,
         }
     }
 
@@ -415,11 +382,8 @@ impl PoolConfig {
         if let Some(v) = self.connection_timeout {
             b = b.connection_timeout(v.0);
         }
-        if let Some(v) = self.test_on_check_out {
-            b = b.test_on_check_out(v);
-        }
-        if let Some(v) = self.validation_bypass {
-            b = b.validation_bypass(v.0);
+        if let Some(v) = self.check_on_borrow {
+            b = b.check_on_borrow(v.duration());
         }
         if let Some(v) = self.test_on_check_in {
             b = b.test_on_check_in(v);
@@ -437,7 +401,7 @@ impl PoolConfig {
             b = b.keepalive_interval(v.duration());
         }
         if let Some(v) = self.reset_on_return {
-            b = b.reset_on_return(v.into());
+            b = b.reset_on_return(v);
         }
         if let Some(v) = self.leak_detection_threshold {
             b = b.leak_detection_threshold(v.duration());
@@ -446,16 +410,13 @@ impl PoolConfig {
             b = b.max_waiters(v.0);
         }
         if let Some(v) = self.fair_after {
-            b = b.fair_after(v.0);
+            b = b.fair_after(v.duration());
         }
         if let Some(v) = self.circuit_breaker {
             b = b.circuit_breaker(v);
         }
         if let Some(v) = self.validation_timeout {
-            b = b.validation_timeout(v.0);
-        }
-        if let Some(v) = self.idle_timeout_spares_min_idle {
-            b = b.idle_timeout_spares_min_idle(v);
+            b = b.validation_timeout(v.duration());
         }
         b
     }

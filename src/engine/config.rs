@@ -23,13 +23,14 @@ pub(crate) const MIN_INTERVAL: Duration = Duration::from_millis(10);
 /// deadline arithmetic cannot overflow: in effect, never.
 pub(crate) const LONGEST_PERIOD: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
 
-/// The default [`Builder::validation_bypass`](crate::Builder::validation_bypass) of
-/// stickypool's own API (HikariCP's; [`compat`](crate::compat) keeps r2d2's zero): a
-/// borrow checks a connection only if its last check is at least this old. Measured in
+/// The default [`Builder::check_on_borrow`](crate::Builder::check_on_borrow) of
+/// stickypool's own API (HikariCP's bypass window; [`compat`](crate::compat) keeps
+/// r2d2's check on every borrow): a borrow checks a connection only if its last check
+/// is at least this old. Measured in
 /// a thread-pool HTTP service on PostgreSQL and Redis (`docs/benchmarks.md`, "A service
 /// under load"): a check on every borrow costs a round trip per request, and served
 /// 0.71 of the requests (median).
-pub const DEFAULT_VALIDATION_BYPASS: Duration = Duration::from_millis(500);
+pub const DEFAULT_CHECK_ON_BORROW: Duration = Duration::from_millis(500);
 
 /// The default [`Builder::validation_timeout`](crate::Builder::validation_timeout), HikariCP's.
 pub const DEFAULT_VALIDATION_TIMEOUT: Duration = Duration::from_secs(5);
@@ -63,7 +64,9 @@ pub(crate) struct Config<M: ManageConnection> {
     /// `idle_timeout` closes only idle connections beyond `min_idle` (HikariCP's way).
     pub(crate) idle_timeout_spares_min_idle: bool,
     pub(crate) connection_timeout: Duration,
+    /// `check_on_borrow` is not `None`.
     pub(crate) test_on_check_out: bool,
+    /// `check_on_borrow`'s age, in milliseconds.
     pub(crate) validation_bypass_ms: u64,
     pub(crate) test_on_check_in: bool,
     pub(crate) idle_timeout: Option<Duration>,
@@ -73,11 +76,13 @@ pub(crate) struct Config<M: ManageConnection> {
     pub(crate) reset_on_return: ResetAction,
     pub(crate) leak_detection_threshold: Option<Duration>,
     pub(crate) max_waiters: Option<usize>,
+    /// `Duration::MAX` when fairness is off.
     pub(crate) fair_after: Duration,
     pub(crate) circuit_breaker: bool,
     pub(crate) customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
     pub(crate) event_handler: Option<Box<dyn HandleEvent>>,
     pub(crate) error_handler: Box<dyn HandleError<M::Error>>,
+    /// `Duration::MAX` when the driver's own timeouts are in charge.
     pub(crate) validation_timeout: Duration,
     pub(crate) thread_pool: Arc<ScheduledThreadPool>,
     /// Leak detection or an event handler is on: borrows and returns record more.

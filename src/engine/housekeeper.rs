@@ -6,7 +6,7 @@
 //! runs on the scheduler.
 //!
 //! * **reap**, every `reap_interval`: closes idle connections past `idle_timeout`
-//!   (only those beyond `min_idle` with `idle_timeout_spares_min_idle`), retires
+//!   (only those beyond `min_idle` in stickypool's API), retires
 //!   connections past their lifetime, and
 //!   refills `min_idle`. It also notices when it runs far later than scheduled (the
 //!   machine was suspended or starved) and says so at `warn`.
@@ -160,8 +160,8 @@ impl Calm {
 }
 
 impl<M: ManageConnection> Shared<M> {
-    /// Closes idle connections past `idle_timeout` (beyond `min_idle` only with
-    /// `idle_timeout_spares_min_idle`) and connections past their lifetime; refills
+    /// Closes idle connections past `idle_timeout` (beyond `min_idle` only in
+    /// stickypool's API) and connections past their lifetime; refills
     /// `min_idle`.
     pub(crate) fn reap(&self) {
         let now = clock::now_ms();

@@ -29,7 +29,7 @@ impl<M: ManageConnection> Shared<M> {
         action: ResetAction,
     ) -> Option<CloseReason> {
         let id = entry.id;
-        if action != ResetAction::None {
+        if action != ResetAction::Keep {
             let _span =
                 trace::span!("reset", pool = %self.config.name, conn_id = id, action = ?action)
                     .entered();

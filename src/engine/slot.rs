@@ -19,7 +19,7 @@ pub(crate) struct PoolEntry<C> {
     /// When it was last returned or opened (for `idle_timeout`).
     pub(crate) last_used_ms: u64,
     /// When it was last known to work: opened or passed `is_valid` (for
-    /// `validation_bypass` and `keepalive_interval`).
+    /// `check_on_borrow` and `keepalive_interval`).
     pub(crate) last_checked_ms: u64,
     /// When it must be retired (`u64::MAX` if never).
     pub(crate) expires_ms: u64,
