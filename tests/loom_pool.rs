@@ -34,7 +34,8 @@ use std::time::Duration;
 
 use loom::thread;
 use stickypool::{
-    CloseReason, Error, HandleEvent, ManageConnection, Pool, PooledConnection, ReleaseEvent,
+    CloseReason, Error, HandleEvent, ManageConnection, OwnedConnection, Pool, PooledConnection,
+    ReleaseEvent,
 };
 
 // Every pool here sets `fair_after` to one of these two: with any bound in between,
@@ -400,7 +401,7 @@ fn close_racing_a_connect_and_a_free_loses_nothing() {
                 Err(e) => panic!("unexpected {e}"),
             })
         };
-        let discarder = thread::spawn(move || PooledConnection::discard(held));
+        let discarder = thread::spawn(move || OwnedConnection::discard(held));
         pool.close();
         waiter.join().unwrap();
         discarder.join().unwrap();
@@ -451,8 +452,8 @@ fn three_waiters_and_two_givers_strand_nobody() {
         passer_by.join().unwrap();
         let kept: Vec<_> = keepers.into_iter().map(|k| k.join().unwrap()).collect();
         assert_ne!(
-            kept[0].id(),
-            kept[1].id(),
+            OwnedConnection::id(&kept[0]),
+            OwnedConnection::id(&kept[1]),
             "two keepers hold one connection"
         );
         for conn in &kept {
