@@ -18,8 +18,8 @@
 //!
 //! With `--backend redis` (GET/SET) or `--backend mysql` (SELECT and an upsert on a
 //! table it creates, `stickypool_demo`, and drops at the end) it uses a real server;
-//! those need the crate's `redis` or `mysql` feature, and comparing them with r2d2 needs
-//! `compare` (r2d2's own Redis and MySQL managers).
+//! those need the crate's `redis` or `mysql` feature. With `--compare r2d2` there, r2d2
+//! runs stickypool's own manager, so the two pools are compared alone.
 //!
 //! ```text
 //! cargo run --release -F sqlite --example demo
@@ -27,7 +27,7 @@
 //! cargo run --release -F sqlite --example demo -- --compare r2d2
 //! cargo run --release -F sqlite --example demo -- --compare r2d2 --svg /tmp/waits.svg
 //! cargo run --release --features sqlite,redis --example demo -- --backend redis --url redis://127.0.0.1:6379/
-//! cargo run --release --features compare --example demo -- --backend mysql --compare r2d2
+//! cargo run --release --features sqlite,mysql --example demo -- --backend mysql --compare r2d2
 //! cargo run --release -F sqlite --example demo -- --help
 //! ```
 //!
@@ -62,8 +62,7 @@ Options:
   --seconds S          how long to run, fractions allowed [default: 5]
   --writes PCT         percentage of operations that write [default: 20]
   --backend NAME       sqlite, redis or mysql [default: sqlite]; redis and mysql
-                       need the crate feature of that name (and `compare` for
-                       --compare r2d2)
+                       need the crate feature of that name
   --url URL            server URL for redis or mysql [default: $STICKYPOOL_REDIS_URL
                        or $STICKYPOOL_MYSQL_URL]
   --compare r2d2       run the same workload through r2d2 too and compare
@@ -205,12 +204,6 @@ fn missing_feature(opts: &Options) -> Option<String> {
         Some(format!(
             "--backend {name} needs the `{name}` feature: \
              cargo run --release --features {name} --example demo -- --backend {name} ..."
-        ))
-    } else if opts.compare && !cfg!(feature = "compare") {
-        Some(format!(
-            "--compare r2d2 with --backend {name} needs the `compare` feature (r2d2's \
-             {name} manager): cargo run --release --features compare --example demo -- \
-             --backend {name} --compare r2d2 ..."
         ))
     } else {
         None
@@ -500,6 +493,30 @@ fn stickypool_pool<M: ManageConnection>(opts: &Options, manager: M) -> Result<Po
 /// (`test_on_check_out`), a round trip per borrow; stickypool skips the check for a
 /// connection checked in the last 500 ms. Turning r2d2's check off keeps the comparison
 /// about the pools rather than the extra round trip (and favours r2d2).
+/// A stickypool manager as an r2d2 one, so that `--compare r2d2` runs both pools on
+/// the same manager and compares the pools alone.
+#[cfg(any(feature = "redis", feature = "mysql"))]
+#[derive(Debug)]
+struct ForR2d2<M>(M);
+
+#[cfg(any(feature = "redis", feature = "mysql"))]
+impl<M: stickypool::ManageConnection> r2d2::ManageConnection for ForR2d2<M> {
+    type Connection = M::Connection;
+    type Error = M::Error;
+
+    fn connect(&self) -> Result<M::Connection, M::Error> {
+        stickypool::ManageConnection::connect(&self.0)
+    }
+
+    fn is_valid(&self, conn: &mut M::Connection) -> Result<(), M::Error> {
+        stickypool::ManageConnection::is_valid(&self.0, conn)
+    }
+
+    fn has_broken(&self, conn: &mut M::Connection) -> bool {
+        stickypool::ManageConnection::has_broken(&self.0, conn)
+    }
+}
+
 fn r2d2_pool<M: r2d2::ManageConnection>(
     opts: &Options,
     manager: M,
@@ -631,11 +648,8 @@ mod redis_backend {
         runs.push(result);
         drop(pool);
 
-        // `redis::Client` is an r2d2 manager with the `redis` crate's `r2d2` feature,
-        // which `compare` turns on; `parse_args` refuses `--compare` here without it.
-        #[cfg(feature = "compare")]
         if opts.compare {
-            let pool = r2d2_pool(opts, redis::Client::open(url)?)?;
+            let pool = r2d2_pool(opts, ForR2d2(RedisManager::new(url)?))?;
             runs.push(run_workload("r2d2", opts, |rng| {
                 let (mut conn, waited) = timed(|| pool.get())?;
                 op(&mut conn, rng.op(opts.write_percent))?;
@@ -693,13 +707,8 @@ mod mysql_backend {
         result.stats = Some(pool.stats());
         runs.push(result);
 
-        // r2d2_mysql comes with the `compare` feature; `parse_args` refuses `--compare`
-        // here without it.
-        #[cfg(feature = "compare")]
         if opts.compare {
-            let manager =
-                r2d2_mysql::MySqlConnectionManager::new(mysql::OptsBuilder::from_opts(mysql_opts));
-            let r2d2 = r2d2_pool(opts, manager)?;
+            let r2d2 = r2d2_pool(opts, ForR2d2(MysqlManager::new(mysql_opts)))?;
             runs.push(run_workload("r2d2", opts, |rng| {
                 let (mut conn, waited) = timed(|| r2d2.get())?;
                 op(&mut conn, rng.op(opts.write_percent))?;

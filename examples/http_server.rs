@@ -26,7 +26,7 @@
 //!
 //! ```text
 //! source scripts/servers.sh      # sets STICKYPOOL_REDIS_URL, used by the config file
-//! cargo run --release --features config,sqlite,redis,metrics --example http_server -- --addr 127.0.0.1:8080
+//! cargo run --release --features toml,sqlite,redis,metrics --example http_server -- --addr 127.0.0.1:8080
 //!
 //! curl -d 'hello' http://127.0.0.1:8080/notes
 //! curl http://127.0.0.1:8080/notes

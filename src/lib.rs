@@ -74,8 +74,8 @@ mod builder;
 mod clock;
 #[cfg(not(loom))]
 pub mod compat;
-#[cfg(all(feature = "config", not(loom)))]
-#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+#[cfg(all(feature = "serde", not(loom)))]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 pub mod config;
 mod connector;
 mod engine;
@@ -161,22 +161,62 @@ pub use redis;
 pub use rusqlite;
 
 /// The README's examples, compiled (and, unless marked `no_run`, run) as doctests.
-#[cfg(all(doctest, feature = "compare", feature = "config", feature = "metrics"))]
+#[cfg(all(
+    doctest,
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "postgres",
+    feature = "redis",
+    feature = "diesel",
+    feature = "r2d2",
+    feature = "toml",
+    feature = "metrics"
+))]
 #[doc = include_str!("../README.md")]
 pub struct ReadmeDoctests;
 
 /// The examples of `docs/guide.md`, compiled (and, unless marked `no_run`, run) as doctests.
-#[cfg(all(doctest, feature = "compare", feature = "config", feature = "metrics"))]
+#[cfg(all(
+    doctest,
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "postgres",
+    feature = "redis",
+    feature = "diesel",
+    feature = "r2d2",
+    feature = "toml",
+    feature = "metrics"
+))]
 #[doc = include_str!("../docs/guide.md")]
 pub struct GuideDoctests;
 
 /// The examples of `docs/backends.md`, compiled (and, unless marked `no_run`, run) as doctests.
-#[cfg(all(doctest, feature = "compare", feature = "config", feature = "metrics"))]
+#[cfg(all(
+    doctest,
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "postgres",
+    feature = "redis",
+    feature = "diesel",
+    feature = "r2d2",
+    feature = "toml",
+    feature = "metrics"
+))]
 #[doc = include_str!("../docs/backends.md")]
 pub struct BackendsDoctests;
 
 /// The examples of `docs/operations.md`, compiled (and, unless marked `no_run`, run) as
 /// doctests.
-#[cfg(all(doctest, feature = "compare", feature = "config", feature = "metrics"))]
+#[cfg(all(
+    doctest,
+    feature = "sqlite",
+    feature = "mysql",
+    feature = "postgres",
+    feature = "redis",
+    feature = "diesel",
+    feature = "r2d2",
+    feature = "toml",
+    feature = "metrics"
+))]
 #[doc = include_str!("../docs/operations.md")]
 pub struct OperationsDoctests;

@@ -25,7 +25,7 @@ use crate::error::Chain;
 /// `"session"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[cfg_attr(
-    feature = "config",
+    feature = "serde",
     derive(serde::Deserialize, serde::Serialize),
     serde(rename_all = "lowercase")
 )]

@@ -1,5 +1,5 @@
 //! Named pools: a service's pools under their aliases, built from a configuration file
-//! (feature `config`) or registered in code, and looked up by alias and type.
+//! (feature `toml` or `serde`) or registered in code, and looked up by alias and type.
 //!
 //! ```
 //! # use stickypool::{ManageConnection, Pool, Pools};
@@ -187,7 +187,7 @@ impl Pools {
     }
 
     /// Adds a pool whose alias is known to be new (the key of a map being built from).
-    #[cfg(feature = "config")]
+    #[cfg(feature = "serde")]
     pub(crate) fn insert_unique(&mut self, alias: String, entry: Entry) {
         self.pools.insert(alias, entry);
     }
@@ -394,10 +394,10 @@ typed_getter!(
     "The PostgreSQL pool `alias` (feature `postgres`)."
 );
 typed_getter!(
-    "redis-sentinel",
+    "redis",
     redis_sentinel,
     crate::backends::redis_sentinel::RedisSentinelManager,
-    "The Redis Sentinel pool `alias` (feature `redis-sentinel`)."
+    "The Redis Sentinel pool `alias` (feature `redis`)."
 );
 
 #[cfg(test)]

@@ -275,7 +275,7 @@ fn every_connection_has_connect_read_and_write_timeouts_by_default() {
     assert!(!debug.contains("secret"), "{debug}");
 }
 
-#[cfg(feature = "config")]
+#[cfg(feature = "toml")]
 #[test]
 fn timeouts_from_a_config_file_reach_the_manager() {
     let Some(url) = servers::mysql_url("timeouts_from_a_config_file_reach_the_manager") else {

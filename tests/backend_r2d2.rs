@@ -253,7 +253,6 @@ fn r2d2_customizer_hooks_are_forwarded() {
 }
 
 /// A real r2d2 manager from crates.io, unchanged.
-#[cfg(feature = "compare")]
 #[test]
 fn r2d2_sqlite_manager_works_unchanged() {
     let dir = servers::TempDir::new("r2d2-sqlite");
@@ -270,7 +269,7 @@ fn r2d2_sqlite_manager_works_unchanged() {
 }
 
 /// The `redis` crate's own r2d2 support, unchanged.
-#[cfg(feature = "compare")]
+#[cfg(feature = "redis")]
 #[test]
 fn redis_r2d2_manager_works_unchanged() {
     let Some(url) = servers::redis_url("redis_r2d2_manager_works_unchanged") else {

@@ -4,7 +4,7 @@
 //!
 //! A test binary of its own, because the failover test kills the master; every test
 //! holds `SETUP` so none runs during a failover.
-#![cfg(feature = "redis-sentinel")]
+#![cfg(feature = "redis")]
 
 mod servers;
 

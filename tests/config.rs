@@ -1,5 +1,5 @@
-//! Named pools from a TOML configuration (`Pools`, feature `config`).
-#![cfg(feature = "config")]
+//! Named pools from a TOML configuration (`Pools`, feature `toml`).
+#![cfg(feature = "toml")]
 
 mod common;
 mod servers;
@@ -661,7 +661,7 @@ mod with_postgres {
     }
 }
 
-#[cfg(feature = "redis-sentinel")]
+#[cfg(feature = "redis")]
 mod with_redis_sentinel {
     use super::*;
 

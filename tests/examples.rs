@@ -7,7 +7,7 @@
 //! `cargo test --test examples`) fails with a message saying how to build it.
 
 // Every test needs an example's features; without them only the helpers remain.
-#![cfg_attr(not(any(feature = "compare", feature = "sqlite")), allow(dead_code))]
+#![cfg_attr(not(feature = "sqlite"), allow(dead_code))]
 
 mod servers;
 
@@ -61,7 +61,7 @@ fn stderr(output: &Output) -> String {
 }
 
 /// The cells of the report row starting with `label`.
-#[cfg(feature = "compare")]
+#[cfg(all(feature = "sqlite", feature = "redis", feature = "mysql"))]
 fn row<'a>(report: &'a str, label: &str) -> Vec<&'a str> {
     let line = report
         .lines()
@@ -70,7 +70,7 @@ fn row<'a>(report: &'a str, label: &str) -> Vec<&'a str> {
     line[label.len()..].split_whitespace().collect()
 }
 
-#[cfg(feature = "compare")]
+#[cfg(all(feature = "sqlite", feature = "redis", feature = "mysql"))]
 mod demo {
     use super::*;
 
@@ -281,7 +281,7 @@ mod jobs {
 }
 
 #[cfg(all(
-    feature = "config",
+    feature = "toml",
     feature = "sqlite",
     feature = "redis",
     feature = "metrics"

@@ -39,7 +39,7 @@ fn huge_durations_mean_for_ever_and_never_panic() {
     drop(pool.get().unwrap());
 }
 
-#[cfg(feature = "config")]
+#[cfg(feature = "toml")]
 #[test]
 fn huge_durations_from_a_config_file_never_panic() {
     let pools = stickypool::Pools::from_toml_str(

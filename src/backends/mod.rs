@@ -4,8 +4,8 @@
 //! |---|---|---|---|
 //! | `mysql` | `mysql` | `MysqlManager` | [`mysql`](https://docs.rs/mysql) 28 (pure Rust, no TLS by default) |
 //! | `redis` | `redis` | `RedisManager`, `RedisClusterManager` | [`redis`](https://docs.rs/redis) 1.x |
-//! | `redis_sentinel` | `redis-sentinel` | `RedisSentinelManager` | [`redis`](https://docs.rs/redis) 1.x, through Redis Sentinel |
-//! | `sqlite` | `sqlite` | `SqliteManager` | [`rusqlite`](https://docs.rs/rusqlite) (bundled SQLite) |
+//! | `redis_sentinel` | `redis` | `RedisSentinelManager` | [`redis`](https://docs.rs/redis) 1.x, through Redis Sentinel |
+//! | `sqlite` | `sqlite` (`sqlite-bundled` compiles SQLite in) | `SqliteManager` | [`rusqlite`](https://docs.rs/rusqlite) |
 //! | `postgres` | `postgres` | `PostgresManager` | [`postgres`](https://docs.rs/postgres) 0.19 |
 //! | `diesel` | `diesel` | `DieselManager<C>` | [`diesel`](https://docs.rs/diesel) 2.3, any connection type |
 //! | `r2d2` | `r2d2` | any r2d2 manager, as it is ([`WithReset`](r2d2::WithReset) adds a reset) | any [`r2d2`](https://docs.rs/r2d2) manager |
@@ -66,8 +66,8 @@ pub mod r2d2;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis;
-#[cfg(feature = "redis-sentinel")]
-#[cfg_attr(docsrs, doc(cfg(feature = "redis-sentinel")))]
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub mod redis_sentinel;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]

@@ -1,4 +1,4 @@
-//! Redis behind Redis Sentinel (feature `redis-sentinel`): connections always to the
+//! Redis behind Redis Sentinel (feature `redis`): connections always to the
 //! current master of a named service, across failovers, without a restart.
 //!
 //! [`RedisSentinelManager`] asks the sentinels where the master of the service is each

@@ -1,5 +1,6 @@
 //! SQLite through [`rusqlite`](https://docs.rs/rusqlite), with SQLite compiled in
-//! (feature `sqlite`, rusqlite's `bundled`).
+//! (feature `sqlite`, linked to the system's libsqlite3;
+//! `sqlite-bundled` compiles SQLite in).
 //!
 //! [`SqliteManager`] opens a [`rusqlite::Connection`] per pool slot, to a database file
 //! ([`SqliteManager::file`]) or to an in-memory database that all the pool's connections

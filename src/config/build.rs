@@ -290,7 +290,7 @@ impl PoolConfig {
                 Err(missing())
             }
             Backend::RedisSentinel => {
-                #[cfg(feature = "redis-sentinel")]
+                #[cfg(feature = "redis")]
                 {
                     use crate::backends::redis_sentinel::RedisSentinelManager;
                     let urls = self.expanded_urls(alias, secrets)?;

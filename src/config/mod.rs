@@ -1,5 +1,5 @@
-//! Pools declared in a TOML file (feature `config`): one `[pools.<alias>]` table per
-//! pool, with its backend, where to connect and every [`Builder`] setting under the
+//! Pools declared in a TOML file (feature `toml`), or in any format serde reads
+//! (feature `serde`): one `[pools.<alias>]` table per pool, with its backend, where to connect and every [`Builder`] setting under the
 //! builder method's name.
 //!
 //! ```toml
@@ -33,9 +33,10 @@
 //!   (from the TOML parser) and the key. Nothing is silently ignored.
 //! * **Durations** are strings of a number and a unit, `ms`, `s`, `m`, `h` or `d`, and
 //!   may chain: `"250ms"`, `"3s"`, `"10m"`, `"1h30m"`. A bare number is refused (which
-//!   unit?). Settings whose builder method takes an `Option` (`idle_timeout`,
-//!   `max_lifetime`, `keepalive_interval`, `leak_detection_threshold`, `max_waiters`)
-//!   also accept `"off"` or `false` for `None`. A missing key keeps the builder's
+//!   unit?). Settings whose builder method takes an `Option` (`check_on_borrow`,
+//!   `idle_timeout`, `max_lifetime`, `keepalive_interval`, `leak_detection_threshold`,
+//!   `max_waiters`, `fair_after`, `validation_timeout`) also accept `"off"` or `false`
+//!   for `None`. A missing key keeps the builder's
 //!   default.
 //! * **Environment variables**: `${NAME}` in `url`, `urls`, `path`, `init` and
 //!   `master_password` is
@@ -46,10 +47,10 @@
 //!   every error message is scrubbed of them, so an expanded URL with a password is
 //!   never printed. (A TOML syntax error shows the offending line as written in the
 //!   file, which is one more reason to keep passwords in variables.)
-//! * **Backends and features.** The `config` feature does not turn the backends on:
+//! * **Backends and features.** The `toml` and `serde` features do not turn the backends on:
 //!   `backend = "mysql"` needs the `mysql` feature, `"redis"` and `"redis-cluster"` the
 //!   `redis` feature, `"sqlite"` the `sqlite` feature, `"postgres"` the `postgres` feature,
-//!   `"redis-sentinel"` the `redis-sentinel` feature. A file naming a backend whose
+//!   `"redis-sentinel"` the `redis` feature. A file naming a backend whose
 //!   feature is off parses, and building it fails with an error saying which feature to
 //!   enable. This keeps a service that only uses Redis from compiling a MySQL driver.
 //!
@@ -134,6 +135,8 @@ impl PoolsConfig {
     /// Parses (and checks) a TOML text with a `pools` table without building anything,
     /// for a `--check-config` command or to adjust settings before
     /// [`Pools::from_config`](crate::Pools::from_config).
+    #[cfg(feature = "toml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "toml")))]
     pub fn from_toml_str(text: &str) -> Result<PoolsConfig, ConfigError> {
         let file: FileConfig = toml::from_str(text).map_err(|e| ConfigError::Parse {
             file: None,
@@ -144,6 +147,7 @@ impl PoolsConfig {
 }
 
 /// The whole file: only a `pools` table.
+#[cfg(feature = "toml")]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct FileConfig {
@@ -166,7 +170,7 @@ pub enum Backend {
     Sqlite,
     /// `"postgres"`: `PostgresManager` (feature `postgres`).
     Postgres,
-    /// `"redis-sentinel"`: `RedisSentinelManager` (feature `redis-sentinel`).
+    /// `"redis-sentinel"`: `RedisSentinelManager` (feature `redis`).
     RedisSentinel,
 }
 
@@ -187,10 +191,9 @@ impl Backend {
     pub fn feature(self) -> &'static str {
         match self {
             Backend::Mysql => "mysql",
-            Backend::Redis | Backend::RedisCluster => "redis",
+            Backend::Redis | Backend::RedisCluster | Backend::RedisSentinel => "redis",
             Backend::Sqlite => "sqlite",
             Backend::Postgres => "postgres",
-            Backend::RedisSentinel => "redis-sentinel",
         }
     }
 }
@@ -502,9 +505,11 @@ impl ConfigError {
     }
 }
 
-#[cfg_attr(docsrs, doc(cfg(feature = "config")))]
+#[cfg_attr(docsrs, doc(cfg(feature = "serde")))]
 impl Pools {
     /// Reads a TOML file and builds every pool in it; see [`crate::config`].
+    #[cfg(feature = "toml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "toml")))]
     pub fn from_toml_file(path: impl AsRef<std::path::Path>) -> Result<Pools, ConfigError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -515,10 +520,13 @@ impl Pools {
     }
 
     /// Builds every pool of a TOML text; see [`crate::config`].
+    #[cfg(feature = "toml")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "toml")))]
     pub fn from_toml_str(text: &str) -> Result<Pools, ConfigError> {
         Pools::parse(text, None)
     }
 
+    #[cfg(feature = "toml")]
     fn parse(text: &str, file: Option<&std::path::Path>) -> Result<Pools, ConfigError> {
         let config = PoolsConfig::from_toml_str(text).map_err(|e| match e {
             ConfigError::Parse { message, .. } => ConfigError::Parse {

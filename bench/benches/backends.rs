@@ -58,7 +58,7 @@ use stickypool::backends::postgres::PostgresManager;
 use stickypool::backends::redis::RedisManager;
 use stickypool::backends::sqlite::SqliteManager;
 
-#[path = "common/contended.rs"]
+#[path = "../../benches/common/contended.rs"]
 mod contended;
 
 use contended::{Direct, Outcome, SHAPES, Shape};
