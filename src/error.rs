@@ -42,17 +42,18 @@ pub type SharedError = Arc<dyn std::error::Error + Send + Sync + 'static>;
 /// # Ok::<(), Error>(())
 /// ```
 ///
-/// `source()` is the driver's error for [`Connect`](Error::Connect) and
-/// [`Unavailable`](Error::Unavailable) and, when connecting is what failed, for
-/// [`Timeout`](Error::Timeout), so error chains
-/// (`anyhow`, `eyre`) reach it and `downcast_ref` finds the driver's type:
+/// `Display` says everything, the driver's error included, as r2d2's error does, so
+/// `println!("{error}")` and a log line tell the whole story. So that chain printers
+/// (`anyhow`'s `{:#}`, `eyre`) do not print the driver's error twice, `source()` is
+/// `None`; [`driver_error`](Error::driver_error) gives it, to `downcast_ref` to the
+/// driver's type:
 ///
 /// ```
-/// # use std::error::Error as _;
 /// # use std::sync::Arc;
 /// let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
 /// let error = stickypool::Error::Connect(Arc::new(refused));
-/// let cause = error.source().unwrap();
+/// assert_eq!(error.to_string(), "could not open a connection: refused");
+/// let cause = error.driver_error().unwrap();
 /// assert_eq!(
 ///     cause.downcast_ref::<std::io::Error>().unwrap().kind(),
 ///     std::io::ErrorKind::ConnectionRefused
@@ -87,7 +88,7 @@ pub enum Error {
         pool: String,
         /// How long the backend has been down (since the breaker opened).
         down_for: Duration,
-        /// The last connect error (also the error's `source()`).
+        /// The last connect error (also [`Error::driver_error`]).
         last_error: Option<SharedError>,
     },
     /// `max_waiters` threads were already waiting, so the borrow failed at once.
@@ -112,6 +113,27 @@ pub enum Error {
 }
 
 impl Error {
+    /// The driver's error behind this one: the failed connect of
+    /// [`Connect`](Error::Connect), and the last failed connect of
+    /// [`Unavailable`](Error::Unavailable) and of a [`Timeout`](Error::Timeout) that
+    /// waited on failing connects. `Display` already includes it.
+    pub fn driver_error(&self) -> Option<&(dyn std::error::Error + Send + Sync + 'static)> {
+        let cause = match self {
+            Error::Connect(e) => e,
+            Error::Timeout {
+                last_error: Some(e),
+                ..
+            }
+            | Error::Unavailable {
+                last_error: Some(e),
+                ..
+            } => e,
+            _ => return None,
+        };
+        // The driver's error itself, not the `Arc` around it, so `downcast_ref` works.
+        Some(&**cause)
+    }
+
     pub(crate) fn config(field: &'static str, reason: impl Into<String>) -> Error {
         Error::Config {
             field,
@@ -183,24 +205,8 @@ impl fmt::Display for Error {
     }
 }
 
-impl std::error::Error for Error {
-    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        let cause = match self {
-            Error::Connect(e) => e,
-            Error::Timeout {
-                last_error: Some(e),
-                ..
-            }
-            | Error::Unavailable {
-                last_error: Some(e),
-                ..
-            } => e,
-            _ => return None,
-        };
-        // The driver's error itself, not the `Arc` around it, so `downcast_ref` works.
-        Some(&**cause)
-    }
-}
+/// No `source()`: `Display` includes the driver's error (see [`Error`]).
+impl std::error::Error for Error {}
 
 /// An error with its sources, `outer: inner: innermost`, skipping a source whose text
 /// the message already holds. Some drivers put the server's words only in the

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::error::Error as _;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -104,7 +103,7 @@ fn an_r2d2_handler_takes_the_error_and_the_pool_keeps_its_message() {
     assert!(!got.is_empty());
     assert_eq!(got[0].0, "connection refused (scripted)");
     // The handler owns the errors, so `build`'s error carries the message only.
-    let source = err.source().expect("the connect error is the source");
+    let source = err.driver_error().expect("the connect error");
     assert_eq!(source.to_string(), "connection refused (scripted)");
     assert!(source.downcast_ref::<FakeError>().is_none());
 }
@@ -122,7 +121,7 @@ fn handled_in_place_the_error_stays_the_drivers_for_get() {
             builder = builder.error_handler(handler);
         }
         let err = builder.build(manager).unwrap_err();
-        let source = err.source().expect("the connect error is the source");
+        let source = err.driver_error().expect("the connect error");
         let driver = source
             .downcast_ref::<FakeError>()
             .expect("the driver's type");

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::error::Error as _;
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -121,12 +120,56 @@ fn a_timeout_after_failed_connects_leads_to_the_drivers_error() {
         .build(manager.clone())
         .unwrap();
     let err = pool.get_timeout(Duration::from_millis(100)).unwrap_err();
-    let cause = err.source().expect("the last connect error is the source");
+    let cause = err.driver_error().expect("the last connect error");
     assert_eq!(
         cause.downcast_ref::<FakeError>().unwrap().0,
         "connection refused (scripted)"
     );
-    assert!(Error::Closed.source().is_none());
+    assert!(Error::Closed.driver_error().is_none());
+}
+
+/// What `anyhow`'s `{:#}` and `eyre` print: the error, then each of its sources.
+fn chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[test]
+fn a_chain_printer_prints_the_drivers_error_once() {
+    let driver = "connection refused (scripted)";
+    let manager = FakeManager::new();
+    manager.script.fail_connect.store(true, Ordering::SeqCst);
+    let connect = Pool::builder()
+        .max_size(1)
+        .build(manager.clone())
+        .unwrap_err();
+    assert!(matches!(connect, Error::Connect(_)), "{connect:?}");
+    let pool = Pool::builder()
+        .max_size(1)
+        .min_idle(Some(0))
+        .circuit_breaker(false)
+        .build(manager.clone())
+        .unwrap();
+    let timeout = pool.get_timeout(Duration::from_millis(100)).unwrap_err();
+    assert!(matches!(timeout, Error::Timeout { .. }), "{timeout:?}");
+    let (down, _) = hammer_a_dead_backend(true);
+    assert!(wait_until(SOON, || matches!(
+        down.get_timeout(SOON),
+        Err(Error::Unavailable { .. })
+    )));
+    let unavailable = down.get_timeout(SOON).unwrap_err();
+    for err in [connect, timeout, unavailable] {
+        let printed = chain(&err);
+        assert_eq!(printed.matches(driver).count(), 1, "{printed}");
+        assert_eq!(printed, err.to_string(), "nothing more than Display");
+        assert!(err.driver_error().is_some(), "{err:?}");
+    }
 }
 
 /// A pool whose backend refuses every connect, with eight threads borrowing in a loop.
@@ -161,7 +204,12 @@ fn while_the_backend_is_down_borrows_fail_at_once_and_connects_are_few() {
         panic!("{err:?}");
     };
     assert!(last_error.is_some());
-    assert!(err.source().unwrap().downcast_ref::<FakeError>().is_some());
+    assert!(
+        err.driver_error()
+            .unwrap()
+            .downcast_ref::<FakeError>()
+            .is_some()
+    );
     assert!(err.to_string().contains("unavailable"), "{err}");
     // Eight threads borrowing flat out for 300 ms: only the one probe connects,
     // at most a few times (its backoff starts at 10-20 ms and doubles).

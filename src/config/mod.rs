@@ -433,12 +433,12 @@ impl PoolConfig {
 #[non_exhaustive]
 pub enum ConfigError {
     /// The file could not be read.
-    #[error("cannot read the pool configuration {}: {source}", path.display())]
+    #[error("cannot read the pool configuration {}: {error}", path.display())]
     Read {
         /// The file.
         path: PathBuf,
-        /// Why.
-        source: std::io::Error,
+        /// Why (in the message too, so it is not also the `source()`).
+        error: std::io::Error,
     },
     /// The file is not valid TOML, or has an unknown key or a bad value. The message
     /// carries the line and column.
@@ -512,9 +512,9 @@ impl Pools {
     #[cfg_attr(docsrs, doc(cfg(feature = "toml")))]
     pub fn from_toml_file(path: impl AsRef<std::path::Path>) -> Result<Pools, ConfigError> {
         let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
             path: path.to_owned(),
-            source,
+            error,
         })?;
         Pools::parse(&text, Some(path))
     }
