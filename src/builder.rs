@@ -420,8 +420,12 @@ impl<M: ManageConnection, P> Builder<M, P> {
     /// How long one check (`is_valid` on borrow, on return, or by the keepalive) may
     /// block, HikariCP's setting: passed to
     /// [`ManageConnection::is_valid_within`], which the ready managers honour with a
-    /// socket timeout, so `get` on a hung server returns within `connection_timeout`
-    /// plus this. A connection whose check fails or times out is closed. Default:
+    /// socket timeout. A borrow's check gets at most what the borrow has left of its
+    /// timeout, so `get` on a hung server returns within `connection_timeout`
+    /// (`a_borrow_check_gets_no_more_than_the_borrow_has_left`); an r2d2 manager, whose
+    /// `is_valid` cannot be bounded, blocks as long as its driver lets it (bound it with
+    /// the driver's own socket timeouts, or use a ready manager). A connection whose
+    /// check fails or times out is closed. Default:
     /// `Some(`[`DEFAULT_VALIDATION_TIMEOUT`]`)`, 5 s. `None` leaves the driver's own
     /// timeouts in charge.
     pub fn validation_timeout(mut self, timeout: Option<Duration>) -> Self {

@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::builder::Builder;
 use crate::engine::{Config, Shared, State};
@@ -148,6 +148,35 @@ impl<M: ManageConnection> Pool<M> {
     pub fn get_timeout(&self, timeout: Duration) -> Result<PooledConnection<'_, M>, Error> {
         let checkout = self.shared.checkout(timeout)?;
         Ok(PooledConnection::new(&self.shared, checkout))
+    }
+
+    /// Borrows a connection, waiting until `deadline` at the latest: for a request
+    /// that carries its deadline through several calls. Like every borrow, its check of
+    /// the connection is bounded by what is left, so it returns by the deadline plus
+    /// what an unbounded manager's check takes (the ready managers bound theirs).
+    ///
+    /// ```
+    /// use std::time::{Duration, Instant};
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = ();
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut ()) -> bool { false }
+    /// # }
+    /// let pool = Pool::builder().max_size(1).build(Manager)?;
+    /// let request_deadline = Instant::now() + Duration::from_millis(20);
+    /// let held = pool.get_deadline(request_deadline)?;
+    /// assert!(pool.get_deadline(request_deadline).is_err(), "none free by then");
+    /// assert!(Instant::now() >= request_deadline);
+    /// # drop(held);
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
+    #[inline]
+    pub fn get_deadline(&self, deadline: Instant) -> Result<PooledConnection<'_, M>, Error> {
+        self.get_timeout(deadline.saturating_duration_since(Instant::now()))
     }
 
     /// Borrows an idle connection if there is one; never waits and never opens one.

@@ -368,6 +368,46 @@ fn every_check_is_given_the_validation_timeout() {
 }
 
 #[test]
+fn a_borrow_check_gets_no_more_than_the_borrow_has_left() {
+    let manager = FakeManager::new();
+    let pool = Pool::builder()
+        .max_size(1)
+        .check_on_borrow(Some(Duration::ZERO))
+        .build(manager.clone())
+        .unwrap();
+    let timeouts = || std::mem::take(&mut *manager.script.check_timeouts.lock().unwrap());
+    timeouts();
+    // Served at once: the check gets the borrow's whole timeout (under the 5 s
+    // `validation_timeout`), or what is left before a deadline.
+    drop(pool.get_timeout(Duration::from_millis(300)).unwrap());
+    assert_eq!(timeouts(), [Duration::from_millis(300)]);
+    drop(
+        pool.get_deadline(Instant::now() + Duration::from_millis(300))
+            .unwrap(),
+    );
+    let left = timeouts();
+    assert!(
+        left.len() == 1 && left[0] <= Duration::from_millis(300),
+        "{left:?}"
+    );
+
+    // Served after a wait: what is left of its timeout.
+    let held = pool.get().unwrap();
+    timeouts();
+    thread::scope(|s| {
+        let waiter = s.spawn(|| pool.get_timeout(Duration::from_secs(1)).map(drop));
+        assert!(wait_until(SOON, || pool.state().waiters == 1));
+        drop(held);
+        waiter.join().unwrap().unwrap();
+    });
+    let left = timeouts();
+    assert!(
+        left.len() == 1 && left[0] < Duration::from_secs(1),
+        "{left:?}"
+    );
+}
+
+#[test]
 fn two_hundred_pools_on_a_down_backend_connect_at_a_bounded_spread_rate() {
     // A fleet's worth of pools (one process here) losing the same server. With
     // `circuit_breaker(false)` each pool retries its `min_idle` connections on their own

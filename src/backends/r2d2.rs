@@ -78,7 +78,11 @@
 //! ```
 //!
 //! Some r2d2 managers do I/O in `has_broken` (`r2d2_mysql` pings there), which the pool
-//! calls on every return, as r2d2 does.
+//! calls on every return, as r2d2 does. r2d2's `is_valid` takes no time bound, so the
+//! pool cannot bound an r2d2 manager's check by `validation_timeout` or by what a
+//! borrow has left: on a hung server it blocks as long as the driver lets it. Set the
+//! driver's own read timeout, or use the ready manager for that backend, whose check
+//! is bounded.
 //!
 //! r2d2 does not require its managers' errors to be `Send + Sync`; stickypool does
 //! (errors are shared with the threads waiting for a connection), so only managers

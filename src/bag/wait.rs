@@ -83,6 +83,17 @@ impl Deadline {
                 .and_then(|ms| crate::sync::time::now_ms().checked_add(ms)),
         )
     }
+
+    /// How long until the deadline (zero once passed); `None` for ever.
+    pub fn left(&self) -> Option<Duration> {
+        #[cfg(not(loom))]
+        return self
+            .0
+            .map(|at| at.saturating_duration_since(Instant::now()));
+        #[cfg(loom)]
+        self.0
+            .map(|at| Duration::from_millis(at.saturating_sub(crate::sync::time::now_ms())))
+    }
 }
 
 impl Timer for Deadline {

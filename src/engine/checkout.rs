@@ -18,7 +18,7 @@ impl<M: ManageConnection> Shared<M> {
     /// Borrows: the fast path inline, the rest out of line.
     #[inline]
     pub(crate) fn checkout(&self, timeout: Duration) -> Result<Checkout<M::Connection>, Error> {
-        if let Some(checkout) = self.try_checkout() {
+        if let Some(checkout) = self.take_idle(Budget::Whole(timeout)) {
             return Ok(checkout);
         }
         self.checkout_slow(timeout)
@@ -28,6 +28,12 @@ impl<M: ManageConnection> Shared<M> {
     /// this finds nothing and `get` goes on to the slow path, which reports it.
     #[inline]
     pub(crate) fn try_checkout(&self) -> Option<Checkout<M::Connection>> {
+        self.take_idle(Budget::Whole(Duration::MAX))
+    }
+
+    /// An idle connection, if there is one, checked within `budget` if it is due one.
+    #[inline]
+    fn take_idle(&self, budget: Budget<'_>) -> Option<Checkout<M::Connection>> {
         if self.forked() {
             return None; // `checkout_slow` says why
         }
@@ -35,19 +41,21 @@ impl<M: ManageConnection> Shared<M> {
             let ticket = self
                 .bag
                 .try_take(affinity::hint(self.id), affinity::scan_start)?;
-            if let Some(checkout) = self.finish_checkout(ticket, None) {
+            if let Some(checkout) = self.finish_checkout(ticket, None, budget) {
                 return Some(checkout);
             }
         }
     }
 
-    /// Finishes a borrow of the slot `ticket` owns: checks the connection if asked and
-    /// records the borrow. `None` if the check failed (the connection is closed).
+    /// Finishes a borrow of the slot `ticket` owns: checks the connection if asked,
+    /// within what the borrow has left of its `budget`, and records the borrow. `None`
+    /// if the check failed (the connection is closed).
     #[inline]
     pub(super) fn finish_checkout(
         &self,
         ticket: Ticket,
         waited: Option<Duration>,
+        budget: Budget<'_>,
     ) -> Option<Checkout<M::Connection>> {
         let payload = self.bag.value_ptr(&ticket);
         let index = ticket.index();
@@ -68,7 +76,7 @@ impl<M: ManageConnection> Shared<M> {
         if self.config.test_on_check_out
             && now.saturating_sub(entry.last_checked_ms) >= self.config.validation_bypass_ms
         {
-            if !self.check(&mut entry.conn, entry.id) {
+            if !self.check_within(&mut entry.conn, entry.id, budget.left()) {
                 self.close_failed(checkout.into_ticket(), CloseReason::Broken);
                 return None;
             }
@@ -258,7 +266,8 @@ impl<M: ManageConnection> Shared<M> {
             };
             // Once queued, the borrow counts as a wait however it ends.
             let waited = turn.has_waited().then(|| started.elapsed());
-            if let Some(checkout) = self.finish_checkout(ticket, waited) {
+            let budget = Budget::Until(&timer.deadline);
+            if let Some(checkout) = self.finish_checkout(ticket, waited, budget) {
                 return Ok(checkout);
             }
         }
@@ -371,6 +380,28 @@ impl<M: ManageConnection> Shared<M> {
                 handler.handle_checkin(CheckinEvent { id, duration: held })
             });
         }
+    }
+}
+
+/// How long a borrow-time check may block: what the borrow has left, so that a slow
+/// check cannot carry a borrow past its deadline (`validation_timeout` bounds it too).
+#[derive(Clone, Copy)]
+pub(super) enum Budget<'a> {
+    /// The borrow has not waited: its whole timeout is left.
+    Whole(Duration),
+    /// The borrow waited: until its deadline.
+    Until(&'a Deadline),
+}
+
+impl Budget<'_> {
+    /// What is left; at least a millisecond, so a borrow served at its deadline still
+    /// gets a check (bounded by a millisecond) rather than an unchecked connection.
+    fn left(self) -> Duration {
+        let left = match self {
+            Budget::Whole(timeout) => timeout,
+            Budget::Until(deadline) => deadline.left().unwrap_or(Duration::MAX),
+        };
+        left.max(Duration::from_millis(1))
     }
 }
 

@@ -271,7 +271,7 @@ impl<M: ManageConnection> Shared<M> {
                 if now.saturating_sub(entry.last_checked_ms.max(entry.last_used_ms)) < interval {
                     return None;
                 }
-                if self.validate(&mut entry.conn, entry.id) {
+                if self.validate(&mut entry.conn, entry.id, Duration::MAX) {
                     entry.last_checked_ms = now;
                     None
                 } else {

@@ -109,18 +109,24 @@ impl<M: ManageConnection> Shared<M> {
 
     /// `validate`, counting a failure (or a panic) in `validation_failures`.
     pub(super) fn check(&self, conn: &mut M::Connection, id: u64) -> bool {
-        let valid = self.validate(conn, id);
+        self.check_within(conn, id, Duration::MAX)
+    }
+
+    /// [`check`](Self::check) bounded by `limit` as well as `validation_timeout`.
+    pub(super) fn check_within(&self, conn: &mut M::Connection, id: u64, limit: Duration) -> bool {
+        let valid = self.validate(conn, id, limit);
         if !valid {
             Counters::bump(&self.counters.validation_failures);
         }
         valid
     }
 
-    /// `is_valid_within` the validation timeout; a failure goes to the error handler.
+    /// `is_valid_within` the validation timeout, or `limit` if shorter; a failure goes
+    /// to the error handler.
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub(crate) fn validate(&self, conn: &mut M::Connection, id: u64) -> bool {
+    pub(crate) fn validate(&self, conn: &mut M::Connection, id: u64, limit: Duration) -> bool {
         let _span = trace::span!("validate", pool = %self.config.name, conn_id = id).entered();
-        let timeout = self.config.validation_timeout;
+        let timeout = self.config.validation_timeout.min(limit);
         match self.hook("ManageConnection::is_valid", || {
             self.manager.is_valid_within(conn, timeout)
         }) {
