@@ -7,6 +7,12 @@
 //! | closed | normally | waits for a connection | on demand, each retried with backoff |
 //! | open | [`OPEN_AFTER`] connects in a row failed | fails at once: `Error::Unavailable` | one probe at a time, backoff with jitter up to [`PROBE_CAP`] |
 //!
+//! A pool that has been healthy gives an outage a grace period (`circuit_breaker`'s
+//! `Some(grace)`, 1 s by default) before borrows fail at once: a server restart or a
+//! short network blip is waited out, and the borrowers that waited through it are
+//! served when it ends. A pool that has never connected fails at once, so a service
+//! started against a wrong address learns it in milliseconds.
+//!
 //! One successful connect closes it; the pool then refills `min_idle`. A borrow still
 //! waits while the pool has open connections (in use ones come back), so the breaker
 //! only speaks when waiting could not help. Logging follows the state: one line when it
@@ -37,17 +43,25 @@ pub(crate) struct Breaker {
     opened_at_ms: AtomicU64,
     /// A probe is scheduled or running.
     probing: AtomicBool,
+    /// A connect has succeeded at some point: outages get the grace period.
+    ever_connected: AtomicBool,
+    /// How long an outage of a pool that has been healthy lasts before borrows fail
+    /// at once, in milliseconds.
+    grace_ms: u64,
     last_summary_ms: AtomicU64,
 }
 
 impl Breaker {
-    /// A closed breaker; a disabled one never opens.
-    pub(crate) fn new(enabled: bool) -> Breaker {
+    /// A closed breaker that lets borrows fail at once after `grace` (`None`: a
+    /// disabled one, which never opens).
+    pub(crate) fn new(grace: Option<Duration>) -> Breaker {
         Breaker {
-            enabled,
+            enabled: grace.is_some(),
             failures: AtomicU32::new(0),
             opened_at_ms: AtomicU64::new(CLOSED),
             probing: AtomicBool::new(false),
+            ever_connected: AtomicBool::new(false),
+            grace_ms: grace.map_or(0, crate::clock::millis),
             last_summary_ms: AtomicU64::new(0),
         }
     }
@@ -64,8 +78,28 @@ impl Breaker {
         self.opened_at_ms.load(Ordering::Acquire) != CLOSED
     }
 
+    /// Whether borrows should fail at once: open, and either the pool never connected
+    /// or the outage has outlasted the grace period.
+    pub(crate) fn fails_fast(&self, now_ms: u64) -> bool {
+        match self.opened_at_ms.load(Ordering::Acquire) {
+            CLOSED => false,
+            at => {
+                !self.ever_connected.load(Ordering::Relaxed)
+                    || now_ms.saturating_sub(at) >= self.grace_ms
+            }
+        }
+    }
+
+    /// Whether the breaker is open within the grace period, while borrows still wait.
+    pub(crate) fn in_grace(&self, now_ms: u64) -> bool {
+        self.is_open() && !self.fails_fast(now_ms)
+    }
+
     /// Records a successful connect; if that closes the breaker, how long it was open.
     pub(crate) fn succeeded(&self, now_ms: u64) -> Option<Duration> {
+        if !self.ever_connected.load(Ordering::Relaxed) {
+            self.ever_connected.store(true, Ordering::Relaxed);
+        }
         self.failures.store(0, Ordering::Release);
         let was = self.opened_at_ms.swap(CLOSED, Ordering::AcqRel);
         self.probing.store(false, Ordering::Release);
@@ -123,9 +157,11 @@ impl Breaker {
 mod tests {
     use super::*;
 
+    const GRACE: Option<Duration> = Some(Duration::from_secs(1));
+
     #[test]
     fn opens_after_consecutive_failures_and_closes_on_a_success() {
-        let breaker = Breaker::new(true);
+        let breaker = Breaker::new(GRACE);
         assert!(!breaker.failed(0));
         assert!(!breaker.failed(1));
         assert!(breaker.failed(2), "the third failure in a row opens it");
@@ -141,7 +177,7 @@ mod tests {
 
     #[test]
     fn a_success_between_failures_keeps_it_closed() {
-        let breaker = Breaker::new(true);
+        let breaker = Breaker::new(GRACE);
         breaker.failed(0);
         breaker.failed(0);
         breaker.succeeded(0);
@@ -151,7 +187,7 @@ mod tests {
 
     #[test]
     fn a_disabled_breaker_never_opens() {
-        let breaker = Breaker::new(false);
+        let breaker = Breaker::new(None);
         for now in 0..10 {
             assert!(!breaker.failed(now));
         }
@@ -159,8 +195,24 @@ mod tests {
     }
 
     #[test]
+    fn a_pool_that_connected_fails_fast_only_after_the_grace() {
+        let never = Breaker::new(GRACE);
+        (0..3).for_each(|now| drop(never.failed(now)));
+        assert!(never.fails_fast(2), "never connected: at once");
+
+        let healthy = Breaker::new(GRACE);
+        healthy.succeeded(0);
+        (10..13).for_each(|now| drop(healthy.failed(now)));
+        assert!(healthy.is_open());
+        assert!(healthy.in_grace(12) && !healthy.fails_fast(1011));
+        assert!(healthy.fails_fast(1012) && !healthy.in_grace(1012));
+        healthy.succeeded(1500);
+        assert!(!healthy.fails_fast(5000), "closed");
+    }
+
+    #[test]
     fn summaries_are_spaced() {
-        let breaker = Breaker::new(true);
+        let breaker = Breaker::new(GRACE);
         for now in 0..3 {
             breaker.failed(now);
         }

@@ -9,8 +9,8 @@ use std::time::Duration;
 use scheduled_thread_pool::ScheduledThreadPool;
 
 use crate::engine::config::{
-    Config, DEFAULT_CHECK_ON_BORROW, DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_TIMEOUT,
-    LONGEST_PERIOD, MAX_POOL_SIZE, MIN_INTERVAL,
+    Config, DEFAULT_CHECK_ON_BORROW, DEFAULT_FAIR_AFTER, DEFAULT_OUTAGE_GRACE,
+    DEFAULT_VALIDATION_TIMEOUT, LONGEST_PERIOD, MAX_POOL_SIZE, MIN_INTERVAL,
 };
 use crate::error::Error;
 use crate::event::HandleEvent;
@@ -61,7 +61,7 @@ pub struct Builder<M: ManageConnection, P = Pool<M>> {
     leak_detection_threshold: Option<Duration>,
     max_waiters: Option<usize>,
     fair_after: Option<Duration>,
-    circuit_breaker: bool,
+    circuit_breaker: Option<Duration>,
     customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
     event_handler: Option<Box<dyn HandleEvent>>,
     error_handler: Option<Box<dyn HandleError<M::Error>>>,
@@ -151,7 +151,7 @@ impl<M: ManageConnection, P> Builder<M, P> {
             leak_detection_threshold: None,
             max_waiters: None,
             fair_after: Some(DEFAULT_FAIR_AFTER),
-            circuit_breaker: true,
+            circuit_breaker: Some(DEFAULT_OUTAGE_GRACE),
             customizer: None,
             event_handler: None,
             error_handler: None,
@@ -378,17 +378,25 @@ impl<M: ManageConnection, P> Builder<M, P> {
         self
     }
 
-    /// Whether `get` fails at once with [`Error::Unavailable`] while the backend is
-    /// known to be down: three connects in a row failed and the pool has no open
-    /// connection. While it is down the pool probes it with one connect at a time
-    /// (backoff with jitter, at most a second apart) instead of retrying every
+    /// The circuit breaker, with its grace period: once the backend is known to be
+    /// down (three connects in a row failed and the pool has no open connection) and
+    /// the outage has lasted `grace`, `get` fails at once with [`Error::Unavailable`].
+    /// A pool that has never connected fails at once, without the grace: a wrong
+    /// address or password is reported in milliseconds. While the backend is down the
+    /// pool probes it with one connect at a time (backoff with jitter, at most a second
+    /// apart; every 50 ms while borrowers wait out the grace) instead of retrying every
     /// connection; the first success closes the breaker and refills `min_idle`.
-    /// Default: on. Thread-based services want it: without it, every request thread
-    /// blocks for the whole `connection_timeout` on a database that refuses in
-    /// microseconds, and the server's worker threads are all stuck at once. Off, `get`
-    /// waits its timeout as r2d2's does.
-    pub fn circuit_breaker(mut self, on: bool) -> Self {
-        self.circuit_breaker = on;
+    /// Default: `Some(`[`DEFAULT_OUTAGE_GRACE`]`)`, 1 s. `None` turns it off: `get`
+    /// waits its timeout, as r2d2's does, and every connection retries on its own.
+    ///
+    /// Thread-based services want it: without it, every request thread blocks for the
+    /// whole `connection_timeout` on a database that refuses in microseconds, and the
+    /// server's worker threads are all stuck at once. The grace is for the outages that
+    /// end by themselves: a database restart (half a second in the restart tests),
+    /// a failover, a blip; borrowers wait through them, bounded by their own timeout,
+    /// and are served when the backend is back.
+    pub fn circuit_breaker(mut self, grace: Option<Duration>) -> Self {
+        self.circuit_breaker = grace;
         self
     }
 

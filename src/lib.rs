@@ -117,7 +117,8 @@ pub mod model_time {
 pub use bound::BoundConnection;
 pub use builder::Builder;
 pub use engine::config::{
-    DEFAULT_CHECK_ON_BORROW, DEFAULT_FAIR_AFTER, DEFAULT_VALIDATION_TIMEOUT, MAX_POOL_SIZE,
+    DEFAULT_CHECK_ON_BORROW, DEFAULT_FAIR_AFTER, DEFAULT_OUTAGE_GRACE, DEFAULT_VALIDATION_TIMEOUT,
+    MAX_POOL_SIZE,
 };
 pub use engine::{ConnectionInfo, State};
 pub use error::{Error, SharedError};

@@ -316,8 +316,8 @@ pub trait HandleError<E>: fmt::Debug + Send + Sync + 'static {
 
     /// Handles an error where it happened, without taking it, and says whether it did.
     /// The pool calls this first. When it returns `true` the pool keeps the error
-    /// itself, so the [`source()`](std::error::Error::source) of the errors `get`
-    /// returns is the driver's error (`downcast_ref` works); when it returns `false`
+    /// itself, so the [`driver_error()`](crate::Error::driver_error) of the errors
+    /// `get` returns is the driver's error (`downcast_ref` works); when it returns `false`
     /// (the default) the pool keeps the error's message and passes the error to
     /// [`handle_error`](HandleError::handle_error). [`LoggingErrorHandler`] and
     /// [`NopErrorHandler`] handle in place.

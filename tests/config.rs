@@ -27,7 +27,7 @@ reset_on_return = "rollback"
 leak_detection_threshold = "1m"
 max_waiters = 100
 fair_after = "20ms"
-circuit_breaker = false
+circuit_breaker = "250ms"
 validation_timeout = "750ms"
 "#;
 
@@ -91,7 +91,7 @@ fn every_setting_is_read() {
         "leak_detection_threshold: Some(60s)",
         "max_waiters: Some(100)",
         "fair_after: Some(20ms)",
-        "circuit_breaker: false",
+        "circuit_breaker: Some(250ms)",
         "validation_timeout: Some(750ms)",
     ] {
         assert!(debug.contains(expected), "{expected} missing in {debug}");
@@ -134,6 +134,7 @@ max_waiters = "off"
 check_on_borrow = "off"
 fair_after = false
 validation_timeout = "off"
+circuit_breaker = "off"
 "#,
     )
     .unwrap();
@@ -141,6 +142,7 @@ validation_timeout = "off"
     for expected in [
         "check_on_borrow: None",
         "fair_after: None",
+        "circuit_breaker: None",
         "validation_timeout: None",
         "idle_timeout: None",
         "max_lifetime: None",

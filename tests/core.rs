@@ -149,9 +149,9 @@ fn build_fails_fast_with_the_connect_error() {
     }
     assert!(err.to_string().contains("connection refused"), "{err}");
     // It gave up once a connection's first three attempts failed, none having
-    // succeeded ("consistently refuses"), and the driver's error is the source.
+    // succeeded ("consistently refuses"), and the driver's error is kept.
     assert!(manager.script.connect_attempts.load(Ordering::SeqCst) >= 3);
-    let cause = std::error::Error::source(&err).expect("the driver's error");
+    let cause = err.driver_error().expect("the driver's error");
     assert!(
         cause.downcast_ref::<common::FakeError>().is_some(),
         "{cause:?}"
@@ -216,7 +216,7 @@ fn timeout_carries_the_last_connect_error() {
     let pool = Pool::builder()
         .max_size(1)
         .min_idle(Some(0))
-        .circuit_breaker(false)
+        .circuit_breaker(None)
         .build(manager.clone())
         .unwrap();
     manager.script.fail_connect.store(true, Ordering::SeqCst);

@@ -611,7 +611,7 @@ fn faulty_case(setup: &Setup, ops: &[FaultOp]) -> Result<(), TestCaseError> {
         // Off, a borrow on a pool whose connects keep failing waits instead of failing
         // at once: what the final phase checks is that slots are not lost, not when
         // the breaker's next probe is due.
-        .circuit_breaker(false);
+        .circuit_breaker(None);
     if setup.reset {
         builder = builder.reset_on_return(ResetAction::Rollback);
     }

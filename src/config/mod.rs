@@ -304,7 +304,7 @@ pub struct PoolConfig {
     pub fair_after: Option<Off<DurationSetting>>,
     /// [`Builder::circuit_breaker`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub circuit_breaker: Option<bool>,
+    pub circuit_breaker: Option<Off<DurationSetting>>,
     /// [`Builder::validation_timeout`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub validation_timeout: Option<Off<DurationSetting>>,
@@ -416,7 +416,7 @@ impl PoolConfig {
             b = b.fair_after(v.duration());
         }
         if let Some(v) = self.circuit_breaker {
-            b = b.circuit_breaker(v);
+            b = b.circuit_breaker(v.duration());
         }
         if let Some(v) = self.validation_timeout {
             b = b.validation_timeout(v.duration());

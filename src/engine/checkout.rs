@@ -276,7 +276,7 @@ impl<M: ManageConnection> Shared<M> {
     /// Whether waiting could not help: the breaker is open (the backend refused every
     /// recent connect) and the pool has no connection that could come back.
     pub(super) fn backend_down(&self) -> bool {
-        self.connects.breaker_open() && self.connections_estimate() == 0
+        self.connects.breaker_fails_fast() && self.connections_estimate() == 0
     }
 
     /// The error for a borrow while the backend is down, if it is. `None` also while a

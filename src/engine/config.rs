@@ -32,6 +32,13 @@ pub(crate) const LONGEST_PERIOD: Duration = Duration::from_secs(100 * 365 * 24 *
 /// 0.71 of the requests (median).
 pub const DEFAULT_CHECK_ON_BORROW: Duration = Duration::from_millis(500);
 
+/// The default grace of [`Builder::circuit_breaker`](crate::Builder::circuit_breaker):
+/// how long a pool that has been healthy lets borrowers wait through an outage before
+/// they fail at once. Long enough for a database restart (about half a second for
+/// PostgreSQL and MariaDB in the restart tests), short next to a request timeout, so
+/// a real outage still frees the worker threads within a second or so.
+pub const DEFAULT_OUTAGE_GRACE: Duration = Duration::from_secs(1);
+
 /// The default [`Builder::validation_timeout`](crate::Builder::validation_timeout), HikariCP's.
 pub const DEFAULT_VALIDATION_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -78,7 +85,9 @@ pub(crate) struct Config<M: ManageConnection> {
     pub(crate) max_waiters: Option<usize>,
     /// `Duration::MAX` when fairness is off.
     pub(crate) fair_after: Duration,
-    pub(crate) circuit_breaker: bool,
+    /// `None`: off; `Some(grace)`: borrows of a pool that has been healthy wait out
+    /// this much of an outage before failing at once.
+    pub(crate) circuit_breaker: Option<Duration>,
     pub(crate) customizer: Option<Box<dyn CustomizeConnection<M::Connection, M::Error>>>,
     pub(crate) event_handler: Option<Box<dyn HandleEvent>>,
     pub(crate) error_handler: Box<dyn HandleError<M::Error>>,

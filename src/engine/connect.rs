@@ -51,7 +51,7 @@ pub(super) struct Connects {
 }
 
 impl Connects {
-    pub(super) fn new(circuit_breaker: bool) -> Connects {
+    pub(super) fn new(circuit_breaker: Option<Duration>) -> Connects {
         Connects {
             pending: AtomicUsize::new(0),
             filling: Mutex::new(()),
@@ -71,9 +71,10 @@ impl Connects {
         self.last_error.lock().clone()
     }
 
-    /// Whether the circuit breaker is open.
-    pub(super) fn breaker_open(&self) -> bool {
-        self.breaker.is_open()
+    /// Whether borrows should fail at once: the breaker is open and the outage has
+    /// outlasted its grace period (or the pool never connected).
+    pub(super) fn breaker_fails_fast(&self) -> bool {
+        self.breaker.fails_fast(clock::now_ms())
     }
 
     /// How long the breaker has been open, if it is.
@@ -335,9 +336,14 @@ impl<M: ManageConnection> Shared<M> {
             // on this pool's connector.
             let connector = self.connector.clone();
             let seed = self.id ^ u64::from(attempt) << 48 ^ clock::now_ms();
+            let mut delay = backoff(attempt, seed);
+            // Borrowers are waiting out the outage's grace: notice its end quickly.
+            if probe && self.bag.waiters() > 0 && self.connects.breaker.in_grace(clock::now_ms()) {
+                delay = delay.min(GRACE_PROBE_EVERY);
+            }
             self.config
                 .thread_pool
-                .execute_after(backoff(attempt, seed), move || connector.run(job));
+                .execute_after(delay, move || connector.run(job));
         }
     }
 
@@ -574,6 +580,10 @@ impl<M: ManageConnection> Shared<M> {
         self.connects.progress_cond.notify_all();
     }
 }
+
+/// The longest wait between two probes while borrowers wait out an outage's grace
+/// period: the first of them is served within this of the backend's return.
+const GRACE_PROBE_EVERY: Duration = Duration::from_millis(50);
 
 /// How many attempts of one connection must fail, with none ever succeeding, before
 /// `build` gives up early; see `Shared::consistently_refused`.
