@@ -90,6 +90,17 @@ impl Breaker {
         }
     }
 
+    /// Whether the backend is not known to be reachable: no connect has succeeded yet,
+    /// or the last one failed. Such a pool's connects are paced by `gate`.
+    pub(crate) fn cold(&self) -> bool {
+        !self.ever_connected() || self.failures.load(Ordering::Acquire) > 0
+    }
+
+    /// Whether a connect has ever succeeded.
+    pub(crate) fn ever_connected(&self) -> bool {
+        self.ever_connected.load(Ordering::Relaxed)
+    }
+
     /// Whether the breaker is open within the grace period, while borrows still wait.
     pub(crate) fn in_grace(&self, now_ms: u64) -> bool {
         self.is_open() && !self.fails_fast(now_ms)

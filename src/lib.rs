@@ -83,6 +83,7 @@ mod error;
 pub mod event;
 mod extensions;
 mod fork;
+mod gate;
 mod guard;
 mod hook;
 mod manager;

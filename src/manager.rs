@@ -211,8 +211,7 @@ pub enum CloseReason {
     Discarded,
     /// The pool was closed.
     PoolClosed,
-    /// Closed by [`Pool::evict_idle`](crate::Pool::evict_idle) or
-    /// [`Pool::retain`](crate::Pool::retain).
+    /// Closed by [`Pool::retain`](crate::Pool::retain).
     Evicted,
     /// Closed by [`Pool::retire_all`](crate::Pool::retire_all): idle at once, borrowed
     /// on return.

@@ -458,27 +458,6 @@ impl<M: ManageConnection> Pool<M> {
         self.shared.set_min_idle(min_idle)
     }
 
-    /// Closes every idle connection now (borrowed ones are left alone) and returns how
-    /// many; `min_idle` is refilled with new ones.
-    ///
-    /// ```
-    /// # use stickypool::{ManageConnection, Pool};
-    /// # #[derive(Debug)] struct Manager;
-    /// # impl ManageConnection for Manager {
-    /// #     type Connection = Vec<u8>;
-    /// #     type Error = std::io::Error;
-    /// #     fn connect(&self) -> Result<Vec<u8>, std::io::Error> { Ok(Vec::new()) }
-    /// #     fn is_valid(&self, _: &mut Vec<u8>) -> Result<(), std::io::Error> { Ok(()) }
-    /// #     fn has_broken(&self, _: &mut Vec<u8>) -> bool { false }
-    /// # }
-    /// let pool = Pool::builder().max_size(2).build(Manager)?;
-    /// assert_eq!(pool.evict_idle(), 2);
-    /// # Ok::<(), stickypool::Error>(())
-    /// ```
-    pub fn evict_idle(&self) -> usize {
-        self.shared.evict_idle()
-    }
-
     /// Retires every connection open now, HikariCP's soft eviction: idle ones are
     /// closed at once, borrowed ones when they come back, and new ones replace them.
     /// For credential rotation (change the manager's credentials first) or a failover
@@ -508,7 +487,8 @@ impl<M: ManageConnection> Pool<M> {
     /// Closes the idle connections for which `keep` returns false, judging by id, age
     /// and idle time, and returns how many. `keep` runs with no connection claimed (a
     /// borrower is never held up by it); a connection borrowed meanwhile is left alone,
-    /// and if `keep` panics, the connection is kept.
+    /// and if `keep` panics, the connection is kept. `retain(|_| false)` closes every
+    /// idle connection; `min_idle` is refilled with new ones.
     ///
     /// ```
     /// # use stickypool::{ManageConnection, Pool};
@@ -524,6 +504,7 @@ impl<M: ManageConnection> Pool<M> {
     /// let pool = Pool::builder().max_size(2).build(Manager)?;
     /// // Close the connections older than a minute (none are, yet).
     /// assert_eq!(pool.retain(|c| c.age < Duration::from_secs(60)), 0);
+    /// assert_eq!(pool.retain(|_| false), 2, "every idle one");
     /// # Ok::<(), stickypool::Error>(())
     /// ```
     pub fn retain(&self, keep: impl FnMut(&crate::ConnectionInfo) -> bool) -> usize {

@@ -292,9 +292,9 @@ fn a_panicking_drop_of_an_extension_value_loses_no_slot() {
             pool.retire_all();
             drop(conn);
         }),
-        ("evict_idle", |pool, conn| {
+        ("retain", |pool, conn| {
             drop(conn);
-            pool.evict_idle();
+            pool.retain(|_| false);
         }),
     ];
     for (how, close) in closes {

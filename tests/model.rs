@@ -3,7 +3,7 @@
 //! * `the_pool_behaves_like_the_model`: get / try_get / drop / detach / discard /
 //!   close, checked step by step against a simple model of what the pool must hold;
 //! * `the_pool_survives_injected_faults`: the same and the runtime controls
-//!   (`retire_all`, `set_max_size`, `set_min_idle`, `evict_idle`), while connects fail
+//!   (`retire_all`, `set_max_size`, `set_min_idle`, `retain`), while connects fail
 //!   or are slow and every hook, the connection's `Drop` and the `Drop` of values in
 //!   the connection's extensions may panic. Checked for invariants rather than exact
 //!   counts: no panic of theirs reaches the caller, the pool stays within its size,
@@ -440,7 +440,7 @@ impl<'p> Run<'p> {
                 }
             }
             FaultOp::EvictIdle => {
-                caught("evict_idle", || pool.evict_idle())?;
+                caught("retain", || pool.retain(|_| false))?;
             }
             FaultOp::Close => {
                 caught("close", || pool.close())?;

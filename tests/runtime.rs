@@ -1,4 +1,4 @@
-//! Changes while the pool runs: `set_min_idle`, `evict_idle`, `retire_all`, `retain`.
+//! Changes while the pool runs: `set_min_idle`, `retire_all`, `retain`.
 
 mod common;
 
@@ -45,7 +45,7 @@ fn set_min_idle_grows_at_once_and_is_validated() {
 }
 
 #[test]
-fn evict_idle_closes_the_idle_ones_only() {
+fn retain_nothing_closes_the_idle_ones_only() {
     let manager = FakeManager::new();
     let pool = pool(&manager, 3, 0);
     let held = pool.get().unwrap();
@@ -54,7 +54,7 @@ fn evict_idle_closes_the_idle_ones_only() {
     drop(pool.get().unwrap()); // (affinity: the same idle one again)
     let idle = pool.state().idle_connections as usize;
     assert!(idle >= 1);
-    assert_eq!(pool.evict_idle(), idle);
+    assert_eq!(pool.retain(|_| false), idle);
     assert_eq!(pool.state().idle_connections, 0);
     assert_eq!(pool.stats().closed.get(CloseReason::Evicted), idle as u64);
     drop(held);

@@ -226,6 +226,7 @@ impl<M: ManageConnection> Shared<M> {
             if pending >= self.bag.waiters()
                 || self.bag.is_closed()
                 || self.connects.breaker.is_open()
+                || (self.scouting() && pending > 0)
             {
                 return;
             }
@@ -233,6 +234,15 @@ impl<M: ManageConnection> Shared<M> {
                 return;
             }
         }
+    }
+
+    /// Whether the pool has never reached its backend: then it opens one connection
+    /// at a time, and the rest once one succeeds, so a fleet of pools started while
+    /// their server is down makes one attempt each, not `min_idle` (module `gate`
+    /// paces those). Not under loom, whose models fill at `build` on the building
+    /// thread.
+    fn scouting(&self) -> bool {
+        !cfg!(loom) && !self.connects.breaker.ever_connected()
     }
 
     /// Opens connections until `min_idle` are idle or being opened (r2d2's meaning:
@@ -247,8 +257,14 @@ impl<M: ManageConnection> Shared<M> {
             let _filling = self.connects.filling.lock();
             let min_idle = self.min_idle() as usize;
             let ready = self.slots_in(&[bag::IDLE, bag::RESERVED, bag::CONNECTING], min_idle);
+            let mut wanted = min_idle.saturating_sub(ready);
+            if self.scouting() {
+                wanted = wanted.min(usize::from(
+                    self.connects.pending.load(Ordering::Acquire) == 0,
+                ));
+            }
             let mut from = 0;
-            while claimed.len() < min_idle.saturating_sub(ready) && !self.bag.is_closed() {
+            while claimed.len() < wanted && !self.bag.is_closed() {
                 self.connects.pending.fetch_add(1, Ordering::AcqRel);
                 let Some(ticket) = self.bag.reserve_empty(from) else {
                     self.connects.pending.fetch_sub(1, Ordering::AcqRel);
@@ -332,19 +348,23 @@ impl<M: ManageConnection> Shared<M> {
         if attempt == 0 || cfg!(loom) {
             self.connector.run(job);
         } else {
-            // The shared scheduler only waits out the backoff; the connect itself runs
-            // on this pool's connector.
-            let connector = self.connector.clone();
             let seed = self.id ^ u64::from(attempt) << 48 ^ clock::now_ms();
             let mut delay = backoff(attempt, seed);
             // Borrowers are waiting out the outage's grace: notice its end quickly.
             if probe && self.bag.waiters() > 0 && self.connects.breaker.in_grace(clock::now_ms()) {
                 delay = delay.min(GRACE_PROBE_EVERY);
             }
-            self.config
-                .thread_pool
-                .execute_after(delay, move || connector.run(job));
+            self.run_connect_after(delay, job);
         }
+    }
+
+    /// Runs a connect job on this pool's connector after `delay`: the shared
+    /// scheduler only waits it out.
+    fn run_connect_after(&self, delay: Duration, job: impl FnOnce() + Send + 'static) {
+        let connector = self.connector.clone();
+        self.config
+            .thread_pool
+            .execute_after(delay, move || connector.run(job));
     }
 
     /// Opens a connection into the `CONNECTING` slot `ticket` owns; on failure retries
@@ -366,6 +386,24 @@ impl<M: ManageConnection> Shared<M> {
                 self.connects.breaker.end_probe();
             }
             return self.abandon_connect(ticket);
+        }
+        // Queued before the breaker opened: its probe is the one connect now.
+        if !probe && self.connects.breaker.is_open() {
+            return self.abandon_connect(ticket);
+        }
+        // A pool that has not reached its backend, or whose last connect failed, and
+        // any pool while connects fail in the process, keeps to the process-wide pace
+        // of such connects (module `gate`).
+        if !cfg!(loom)
+            && (self.connects.breaker.cold() || crate::gate::GATE.failing(clock::now_ms()))
+            && let Err(wait) = crate::gate::GATE.try_take(Instant::now())
+        {
+            let weak = self.weak.clone();
+            return self.run_connect_after(wait, move || {
+                if let Some(shared) = weak.upgrade() {
+                    shared.connect_job(ticket, attempt, probe);
+                }
+            });
         }
         let started = Instant::now();
         // Read before connecting: a connection opened with credentials a
@@ -450,6 +488,7 @@ impl<M: ManageConnection> Shared<M> {
     ) {
         Counters::bump(&self.counters.connect_failures);
         let now = clock::tick();
+        crate::gate::GATE.note_failure(now);
         let name = &self.config.name;
         let just_opened = self.connects.breaker.failed(now);
         let down_for = if just_opened {

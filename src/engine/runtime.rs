@@ -165,10 +165,6 @@ impl<M: ManageConnection> Shared<M> {
     }
 
     /// Closes every idle connection; `min_idle` is refilled with new ones.
-    pub(crate) fn evict_idle(&self) -> usize {
-        self.retain_idle(|_| false, CloseReason::Evicted)
-    }
-
     /// Closes the idle connections `keep` rejects. `keep` is user code: it runs with
     /// no slot claimed, and if it panics the connection is kept.
     pub(crate) fn retain(&self, keep: impl FnMut(&ConnectionInfo) -> bool) -> usize {
