@@ -460,3 +460,52 @@ fn a_panicking_borrower_costs_no_reconnect_and_leaks_no_transaction() {
     assert!(!in_transaction(&mut conn), "no transaction left open");
     assert_eq!(table.committed_rows(), 0);
 }
+
+/// Asked for a primary (`target_session_attrs=read-write`), the check closes a
+/// connection whose session can no longer write, as after a failover; otherwise a
+/// read-only session is kept. The session is made read-only here with `SET SESSION
+/// CHARACTERISTICS`, which turns on `transaction_read_only` as a standby does.
+#[test]
+fn asked_for_a_primary_the_check_closes_a_read_only_session() {
+    let Some(mut config) = config("asked_for_a_primary_the_check_closes_a_read_only_session")
+    else {
+        return;
+    };
+    let pid_and_read_only = |conn: &mut Client| {
+        let row = conn
+            .query_one(
+                "SELECT pg_backend_pid(), current_setting('transaction_read_only')",
+                &[],
+            )
+            .unwrap();
+        (row.get::<_, i32>(0), row.get::<_, String>(1))
+    };
+    for read_write in [false, true] {
+        if read_write {
+            config.target_session_attrs(postgres::config::TargetSessionAttrs::ReadWrite);
+        }
+        let pool = Pool::builder()
+            .max_size(1)
+            .check_on_borrow(Some(Duration::ZERO))
+            .build(PostgresManager::new(config.clone(), NoTls))
+            .unwrap();
+        let first = {
+            let mut conn = pool.get().unwrap();
+            conn.batch_execute("SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY")
+                .unwrap();
+            pid_and_read_only(&mut conn)
+        };
+        assert_eq!(first.1, "on");
+        let again = pid_and_read_only(&mut pool.get().unwrap());
+        if read_write {
+            assert_ne!(again.0, first.0, "the read-only session was replaced");
+            assert_eq!(again.1, "off");
+            assert_eq!(pool.stats().validation_failures, 1);
+        } else {
+            assert_eq!(
+                again, first,
+                "without read-write asked, the session is kept"
+            );
+        }
+    }
+}

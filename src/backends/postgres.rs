@@ -48,7 +48,13 @@
 //!
 //! * [`is_valid`](ManageConnection::is_valid): an empty query (one round trip), bounded
 //!   by the pool's validation timeout. A connection whose check timed out is closed:
-//!   its reply may still arrive, so it cannot be reused.
+//!   its reply may still arrive, so it cannot be reused. With
+//!   `target_session_attrs=read-write` in the config (a multi-host URL such as
+//!   `postgres://app@db-1,db-2/app?target_session_attrs=read-write` connects to the
+//!   primary), the check also confirms that the session can still write, one more
+//!   round trip: after a failover, connections to the demoted primary fail their next
+//!   check, are closed, and their replacements connect to the new primary. See
+//!   "Failover" below.
 //! * [`has_broken`](ManageConnection::has_broken): [`Client::is_closed`], a field read.
 //! * [`reset`](ManageConnection::reset): [`ResetAction::Rollback`] sends `ROLLBACK`,
 //!   which ends whatever the borrower left: an open transaction, a *failed* one
@@ -65,6 +71,20 @@
 //!   server reports after every statement, so the reset cannot skip a clean
 //!   connection.
 //!
+//! # Failover
+//!
+//! Give every host and ask for the primary, as libpq does:
+//! `postgres://app@db-1:5432,db-2:5432/app?target_session_attrs=read-write`. The
+//! driver connects to the first host that accepts writes, and with read-write asked for
+//! the check confirms it on every check, so after a failover the connections to the
+//! demoted primary are closed at their next check and replaced by connections to the
+//! new one (`asked_for_a_primary_the_check_closes_a_read_only_session`). A borrow
+//! checks a connection whose last check is older than the pool's
+//! [`check_on_borrow`](crate::Builder::check_on_borrow) (500 ms by default), so a
+//! writer may meet the old primary for up to that long plus a connect; a
+//! [`keepalive_interval`](crate::Builder::keepalive_interval) checks idle connections
+//! too. Without `target_session_attrs=read-write` the check only pings.
+//!
 //! The warning PostgreSQL sends for a `ROLLBACK` or `COMMIT` outside a transaction
 //! (SQLSTATE `25P01`) would otherwise be logged on every clean return, so the manager's
 //! notice callback drops it; other notices are logged at `info` level as the driver's
@@ -78,6 +98,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::RwLock;
+use postgres::config::TargetSessionAttrs;
 use postgres::error::{DbError, SqlState};
 use postgres::tls::{MakeTlsConnect, TlsConnect};
 use postgres::{Client, Config, Error, NoTls, Socket};
@@ -93,6 +114,13 @@ pub const DEFAULT_TCP_USER_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long [`ManageConnection::is_valid`] waits when called without the pool's
 /// validation timeout (from r2d2-style code).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Fails, naming the reason, on a session that cannot write: a standby, or a primary
+/// demoted by a failover. `transaction_read_only` is on in both (and under
+/// `default_transaction_read_only`). A `DO` block, because a plain query cannot raise.
+const READ_WRITE_CHECK: &str = "DO $$ BEGIN IF current_setting('transaction_read_only') = 'on' \
+     THEN RAISE EXCEPTION 'the server is read-only, and target_session_attrs=read-write \
+     asks for a primary'; END IF; END $$";
 
 type NoticeCallback = Arc<dyn Fn(DbError) + Send + Sync>;
 
@@ -287,11 +315,17 @@ where
     }
 
     fn is_valid(&self, conn: &mut Client) -> Result<(), Error> {
-        conn.is_valid(CHECK_TIMEOUT)
+        self.is_valid_within(conn, CHECK_TIMEOUT)
     }
 
     fn is_valid_within(&self, conn: &mut Client, timeout: Duration) -> Result<(), Error> {
-        conn.is_valid(timeout)
+        conn.is_valid(timeout)?;
+        if self.base.read().get_target_session_attrs() == TargetSessionAttrs::ReadWrite {
+            // The server answered within the bound just now; this one more round trip
+            // fails on a server that has become read-only (a demoted primary).
+            conn.batch_execute(READ_WRITE_CHECK)?;
+        }
+        Ok(())
     }
 
     fn has_broken(&self, conn: &mut Client) -> bool {
