@@ -458,6 +458,57 @@ mod mysql_faults {
         kill_under_load("mysql without reset", &ctl, Server::Mysql, pool, op);
     }
 
+    /// Makes the server read-only, as a failover does to the old writer, until dropped.
+    struct ReadOnly(mysql::Conn);
+
+    impl ReadOnly {
+        fn set(url: &str) -> ReadOnly {
+            let mut admin = mysql::Conn::new(Opts::from_url(url).unwrap()).unwrap();
+            admin.query_drop("SET GLOBAL read_only = 1").unwrap();
+            ReadOnly(admin)
+        }
+    }
+
+    impl Drop for ReadOnly {
+        fn drop(&mut self) {
+            self.0.query_drop("SET GLOBAL read_only = 0").unwrap();
+        }
+    }
+
+    /// With `check_writable`, connections to a server that became read-only fail their
+    /// check and are closed; without it they are handed out.
+    #[test]
+    fn mysql_check_writable_leaves_a_read_only_server() {
+        let test = "mysql_check_writable_leaves_a_read_only_server";
+        let Some(url) = servers::mysql_url(test) else {
+            return;
+        };
+        let _mysql = servers::lock(Server::Mysql);
+        let pool = |writable: bool| {
+            Pool::builder()
+                .max_size(1)
+                .check_on_borrow(Some(Duration::ZERO))
+                .build(manager(&url).check_writable(writable))
+                .unwrap()
+        };
+        let (checked, unchecked) = (pool(true), pool(false));
+        {
+            let _read_only = ReadOnly::set(&url);
+            let err = checked.get_timeout(Duration::from_millis(300)).unwrap_err();
+            assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+            assert!(checked.stats().validation_failures >= 1);
+            // Without the option the check only pings: the connection is handed out.
+            // (A write would fail for an application user; this test's user may make
+            // the server read-only, and so may also write to it.)
+            let conn = unchecked.get().expect("handed out: nothing asks");
+            assert_eq!(unchecked.stats().validation_failures, 0);
+            drop(conn);
+        }
+        // Writable again: the next borrow connects and is served.
+        let mut conn = checked.get_timeout(Duration::from_secs(5)).unwrap();
+        conn.query_drop("DO 1").unwrap();
+    }
+
     #[test]
     fn mysql_wrong_password() {
         let Some(url) = servers::mysql_url("mysql_wrong_password") else {

@@ -76,7 +76,10 @@
 //!
 //! # What the hooks do
 //!
-//! * [`is_valid`](ManageConnection::is_valid) sends `COM_PING`, one round trip.
+//! * [`is_valid`](ManageConnection::is_valid) sends `COM_PING`, one round trip; with
+//!   [`check_writable`](MysqlManager::check_writable) it also asks whether the server
+//!   accepts writes, a second one, and fails on a read-only server (a writer demoted by
+//!   a failover: the Aurora case).
 //! * [`has_broken`](ManageConnection::has_broken) always answers `false`. The driver
 //!   keeps no public "this connection failed" state, and the only ways to learn more
 //!   (a ping, or peeking at the socket) are I/O, which `has_broken` must not do. A dead
@@ -142,6 +145,8 @@ pub struct MysqlManager {
     /// The read and write timeouts of `opts`, which those changes keep, for the
     /// check (which must not take the lock).
     io_timeouts: (Option<Duration>, Option<Duration>),
+    /// The check also confirms the server accepts writes.
+    writable: bool,
 }
 
 impl Clone for MysqlManager {
@@ -149,6 +154,7 @@ impl Clone for MysqlManager {
         MysqlManager {
             opts: RwLock::new(self.opts()),
             io_timeouts: self.io_timeouts,
+            writable: self.writable,
         }
     }
 }
@@ -186,7 +192,18 @@ impl MysqlManager {
         MysqlManager {
             opts: RwLock::new(opts),
             io_timeouts,
+            writable: false,
         }
+    }
+
+    /// Whether the check also confirms that the server accepts writes
+    /// (`@@global.read_only` and `@@innodb_read_only` off), one more round trip. For a
+    /// writer behind a failover address (an Aurora cluster endpoint, a proxy): after a
+    /// failover, connections to the old writer, now read-only, fail their next check,
+    /// are closed, and their replacements connect to the new writer. Default: false.
+    pub fn check_writable(mut self, writable: bool) -> MysqlManager {
+        self.writable = writable;
+        self
     }
 
     /// How long opening a TCP connection may take; `None` for the operating system's
@@ -207,8 +224,31 @@ impl MysqlManager {
     }
 
     fn with(self, change: impl FnOnce(OptsBuilder) -> OptsBuilder) -> MysqlManager {
+        let writable = self.writable;
         let opts = self.opts.into_inner();
         MysqlManager::from_opts(change(OptsBuilder::from_opts(opts)).into())
+            .check_writable(writable)
+    }
+
+    /// The check: a ping, and with `check_writable` whether the server accepts writes.
+    fn check(&self, conn: &mut Conn) -> Result<(), mysql::Error> {
+        conn.ping()?;
+        if !self.writable {
+            return Ok(());
+        }
+        let read_only: Option<(u8, u8)> =
+            conn.query_first("SELECT @@global.read_only, @@innodb_read_only")?;
+        match read_only {
+            Some((0, 0)) => Ok(()),
+            _ => Err(mysql::Error::MySqlError(mysql::MySqlError {
+                state: "HY000".into(),
+                // ER_OPTION_PREVENTS_STATEMENT, what a write would get.
+                code: 1290,
+                message: "the server is read-only (@@read_only or @@innodb_read_only), and \
+                          check_writable asks for one that accepts writes"
+                    .into(),
+            })),
+        }
     }
 
     /// A manager connecting to a URL such as
@@ -281,6 +321,7 @@ impl fmt::Debug for MysqlManager {
             .field("connect_timeout", &o.get_tcp_connect_timeout())
             .field("read_timeout", &o.get_read_timeout())
             .field("write_timeout", &o.get_write_timeout())
+            .field("check_writable", &self.writable)
             .finish_non_exhaustive()
     }
 }
@@ -294,7 +335,7 @@ impl ManageConnection for MysqlManager {
     }
 
     fn is_valid(&self, conn: &mut Conn) -> Result<(), mysql::Error> {
-        conn.ping()
+        self.check(conn)
     }
 
     fn is_valid_within(&self, conn: &mut Conn, timeout: Duration) -> Result<(), mysql::Error> {
@@ -302,10 +343,10 @@ impl ManageConnection for MysqlManager {
         let bound = super::shorter_for_check(timeout, read)
             .or_else(|| super::shorter_for_check(timeout, write));
         let Some(bound) = bound else {
-            return conn.ping();
+            return self.check(conn);
         };
         set_socket_timeouts(conn, Some(bound), Some(bound))?;
-        let checked = conn.ping();
+        let checked = self.check(conn);
         checked.and(set_socket_timeouts(conn, read, write))
     }
 
