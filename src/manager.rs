@@ -39,7 +39,9 @@ pub enum ResetAction {
     /// Roll back any open transaction.
     Rollback,
     /// Reset the whole session (transaction, variables, temporary state) where the
-    /// backend can, for example MySQL's `COM_RESET_CONNECTION`.
+    /// backend can, for example MySQL's `COM_RESET_CONNECTION`. The customizer's
+    /// [`on_acquire`](CustomizeConnection::on_acquire) then runs again, so the state
+    /// it sets up on a new connection is always there.
     Session,
 }
 
@@ -112,7 +114,8 @@ pub trait ManageConnection: Send + Sync + 'static {
 /// Hooks run around a connection's life. All methods have defaults that do nothing.
 pub trait CustomizeConnection<C, E>: fmt::Debug + Send + Sync + 'static {
     /// Runs right after a connection is opened, before anyone uses it (set session
-    /// variables, pragmas, ...). An error discards the connection.
+    /// variables, pragmas, ...), and again after every [`ResetAction::Session`] reset,
+    /// which wipes that state. An error discards the connection.
     fn on_acquire(&self, conn: &mut C) -> Result<(), E> {
         let _ = conn;
         Ok(())

@@ -11,6 +11,9 @@ use crate::guard::{OwnedConnection, PooledConnection};
 use crate::manager::ManageConnection;
 use crate::stats::Stats;
 
+/// How often [`Pool::close_within`] looks whether the borrowed connections came back.
+const DRAIN_POLL: Duration = Duration::from_millis(5);
+
 /// A pool of connections. Cheap to clone; every clone is a handle to the same pool,
 /// and the pool closes when the last handle is dropped.
 ///
@@ -539,6 +542,46 @@ impl<M: ManageConnection> Pool<M> {
     /// ```
     pub fn close(&self) {
         self.shared.close();
+    }
+
+    /// Closes the pool and waits up to `timeout` for the borrowed connections to come
+    /// back (each is closed as it does), for a deploy's graceful drain: new borrows
+    /// fail with [`Error::Closed`] at once. Returns how many connections were still
+    /// borrowed when it gave up, 0 if all came back; those are closed whenever their
+    /// borrowers return them.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = ();
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut ()) -> bool { false }
+    /// # }
+    /// use std::time::Duration;
+    ///
+    /// let pool = Pool::builder().max_size(2).build(Manager)?;
+    /// let request = pool.get_owned()?;
+    /// let finishing = std::thread::spawn(move || drop(request)); // a request finishing
+    /// assert_eq!(pool.close_within(Duration::from_secs(10)), 0, "it came back");
+    /// assert_eq!(pool.state().connections, 0);
+    /// # finishing.join().unwrap();
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
+    pub fn close_within(&self, timeout: Duration) -> u32 {
+        self.close();
+        let deadline = Instant::now().checked_add(timeout);
+        loop {
+            let out = self.state().in_use;
+            let left = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+            if out == 0 || left == Some(Duration::ZERO) {
+                return out;
+            }
+            // A maintenance call, off every hot path: look again every few ms.
+            std::thread::sleep(left.map_or(DRAIN_POLL, |left| left.min(DRAIN_POLL)));
+        }
     }
 
     /// Whether the pool is closed.

@@ -509,3 +509,37 @@ fn asked_for_a_primary_the_check_closes_a_read_only_session() {
         }
     }
 }
+
+/// A `Session` reset wipes what `on_acquire` set (`RESET ALL`); the pool runs it again.
+#[test]
+fn a_session_reset_keeps_what_on_acquire_set() {
+    #[derive(Debug)]
+    struct AppName;
+    impl stickypool::CustomizeConnection<Client, postgres::Error> for AppName {
+        fn on_acquire(&self, conn: &mut Client) -> Result<(), postgres::Error> {
+            conn.batch_execute("SET application_name = 'stickypool-app'")
+        }
+    }
+    let Some(manager) = manager("a_session_reset_keeps_what_on_acquire_set") else {
+        return;
+    };
+    let pool = Pool::builder()
+        .max_size(1)
+        .reset_on_return(ResetAction::Session)
+        .connection_customizer(Box::new(AppName))
+        .build(manager)
+        .unwrap();
+    let setting = |conn: &mut Client, name: &str| -> String {
+        conn.query_one(&format!("SHOW {name}"), &[]).unwrap().get(0)
+    };
+    {
+        let mut conn = pool.get().unwrap();
+        assert_eq!(setting(&mut conn, "application_name"), "stickypool-app");
+        conn.batch_execute("SET application_name = 'changed'; SET work_mem = '7MB'")
+            .unwrap();
+    }
+    let mut conn = pool.get().unwrap();
+    assert_eq!(setting(&mut conn, "application_name"), "stickypool-app");
+    assert_ne!(setting(&mut conn, "work_mem"), "7MB", "the reset ran");
+    assert_eq!(pool.stats().connections_created, 1, "the same connection");
+}

@@ -339,6 +339,34 @@ impl CustomizeConnection<FakeConn, FakeError> for Customizer {
 }
 
 #[test]
+fn a_session_reset_runs_on_acquire_again() {
+    // The fake's session reset clears the connection's data, as a real one wipes
+    // `SET`s; `on_acquire` puts its 42 back, and `on_check_in` keeps only that.
+    for (reset, after) in [
+        (ResetAction::Session, vec![42]),
+        (ResetAction::Rollback, vec![]),
+    ] {
+        let customizer = Customizer::default();
+        let pool = builder("session")
+            .max_size(1)
+            .reset_on_return(reset)
+            .connection_customizer(Box::new(customizer.clone()))
+            .build(FakeManager::new())
+            .unwrap();
+        let id = {
+            let mut conn = pool.get().unwrap();
+            assert_eq!(conn.data, vec![42], "set up at connect");
+            conn.data.push(7);
+            conn.id
+        };
+        let conn = pool.get().unwrap();
+        assert_eq!(conn.id, id, "the same connection");
+        assert_eq!(conn.data, after, "after a {reset:?} reset");
+        assert_eq!(customizer.acquired.lock().unwrap().len(), 1 + after.len());
+    }
+}
+
+#[test]
 fn the_customizer_runs_on_acquire_check_in_and_release() {
     let customizer = Customizer::default();
     customizer.fail_acquire_once.store(true, Ordering::SeqCst);
@@ -692,4 +720,38 @@ fn light_load_spread_over_many_threads_shrinks_the_pool() {
         f64::from(busy_same) >= 0.95 * f64::from(busy_borrows),
         "the busy thread got its own connection back {busy_same} times in {busy_borrows}"
     );
+}
+
+#[test]
+fn close_within_waits_for_borrowers_and_reports_the_one_that_never_returns() {
+    let manager = FakeManager::new();
+    let pool = builder("drain").max_size(4).build(manager.clone()).unwrap();
+    // Three requests in flight that finish soon after the drain starts, and one that
+    // never returns until the end of the test.
+    let (finish, finished) = std::sync::mpsc::channel::<()>();
+    let finished = Arc::new(Mutex::new(finished));
+    let in_flight: Vec<_> = (0..3)
+        .map(|_| {
+            let conn = pool.get_owned().unwrap();
+            let finished = finished.clone();
+            thread::spawn(move || {
+                let _ = finished.lock().unwrap().recv();
+                drop(conn);
+            })
+        })
+        .collect();
+    let stuck = pool.get_owned().unwrap();
+    let drain = {
+        let pool = pool.clone();
+        thread::spawn(move || pool.close_within(Duration::from_millis(300)))
+    };
+    assert!(wait_until(SOON, || pool.is_closed()));
+    assert!(matches!(pool.get(), Err(stickypool::Error::Closed)));
+    drop(finish); // the three finish
+    in_flight.into_iter().for_each(|t| t.join().unwrap());
+    assert_eq!(drain.join().unwrap(), 1, "the stuck one was still out");
+    assert_eq!(closed(&pool, CloseReason::PoolClosed), 3);
+    drop(stuck); // returned late: closed too
+    assert_eq!(pool.state().connections, 0);
+    assert_eq!(manager.script.live(), 0);
 }

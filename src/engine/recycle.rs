@@ -39,6 +39,18 @@ impl<M: ManageConnection> Shared<M> {
             if failed.is_some() {
                 return failed;
             }
+            // A session reset wipes what `on_acquire` set up (`SET`s, prepared
+            // statements): set it up again, as on a new connection.
+            if action == ResetAction::Session
+                && let Some(customizer) = &self.config.customizer
+            {
+                let failed = self.reset_step("CustomizeConnection::on_acquire", id, || {
+                    customizer.on_acquire(&mut entry.conn)
+                });
+                if failed.is_some() {
+                    return failed;
+                }
+            }
         }
         if let Some(customizer) = &self.config.customizer {
             let failed = self.reset_step("CustomizeConnection::on_check_in", id, || {
