@@ -32,7 +32,8 @@
 //! # Names
 //!
 //! Modelled on HikariCP's Prometheus names (`hikaricp_connections_active`, ...), in
-//! Prometheus base units (seconds). Every series has the label `pool`.
+//! Prometheus base units (seconds). Every series has the label `pool`. OpenTelemetry's
+//! `db.client.connection.*` names instead: [`set_names`].
 //!
 //! | Name | Type | Meaning |
 //! |---|---|---|
@@ -82,6 +83,7 @@
 //! `promtool check metrics` on it.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -132,6 +134,32 @@ fn publish_shared<M: ManageConnection>(shared: &Shared<M>) {
 }
 
 pub(crate) fn publish_parts(id: u64, name: &str, state: State, stats: Stats, closed: bool) {
+    let windows = {
+        let mut previous = PREVIOUS.lock();
+        let map = previous.get_or_insert_with(HashMap::new);
+        let now = [
+            stats.wait_time.clone(),
+            stats.connect_time.clone(),
+            stats.hold_time.clone(),
+        ];
+        let windows = match map.get(&id) {
+            Some(before) => [0, 1, 2].map(|i| now[i].since(&before[i])),
+            None => now.clone(),
+        };
+        if closed {
+            map.remove(&id);
+        } else {
+            map.insert(id, now);
+        }
+        windows
+    };
+    match names() {
+        Names::Stickypool => publish_stickypool_names(name, state, &stats, &windows),
+        Names::OpenTelemetry => publish_opentelemetry_names(name, state, &stats, &windows),
+    }
+}
+
+fn publish_stickypool_names(name: &str, state: State, stats: &Stats, windows: &[Histogram; 3]) {
     describe();
     let label = || [("pool", name.to_owned())];
     let g = |key: &'static str, value: u32| gauge!(key, &label()).set(f64::from(value));
@@ -171,40 +199,52 @@ pub(crate) fn publish_parts(id: u64, name: &str, state: State, stats: Stats, clo
         )
         .absolute(count);
     }
-    let windows = {
-        let mut previous = PREVIOUS.lock();
-        let map = previous.get_or_insert_with(HashMap::new);
-        let now = [
-            stats.wait_time.clone(),
-            stats.connect_time.clone(),
-            stats.hold_time.clone(),
-        ];
-        let windows = match map.get(&id) {
-            Some(before) => [0, 1, 2].map(|i| now[i].since(&before[i])),
-            None => now.clone(),
-        };
-        if closed {
-            map.remove(&id);
-        } else {
-            map.insert(id, now);
-        }
-        windows
-    };
     let metrics = [
         "stickypool_wait_seconds",
         "stickypool_connect_seconds",
         "stickypool_hold_seconds",
     ];
-    for (metric, window) in metrics.into_iter().zip(&windows) {
-        record_window(metric, name.to_owned(), window);
+    for (metric, window) in metrics.into_iter().zip(windows) {
+        record_window(metric, ("pool", name.to_owned()), window);
+    }
+}
+
+/// The attribute naming the pool in OpenTelemetry's conventions.
+const OTEL_POOL: &str = "db.client.connection.pool.name";
+
+fn publish_opentelemetry_names(name: &str, state: State, stats: &Stats, windows: &[Histogram; 3]) {
+    describe_opentelemetry();
+    let label = || [(OTEL_POOL, name.to_owned())];
+    for (connection_state, count) in [("idle", state.idle_connections), ("used", state.in_use)] {
+        gauge!(
+            "db.client.connection.count",
+            OTEL_POOL => name.to_owned(),
+            "db.client.connection.state" => connection_state
+        )
+        .set(f64::from(count));
+    }
+    let g = |key: &'static str, value: u32| gauge!(key, &label()).set(f64::from(value));
+    // The pool keeps every connection it may open idle: its idle maximum is max_size.
+    g("db.client.connection.idle.max", state.max_size);
+    g("db.client.connection.idle.min", state.min_idle);
+    g("db.client.connection.max", state.max_size);
+    g("db.client.connection.pending_requests", state.waiters);
+    counter!("db.client.connection.timeouts", &label()).absolute(stats.timeouts);
+    let metrics = [
+        "db.client.connection.wait_time",
+        "db.client.connection.create_time",
+        "db.client.connection.use_time",
+    ];
+    for (metric, window) in metrics.into_iter().zip(windows) {
+        record_window(metric, (OTEL_POOL, name.to_owned()), window);
     }
 }
 
 /// Hands the samples of `window` to the recorder's histogram: one `record_many` per
 /// bucket that has any (at most a few dozen per publish, however many borrows), at the
 /// bucket's middle, so the recorder's own buckets and sum are within the pool's 3%.
-fn record_window(name: &'static str, pool: String, window: &Histogram) {
-    let histogram = histogram!(name, "pool" => pool);
+fn record_window(name: &'static str, pool: (&'static str, String), window: &Histogram) {
+    let histogram = histogram!(name, pool.0 => pool.1);
     let mut lower = Duration::ZERO;
     for (upper, count) in window.buckets() {
         if count > 0 {
@@ -290,6 +330,110 @@ fn describe() {
     ];
     for (name, help) in seconds {
         describe_histogram!(name, Unit::Seconds, help);
+    }
+}
+
+/// The OpenTelemetry names' descriptions and units.
+fn describe_opentelemetry() {
+    let counts = [
+        (
+            "db.client.connection.count",
+            "The number of connections that are currently in the state described by the state attribute",
+        ),
+        (
+            "db.client.connection.idle.max",
+            "The maximum number of idle open connections allowed",
+        ),
+        (
+            "db.client.connection.idle.min",
+            "The minimum number of idle open connections allowed",
+        ),
+        (
+            "db.client.connection.max",
+            "The maximum number of open connections allowed",
+        ),
+        (
+            "db.client.connection.pending_requests",
+            "The number of current pending requests for an open connection",
+        ),
+    ];
+    for (name, help) in counts {
+        describe_gauge!(name, Unit::Count, help);
+    }
+    describe_counter!(
+        "db.client.connection.timeouts",
+        Unit::Count,
+        "The number of connection timeouts that have occurred trying to obtain a connection from the pool"
+    );
+    let seconds = [
+        (
+            "db.client.connection.create_time",
+            "The time it took to create a new connection",
+        ),
+        (
+            "db.client.connection.wait_time",
+            "The time it took to obtain an open connection from the pool, for the borrows that waited",
+        ),
+        (
+            "db.client.connection.use_time",
+            "The time between borrowing a connection and returning it to the pool",
+        ),
+    ];
+    for (name, help) in seconds {
+        describe_histogram!(name, Unit::Seconds, help);
+    }
+}
+
+/// The names metrics are published under; see [`set_names`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Names {
+    /// `stickypool_*`, the table in the [module documentation](self) (the default).
+    #[default]
+    Stickypool,
+    /// OpenTelemetry's semantic conventions for database client connection pools,
+    /// `db.client.connection.*`: see [`set_names`].
+    OpenTelemetry,
+}
+
+/// `Names` as a number, process-wide.
+static NAMES: AtomicU8 = AtomicU8::new(0);
+
+/// Chooses the names every later publish in the process uses. With
+/// [`Names::OpenTelemetry`], the conventions' connection pool metrics (experimental in
+/// the conventions, so their names may still change there), each with the attribute
+/// `db.client.connection.pool.name`:
+///
+/// | Name | Type | From |
+/// |---|---|---|
+/// | `db.client.connection.count{db.client.connection.state}` | gauge | idle connections (`idle`) and borrowed ones (`used`) |
+/// | `db.client.connection.idle.max` | gauge | `max_size` (every connection the pool may open can be idle) |
+/// | `db.client.connection.idle.min` | gauge | `min_idle` |
+/// | `db.client.connection.max` | gauge | `max_size` |
+/// | `db.client.connection.pending_requests` | gauge | threads waiting for a connection |
+/// | `db.client.connection.timeouts` | counter | borrows that timed out |
+/// | `db.client.connection.create_time` | histogram (s) | opening a connection |
+/// | `db.client.connection.wait_time` | histogram (s) | the borrows that had to wait (one served at once waits no time worth recording) |
+/// | `db.client.connection.use_time` | histogram (s) | how long connections were held |
+///
+/// The `metrics` facade cannot carry the conventions' `{connection}` units; the
+/// counts are plain counts. The counters and histograms the conventions do not name
+/// (borrows, connect failures, closes by reason, ...) are published only under the
+/// `stickypool_*` names.
+///
+/// ```
+/// use stickypool::metrics::{Names, set_names};
+/// set_names(Names::OpenTelemetry);
+/// # set_names(Names::Stickypool);
+/// ```
+pub fn set_names(names: Names) {
+    NAMES.store(names as u8, Ordering::Relaxed);
+}
+
+fn names() -> Names {
+    match NAMES.load(Ordering::Relaxed) {
+        1 => Names::OpenTelemetry,
+        _ => Names::Stickypool,
     }
 }
 

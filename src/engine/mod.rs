@@ -93,6 +93,8 @@ pub struct State {
     pub waiters: u32,
     /// The pool's `max_size`.
     pub max_size: u32,
+    /// The pool's `min_idle` now (`max_size` when it was set to `None`).
+    pub min_idle: u32,
 }
 
 impl<M: ManageConnection> Shared<M> {
@@ -216,6 +218,7 @@ impl<M: ManageConnection> Shared<M> {
             pending: 0,
             waiters: u32::try_from(self.bag.waiters()).unwrap_or(u32::MAX),
             max_size: self.max_size(),
+            min_idle: self.min_idle(),
         };
         for i in 0..self.bag.len() {
             match self.bag.state(i) {
