@@ -99,6 +99,13 @@ pub enum Error {
         /// The configured limit.
         limit: usize,
     },
+    /// The pool is paused ([`Pool::pause`](crate::Pool::pause)) and its borrows fail at
+    /// once ([`Pause::failing`](crate::Pause::failing)).
+    #[non_exhaustive]
+    Paused {
+        /// The pool's name.
+        pool: String,
+    },
     /// The pool was built before this process was forked off its parent, and a pool
     /// does not survive `fork()`: build a new one in the child (see
     /// [`Pool`](crate::Pool#fork)).
@@ -173,6 +180,10 @@ impl fmt::Display for Error {
                 }
             }
             Error::Closed => f.write_str("the pool is closed"),
+            Error::Paused { pool } => write!(
+                f,
+                "pool `{pool}` is paused for maintenance: try again once it is resumed"
+            ),
             Error::Forked => f.write_str(
                 "the pool was built before this process forked; a pool cannot be used \
                  across fork(): build a new one in the child",

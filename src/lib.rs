@@ -135,7 +135,7 @@ pub use manager::{
     LoggingErrorHandler, ManageConnection, NativeHooks, NopConnectionCustomizer, NopErrorHandler,
     R2d2Hooks, ResetAction,
 };
-pub use pool::Pool;
+pub use pool::{Pause, Pool};
 #[cfg(not(loom))]
 pub use registry::Pools;
 pub use stats::{ClosedCounts, Histogram, Stats};

@@ -544,6 +544,52 @@ impl<M: ManageConnection> Pool<M> {
         self.shared.close();
     }
 
+    /// Pauses the pool for maintenance (HikariCP's suspend, PgBouncer's `PAUSE`): from
+    /// now on borrows wait until [`resume`](Pool::resume) (or their timeout), and
+    /// borrowed connections come back as usual. The returned [`Pause`] can also close
+    /// every connection, for a switch-over, and make borrows fail at once instead of
+    /// waiting. A borrow that was already under way when `pause` ran may complete.
+    ///
+    /// ```
+    /// # use stickypool::{ManageConnection, Pool};
+    /// # #[derive(Debug)] struct Manager;
+    /// # impl ManageConnection for Manager {
+    /// #     type Connection = ();
+    /// #     type Error = std::io::Error;
+    /// #     fn connect(&self) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn is_valid(&self, _: &mut ()) -> Result<(), std::io::Error> { Ok(()) }
+    /// #     fn has_broken(&self, _: &mut ()) -> bool { false }
+    /// # }
+    /// use std::time::Duration;
+    /// use stickypool::Error;
+    ///
+    /// let pool = Pool::builder().max_size(2).build(Manager)?;
+    /// let held = pool.get()?;
+    /// pool.pause().and_close(); // the idle one closes now, the held one when returned
+    /// assert!(pool.get_timeout(Duration::from_millis(10)).is_err(), "borrows wait");
+    /// drop(held);
+    /// assert_eq!(pool.state().connections, 0);
+    /// pool.pause().failing();
+    /// assert!(matches!(pool.get(), Err(Error::Paused { .. })), "or fail at once");
+    /// pool.resume();
+    /// assert!(pool.get().is_ok());
+    /// # Ok::<(), stickypool::Error>(())
+    /// ```
+    pub fn pause(&self) -> Pause<'_, M> {
+        self.shared.pause();
+        Pause { pool: self }
+    }
+
+    /// Ends a [`pause`](Pool::pause): borrows go on, and `min_idle` is refilled.
+    pub fn resume(&self) {
+        self.shared.resume();
+    }
+
+    /// Whether the pool is paused.
+    pub fn is_paused(&self) -> bool {
+        self.shared.is_paused()
+    }
+
     /// Closes the pool and waits up to `timeout` for the borrowed connections to come
     /// back (each is closed as it does), for a deploy's graceful drain: new borrows
     /// fail with [`Error::Closed`] at once. Returns how many connections were still
@@ -587,5 +633,28 @@ impl<M: ManageConnection> Pool<M> {
     /// Whether the pool is closed.
     pub fn is_closed(&self) -> bool {
         self.shared.is_closed()
+    }
+}
+
+/// A paused pool's options; see [`Pool::pause`]. The pool stays paused whether this is
+/// kept or dropped, until [`Pool::resume`].
+#[derive(Debug)]
+pub struct Pause<'a, M: ManageConnection> {
+    pool: &'a Pool<M>,
+}
+
+impl<M: ManageConnection> Pause<'_, M> {
+    /// Closes the idle connections now and each borrowed one as it comes back, and
+    /// opens none, until the pool resumes (for a maintenance switch-over: the pool
+    /// then connects afresh). Returns how many were closed now.
+    pub fn and_close(self) -> usize {
+        self.pool.shared.pause_closing()
+    }
+
+    /// Borrows fail at once with [`Error::Paused`] instead of waiting, those waiting
+    /// included.
+    pub fn failing(self) -> Self {
+        self.pool.shared.pause_failing();
+        self
     }
 }

@@ -276,6 +276,33 @@ fn retire_all_racing_a_return_lends_nothing_retired() {
     }
 }
 
+/// A pause racing a return: once `pause` has returned and the connection is back,
+/// whether it came back before the pause, during it or after it, no borrow is served
+/// until `resume`.
+///
+/// Here another thread gives back the only connection while the main thread pauses
+/// the pool; once both are done the main thread tries to borrow (without waiting, so
+/// the model need not run the pause's condition variable), resumes and borrows.
+///
+/// Fails if `recheck` stops reporting a paused pool (the borrow after `pause` is
+/// served), or if a return while paused refreshes the connection's epoch instead of
+/// leaving it stale (the connection given back during the pause is then lent).
+#[test]
+fn a_pause_racing_a_return_lends_nothing_until_resume() {
+    model(2, || {
+        let manager = Manager::default();
+        let pool = pool(&manager, 1, 1, COMPETE);
+        let held = pool.get_owned().unwrap();
+        let returner = thread::spawn(move || drop(held));
+        pool.pause();
+        returner.join().unwrap();
+        assert!(pool.try_get().is_none(), "a borrow was served while paused");
+        pool.resume();
+        drop(pool.get().expect("served after resume"));
+        close(pool, &manager);
+    });
+}
+
 /// Defect: a connect read the epoch before it connected and put its connection in
 /// its slot without looking again, so a `retire_all` during the connect did not
 /// retire it, and a borrow after `retire_all` returned could get it.

@@ -1,4 +1,4 @@
-//! Changes while the pool runs: `set_min_idle`, `retire_all`, `retain`.
+//! Changes while the pool runs: `set_min_idle`, `retire_all`, `retain`, `pause`.
 
 mod common;
 
@@ -8,7 +8,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::{FakeManager, SOON, wait_until};
-use stickypool::{CloseReason, Pool};
+use stickypool::{CloseReason, Error, Pool};
 
 fn pool(manager: &FakeManager, max_size: u32, min_idle: u32) -> Pool<FakeManager> {
     Pool::builder()
@@ -265,4 +265,77 @@ fn resizing_under_load_loses_nothing() {
     drop(pool);
     assert!(wait_until(SOON, || manager.script.live() == 0));
     manager.script.assert_all_closed_once();
+}
+
+#[test]
+fn a_pause_holds_new_borrows_until_resume_and_lets_borrowed_ones_come_back() {
+    let manager = FakeManager::new();
+    let pool = pool(&manager, 2, 2);
+    let in_flight = pool.get().unwrap();
+    pool.pause();
+    assert!(pool.is_paused());
+    // An idle connection is there, but nobody gets it.
+    assert_eq!(pool.state().idle_connections, 1);
+    let err = pool.get_timeout(Duration::from_millis(20)).unwrap_err();
+    assert!(matches!(err, Error::Timeout { .. }), "{err:?}");
+    assert!(pool.try_get().is_none());
+    // The borrowed one comes back and is kept.
+    drop(in_flight);
+    assert_eq!(pool.state().idle_connections, 2);
+    thread::scope(|s| {
+        let waiting = s.spawn(|| pool.get_timeout(SOON).map(drop));
+        // It waits through the pause, however long, and is served once it ends.
+        assert!(wait_until(SOON, || pool.state().waiters == 1));
+        pool.resume();
+        waiting.join().unwrap().expect("served after resume");
+    });
+    assert!(!pool.is_paused());
+    assert_eq!(
+        manager.script.opened.load(Ordering::SeqCst),
+        2,
+        "nothing reopened"
+    );
+    drop(pool.get().unwrap());
+}
+
+#[test]
+fn a_pause_that_closes_opens_nothing_until_resume_even_with_a_borrower_that_never_returns() {
+    let manager = FakeManager::new();
+    let pool = pool(&manager, 3, 3);
+    let returning = pool.get().unwrap();
+    let never = pool.get().unwrap(); // held to the end of the test
+    assert_eq!(pool.pause().and_close(), 1, "the idle one, at once");
+    drop(returning); // closed as it comes back
+    assert_eq!(pool.state().connections, 1, "only the one still out");
+    assert_eq!(pool.stats().closed.get(CloseReason::Evicted), 2);
+    assert!(pool.get_timeout(Duration::from_millis(20)).is_err());
+    assert_eq!(
+        manager.script.opened.load(Ordering::SeqCst),
+        3,
+        "no connect while paused"
+    );
+    pool.resume();
+    // `min_idle` is refilled with fresh connections beside the one still out.
+    assert!(wait_until(SOON, || pool.state().idle_connections == 2));
+    drop(pool.get().unwrap());
+    drop(never); // comes back after the pause: kept
+    assert_eq!(pool.state().connections, 3);
+}
+
+#[test]
+fn a_failing_pause_fails_waiting_and_new_borrows_at_once() {
+    let manager = FakeManager::new();
+    let pool = pool(&manager, 1, 1);
+    pool.pause();
+    thread::scope(|s| {
+        let waiting = s.spawn(|| pool.get_timeout(SOON).map(drop));
+        assert!(wait_until(SOON, || pool.state().waiters == 1));
+        pool.pause().failing();
+        let err = waiting.join().unwrap().unwrap_err();
+        assert!(matches!(err, Error::Paused { .. }), "{err:?}");
+    });
+    let err = pool.get().unwrap_err();
+    assert!(err.to_string().contains("paused"), "{err}");
+    pool.resume();
+    drop(pool.get().unwrap());
 }

@@ -4,6 +4,7 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use super::Shared;
+use super::runtime::Recheck;
 use super::slot::{BorrowSite, Checkout, NOT_BORROWED, SlotMeta, hold_bucket, owner_add};
 use crate::affinity;
 use crate::bag::{Deadline, NO_HINT, Ticket, Timer, Turn, Wait};
@@ -44,6 +45,9 @@ impl<M: ManageConnection> Shared<M> {
             if let Some(checkout) = self.finish_checkout(ticket, None, budget) {
                 return Some(checkout);
             }
+            if self.is_paused() {
+                return None; // `checkout_slow` waits
+            }
         }
     }
 
@@ -67,11 +71,18 @@ impl<M: ManageConnection> Shared<M> {
         // Retired or beyond a smaller limit since it was last looked at: whatever
         // path it came by (a return or a connect that straddled the change, a
         // hand-off), it is not lent (`runtime`).
-        if self.stale(entry.epoch)
-            && let Some(reason) = self.recheck(entry, index)
-        {
-            self.close_failed(checkout.into_ticket(), reason);
-            return None;
+        if self.stale(entry.epoch) {
+            match self.recheck(entry, index) {
+                Recheck::Keep => {}
+                Recheck::Close(reason) => {
+                    self.close_failed(checkout.into_ticket(), reason);
+                    return None;
+                }
+                Recheck::Paused => {
+                    self.give_back(checkout.into_ticket());
+                    return None;
+                }
+            }
         }
         if self.config.test_on_check_out
             && now.saturating_sub(entry.last_checked_ms) >= self.config.validation_bypass_ms
@@ -154,7 +165,7 @@ impl<M: ManageConnection> Shared<M> {
         } else if now >= entry.expires_ms {
             Some(CloseReason::Lifetime)
         } else if self.stale(entry.epoch)
-            && let Some(reason) = self.recheck(entry, index)
+            && let Recheck::Close(reason) = self.recheck(entry, index)
         {
             Some(reason)
         } else if self.config.resets
@@ -229,6 +240,17 @@ impl<M: ManageConnection> Shared<M> {
         loop {
             if self.bag.is_closed() {
                 return Err(Error::Closed);
+            }
+            if self.is_paused() {
+                match self.wait_while_paused(&timer.deadline) {
+                    Ok(()) => continue,
+                    Err(true) => {
+                        return Err(Error::Paused {
+                            pool: self.name().to_owned(),
+                        });
+                    }
+                    Err(false) => return Err(self.timed_out(started, timeout)),
+                }
             }
             let ticket = match self.bag.try_take(NO_HINT, affinity::scan_start) {
                 Some(ticket) => ticket,

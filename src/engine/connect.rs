@@ -226,6 +226,7 @@ impl<M: ManageConnection> Shared<M> {
             if pending >= self.bag.waiters()
                 || self.bag.is_closed()
                 || self.connects.breaker.is_open()
+                || self.is_paused()
                 || (self.scouting() && pending > 0)
             {
                 return;
@@ -251,6 +252,9 @@ impl<M: ManageConnection> Shared<M> {
     pub(crate) fn fill_min_idle(&self) {
         if self.connects.breaker.is_open() {
             return; // the probe's success refills
+        }
+        if self.pause.is_closing() {
+            return; // `resume` refills
         }
         let mut claimed = Vec::new();
         {

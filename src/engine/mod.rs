@@ -40,6 +40,7 @@ mod checkout;
 pub(crate) mod config;
 mod connect;
 pub(crate) mod housekeeper;
+mod pause;
 mod recycle;
 pub(crate) mod runtime;
 pub(crate) mod slot;
@@ -74,6 +75,8 @@ pub(crate) struct Shared<M: ManageConnection> {
     forks: u32,
     /// The reaper's record of the load (`housekeeper::Shared::shrink_to_load`).
     calm: Mutex<housekeeper::Calm>,
+    /// Paused for maintenance (module `pause`).
+    pause: pause::PauseState,
     _clock: clock::Running,
 }
 
@@ -89,7 +92,8 @@ pub struct State {
     pub in_use: u32,
     /// Connections being opened.
     pub pending: u32,
-    /// Threads waiting for a connection.
+    /// Threads waiting for a connection (also those waiting for a paused pool to
+    /// resume).
     pub waiters: u32,
     /// The pool's `max_size`.
     pub max_size: u32,
@@ -176,6 +180,7 @@ impl<M: ManageConnection> Shared<M> {
             epoch: AtomicU64::new(runtime::Epoch::START.word()),
             forks: crate::fork::generation(),
             calm: Mutex::new(housekeeper::Calm::starting_now()),
+            pause: pause::PauseState::default(),
             _clock: clock::Running::start(),
         });
         housekeeper::start(&shared);
@@ -216,7 +221,9 @@ impl<M: ManageConnection> Shared<M> {
             idle_connections: 0,
             in_use: 0,
             pending: 0,
-            waiters: u32::try_from(self.bag.waiters()).unwrap_or(u32::MAX),
+            waiters: u32::try_from(self.bag.waiters())
+                .unwrap_or(u32::MAX)
+                .saturating_add(self.pause.waiting()),
             max_size: self.max_size(),
             min_idle: self.min_idle(),
         };

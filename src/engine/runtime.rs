@@ -65,6 +65,12 @@ impl Epoch {
         Epoch::of(self.retires(), self.resizes().wrapping_add(1))
     }
 
+    /// After a pause or a resume: as after a resize, every connection is rechecked
+    /// (module `pause`).
+    pub(crate) fn paused(self) -> Epoch {
+        self.resized()
+    }
+
     /// Whether a connection of this epoch was retired by a `retire_all` that `now`
     /// counts.
     pub(crate) fn is_retired_at(self, now: Epoch) -> bool {
@@ -90,6 +96,16 @@ pub(crate) struct IdleConnection {
     id: u64,
     created_ms: u64,
     pub(crate) last_used_ms: u64,
+}
+
+/// What [`Shared::recheck`] decided.
+pub(crate) enum Recheck {
+    /// Keep and lend it.
+    Keep,
+    /// Close it.
+    Close(CloseReason),
+    /// The pool is paused: keep it, but do not lend it.
+    Paused,
 }
 
 impl<M: ManageConnection> Shared<M> {
@@ -200,7 +216,7 @@ impl<M: ManageConnection> Shared<M> {
         self.retain_idle(|_| false, CloseReason::Retired)
     }
 
-    fn bump_epoch(&self, next: fn(Epoch) -> Epoch) {
+    pub(crate) fn bump_epoch(&self, next: fn(Epoch) -> Epoch) {
         let _ = self
             .epoch
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |e| {
@@ -220,26 +236,35 @@ impl<M: ManageConnection> Shared<M> {
         epoch.0 != self.epoch.load(Ordering::Relaxed)
     }
 
-    /// Why the connection in slot `index` must close, after a `retire_all` or a
-    /// resize; `None` (and the entry is current again) if it may stay.
+    /// What to do with the connection in slot `index` after a `retire_all`, a resize
+    /// or a pause: close it, keep it (and it is current again), or, while the pool is
+    /// paused, keep it without lending it.
     #[cold]
     pub(crate) fn recheck(
         &self,
         entry: &mut super::PoolEntry<M::Connection>,
         index: usize,
-    ) -> Option<CloseReason> {
+    ) -> Recheck {
         // One load: the retire count and the limit's resize count of the same moment.
         // The limit is stored before the resize count (`set_max_size`), so an epoch
-        // that counts a resize comes with its limit.
+        // that counts a resize comes with its limit; and the pause flags before a
+        // pause's count (module `pause`).
         let now = self.epoch();
         if entry.epoch.is_retired_at(now) {
-            return Some(CloseReason::Retired);
+            return Recheck::Close(CloseReason::Retired);
         }
         if index >= self.bag.limit() {
-            return Some(CloseReason::Evicted);
+            return Recheck::Close(CloseReason::Evicted);
+        }
+        if self.is_paused() {
+            // Stays stale, so it is rechecked again once the pool resumes.
+            return match self.paused_close() {
+                Some(reason) => Recheck::Close(reason),
+                None => Recheck::Paused,
+            };
         }
         entry.epoch = now;
-        None
+        Recheck::Keep
     }
 
     /// The current `max_size`.
