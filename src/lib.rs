@@ -162,7 +162,9 @@ pub use redis;
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub use rusqlite;
 
-/// The README's examples, compiled (and, unless marked `no_run`, run) as doctests.
+/// The Rust examples of the README and of the pages under `docs/`, compiled (and,
+/// unless marked `no_run`, run) as doctests. They use every backend and service
+/// feature, so they run with all of them on (the test command's `--all-features`).
 #[cfg(all(
     doctest,
     feature = "sqlite",
@@ -174,51 +176,13 @@ pub use rusqlite;
     feature = "toml",
     feature = "metrics"
 ))]
-#[doc = include_str!("../README.md")]
-pub struct ReadmeDoctests;
-
-/// The examples of `docs/guide.md`, compiled (and, unless marked `no_run`, run) as doctests.
-#[cfg(all(
-    doctest,
-    feature = "sqlite",
-    feature = "mysql",
-    feature = "postgres",
-    feature = "redis",
-    feature = "diesel",
-    feature = "r2d2",
-    feature = "toml",
-    feature = "metrics"
-))]
-#[doc = include_str!("../docs/guide.md")]
-pub struct GuideDoctests;
-
-/// The examples of `docs/backends.md`, compiled (and, unless marked `no_run`, run) as doctests.
-#[cfg(all(
-    doctest,
-    feature = "sqlite",
-    feature = "mysql",
-    feature = "postgres",
-    feature = "redis",
-    feature = "diesel",
-    feature = "r2d2",
-    feature = "toml",
-    feature = "metrics"
-))]
-#[doc = include_str!("../docs/backends.md")]
-pub struct BackendsDoctests;
-
-/// The examples of `docs/operations.md`, compiled (and, unless marked `no_run`, run) as
-/// doctests.
-#[cfg(all(
-    doctest,
-    feature = "sqlite",
-    feature = "mysql",
-    feature = "postgres",
-    feature = "redis",
-    feature = "diesel",
-    feature = "r2d2",
-    feature = "toml",
-    feature = "metrics"
-))]
-#[doc = include_str!("../docs/operations.md")]
-pub struct OperationsDoctests;
+mod documented_examples {
+    #[doc = include_str!("../README.md")]
+    pub struct ReadmeDoctests;
+    #[doc = include_str!("../docs/guide.md")]
+    pub struct GuideDoctests;
+    #[doc = include_str!("../docs/backends.md")]
+    pub struct BackendsDoctests;
+    #[doc = include_str!("../docs/operations.md")]
+    pub struct OperationsDoctests;
+}

@@ -52,49 +52,53 @@ fn a_fleet_that_starts_or_loses_its_server_together_does_not_stampede() {
     const POOLS: usize = 200;
     let manager = FakeManager::new(); // clones share the script: one server
     manager.script.fail_connect.store(true, Ordering::SeqCst);
-    let (pools, started) = thread::scope(|s| {
-        let counting = s.spawn(|| attempts_by_100ms(&manager, 20));
-        let pools: Vec<Pool<FakeManager>> = (0..POOLS)
+    let (pools, started) = counting_attempts(&manager, || {
+        (0..POOLS)
             .map(|_| {
                 Pool::builder()
                     .max_size(4)
                     .min_idle(Some(4))
                     .build_unchecked(manager.clone())
             })
-            .collect();
-        (pools, counting.join().unwrap())
+            .collect::<Vec<_>>()
     });
     assert_paced("200 pools started on a down server", &started);
-
-    // The server comes back: every pool is at `min_idle` soon after.
-    manager.script.fail_connect.store(false, Ordering::SeqCst);
-    let back = Instant::now();
-    assert!(wait_until(SOON, || pools
-        .iter()
-        .all(|p| p.state().idle_connections == 4)));
-    eprintln!(
-        "200 pools back at min_idle {:?} after the server's return",
-        back.elapsed()
-    );
+    back_at_min_idle(&manager, &pools);
 
     // A running fleet loses its server: every connection is replaced at once, and
     // every replacement fails.
     manager.script.fail_connect.store(true, Ordering::SeqCst);
-    let lost = thread::scope(|s| {
-        let counting = s.spawn(|| attempts_by_100ms(&manager, 20));
+    let ((), lost) = counting_attempts(&manager, || {
         pools.iter().for_each(|p| {
             p.retire_all();
-        });
-        counting.join().unwrap()
+        })
     });
     assert_paced("200 running pools losing their server", &lost);
+    back_at_min_idle(&manager, &pools);
+}
+
+/// Runs `f` while counting `manager`'s connect attempts for two seconds from its start.
+fn counting_attempts<R: Send>(
+    manager: &FakeManager,
+    f: impl FnOnce() -> R + Send,
+) -> (R, Vec<u64>) {
+    thread::scope(|s| {
+        let counting = s.spawn(|| attempts_by_100ms(manager, 20));
+        let result = f();
+        (result, counting.join().unwrap())
+    })
+}
+
+/// Brings the server back and waits until every pool is at its `min_idle` of 4.
+fn back_at_min_idle(manager: &FakeManager, pools: &[Pool<FakeManager>]) {
     manager.script.fail_connect.store(false, Ordering::SeqCst);
     let back = Instant::now();
     assert!(wait_until(SOON, || pools
         .iter()
         .all(|p| p.state().idle_connections == 4)));
     eprintln!(
-        "200 pools back at min_idle {:?} after the server's return",
+        "{} pools back at min_idle {:?} after the server's return",
+        pools.len(),
         back.elapsed()
     );
 }
