@@ -371,3 +371,48 @@ fn a_panicking_borrower_costs_no_reconnect_and_leaks_no_transaction() {
         "only the probe's row"
     );
 }
+
+/// A borrower gives up on a reply (its read timeout) with a transaction open: the late
+/// reply would answer the pool's `ROLLBACK` and leave the connection a reply behind,
+/// handing every later borrower the answer to the statement before theirs. The
+/// numbered `SELECT` of the reset and of the check closes it instead. Found by the bank
+/// test (`tests/bank.rs`) with a slow statement among the transfers.
+#[test]
+fn a_connection_a_reply_behind_is_closed() {
+    let Some(manager) = manager("a_connection_a_reply_behind_is_closed") else {
+        return;
+    };
+    for (reset, checks) in [(ResetAction::Rollback, false), (ResetAction::Keep, true)] {
+        let pool = Pool::builder()
+            .max_size(1)
+            .reset_on_return(reset)
+            .check_on_borrow(Some(if checks {
+                Duration::ZERO
+            } else {
+                Duration::from_secs(60)
+            }))
+            .build(manager.clone().read_timeout(Duration::from_millis(300)))
+            .unwrap();
+        {
+            let mut conn = pool.get().unwrap();
+            conn.query_drop("BEGIN").unwrap();
+            // The reply comes 0.2 s after the read gave up: within the next statement's
+            // read timeout, so that statement (the reset, or the check on the next
+            // borrow) reads it as its own answer.
+            assert!(
+                conn.query_drop("DO SLEEP(0.5)").is_err(),
+                "the read times out"
+            );
+        }
+        for i in 1..=4 {
+            let mut conn = pool.get().unwrap();
+            let answer: Vec<i64> = conn.query(format!("SELECT {i}")).unwrap();
+            assert_eq!(answer, [i], "{reset:?}, borrow {i}: someone else's answer");
+        }
+        assert!(
+            pool.stats().closed.total() >= 1,
+            "{reset:?}: {}",
+            pool.stats()
+        );
+    }
+}

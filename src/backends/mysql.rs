@@ -76,10 +76,13 @@
 //!
 //! # What the hooks do
 //!
-//! * [`is_valid`](ManageConnection::is_valid) sends `COM_PING`, one round trip; with
-//!   [`check_writable`](MysqlManager::check_writable) it also asks whether the server
-//!   accepts writes, a second one, and fails on a read-only server (a writer demoted by
-//!   a failover: the Aurora case).
+//! * [`is_valid`](ManageConnection::is_valid) selects a number that changes with every
+//!   check, one round trip, and fails unless that number comes back: after a
+//!   borrower gave up on a reply (a read timeout), its late reply would answer the
+//!   next statement, a ping included, and the connection would stay one reply behind
+//!   for good. With [`check_writable`](MysqlManager::check_writable) the same query
+//!   asks whether the server accepts writes, and the check fails on a read-only server
+//!   (a writer demoted by a failover: the Aurora case).
 //! * [`has_broken`](ManageConnection::has_broken) always answers `false`. The driver
 //!   keeps no public "this connection failed" state, and the only ways to learn more
 //!   (a ping, or peeking at the socket) are I/O, which `has_broken` must not do. A dead
@@ -90,7 +93,9 @@
 //!   [`ResetAction::Rollback`] sends `ROLLBACK`, [`ResetAction::Session`] calls
 //!   [`Conn::reset`] (`COM_RESET_CONNECTION`, falling back to `COM_CHANGE_USER` on old
 //!   servers), which rolls back, drops temporary tables and user variables, releases
-//!   locks, and then re-runs the `init` statements of the options.
+//!   locks, and then re-runs the `init` statements of the options. Each is sent with
+//!   the same numbered `SELECT` as the check, in the same round trip (after it, for
+//!   `Session`), so a connection a reply behind fails its reset and is closed.
 //!
 //! ## Why `COMMIT`/`ROLLBACK` is always sent
 //!
@@ -127,6 +132,7 @@
 //! itself with [`PooledConnection::discard`](crate::PooledConnection::discard).
 
 use std::fmt;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use mysql::prelude::Queryable;
@@ -230,25 +236,23 @@ impl MysqlManager {
             .check_writable(writable)
     }
 
-    /// The check: a ping, and with `check_writable` whether the server accepts writes.
+    /// The check: the connection answers, in step, and with `check_writable` the
+    /// server accepts writes; one round trip.
     fn check(&self, conn: &mut Conn) -> Result<(), mysql::Error> {
-        conn.ping()?;
-        if !self.writable {
-            return Ok(());
-        }
-        let read_only: Option<(u8, u8)> =
-            conn.query_first("SELECT @@global.read_only, @@innodb_read_only")?;
-        match read_only {
-            Some((0, 0)) => Ok(()),
-            _ => Err(mysql::Error::MySqlError(mysql::MySqlError {
-                state: "HY000".into(),
+        let read_only = if self.writable {
+            ", @@global.read_only OR @@innodb_read_only"
+        } else {
+            ", 0"
+        };
+        if in_step(conn, "", read_only)? != 0 {
+            return Err(server_error(
                 // ER_OPTION_PREVENTS_STATEMENT, what a write would get.
-                code: 1290,
-                message: "the server is read-only (@@read_only or @@innodb_read_only), and \
-                          check_writable asks for one that accepts writes"
-                    .into(),
-            })),
+                1290,
+                "the server is read-only (@@read_only or @@innodb_read_only), and \
+                 check_writable asks for one that accepts writes",
+            ));
         }
+        Ok(())
     }
 
     /// A manager connecting to a URL such as
@@ -362,11 +366,54 @@ impl ManageConnection for MysqlManager {
     fn reset(&self, conn: &mut Conn, action: ResetAction) -> Result<(), mysql::Error> {
         match action {
             ResetAction::Keep => Ok(()),
-            ResetAction::Commit => conn.query_drop("COMMIT"),
-            ResetAction::Rollback => conn.query_drop("ROLLBACK"),
-            ResetAction::Session => conn.reset(),
+            ResetAction::Commit => in_step(conn, "COMMIT; ", "").map(drop),
+            ResetAction::Rollback => in_step(conn, "ROLLBACK; ", "").map(drop),
+            ResetAction::Session => {
+                conn.reset()?;
+                in_step(conn, "", "").map(drop)
+            }
         }
     }
+}
+
+/// Sent with every check and reset, so that each expects an answer of its own.
+static NONCE: AtomicU64 = AtomicU64::new(1);
+
+/// Runs `{before}SELECT <nonce>{also}` (one round trip: the driver allows several
+/// statements in one query) and returns the value of `also` (0 if none). Fails unless
+/// the answer carries this nonce: a connection whose borrower gave up on a reply (a
+/// read timeout) reads that late reply as the answer to its next statement, and the
+/// driver cannot tell, so a plain `ROLLBACK` or ping would pass on a connection that
+/// stays a reply behind, and hand the next borrower the answers meant for the one
+/// before (`a_connection_a_reply_behind_is_closed`).
+fn in_step(conn: &mut Conn, before: &str, also: &str) -> Result<u64, mysql::Error> {
+    let nonce = NONCE.fetch_add(1, Ordering::Relaxed);
+    let mut result = conn.query_iter(format!("{before}SELECT {nonce}{also}"))?;
+    let mut answer = None;
+    while let Some(set) = result.iter() {
+        for row in set {
+            let row = row?;
+            answer = Some((row.get::<u64, _>(0), row.get::<u64, _>(1)));
+        }
+    }
+    match answer {
+        Some((Some(seen), value)) if seen == nonce => Ok(value.unwrap_or(0)),
+        _ => Err(server_error(
+            // CR_COMMANDS_OUT_OF_SYNC
+            2014,
+            "the connection is out of step with the server (a reply it gave up on \
+             arrived late), so it is closed",
+        )),
+    }
+}
+
+/// An error of the driver's type, for what the manager finds itself.
+fn server_error(code: u16, message: &str) -> mysql::Error {
+    mysql::Error::MySqlError(mysql::MySqlError {
+        state: "HY000".into(),
+        code,
+        message: message.into(),
+    })
 }
 
 /// Sets the read and write timeouts of the connection's socket. The driver sets them
