@@ -43,6 +43,11 @@
 #         synchronous_commit and full_page_writes are off. PostgreSQL refuses to
 #         run as root: as root it runs as the `postgres` user of the Debian package
 #         (which then may traverse <dir>, mode 711), otherwise as yourself.
+#       - a second, separate PostgreSQL pair for the failover test only: a primary
+#         (wal_level=replica, role `replicator` allowed to replicate over TCP) and
+#         a streaming standby made from it with `pg_basebackup -R`, with the same
+#         role, password and database as the server above (logs in
+#         <dir>/pgpair/node-<port>/log),
 #   * Exports:
 #       STICKYPOOL_REDIS_URL           redis://127.0.0.1:<port>/
 #       STICKYPOOL_REDIS_CLUSTER_URLS  redis://127.0.0.1:<p1>/,redis://127.0.0.1:<p2>/,redis://127.0.0.1:<p3>/
@@ -50,6 +55,9 @@
 #       STICKYPOOL_POSTGRES_URL        postgres://stickypool:stickypool-secret@127.0.0.1:<port>/stickypool
 #       STICKYPOOL_SENTINEL_URLS       redis://127.0.0.1:<s1>/,redis://127.0.0.1:<s2>/,redis://127.0.0.1:<s3>/
 #       STICKYPOOL_SENTINEL_SERVICE    stickypool (the master name the sentinels monitor)
+#       STICKYPOOL_PG_FAILOVER_URL     postgres://stickypool:stickypool-secret@127.0.0.1:<p1>,127.0.0.1:<p2>/stickypool?target_session_attrs=read-write
+#                                      (the pair; p1 starts as the primary)
+#       STICKYPOOL_PG_FAILOVER_NODES   postgres://...@127.0.0.1:<p1>/stickypool,postgres://...@127.0.0.1:<p2>/stickypool
 #       STICKYPOOL_SERVER_CTL          <dir>/ctl, a script tests run to break servers:
 #                                        ctl kill S     SIGKILL, wait until gone (S is
 #                                                       redis, mysql or postgres;
@@ -68,6 +76,16 @@
 #                                        ctl wait sentinel-healthy
 #                                                       wait (up to 60 s) until the
 #                                                       setup can fail over again
+#                                        ctl start postgres-pair
+#                                                       make the pair whole: rebuild a
+#                                                       stopped node (the old primary
+#                                                       after a failover) as a streaming
+#                                                       standby of the primary
+#                                        ctl failover postgres-pair
+#                                                       the same, then stop the primary
+#                                                       (fast shutdown), promote the
+#                                                       standby, wait until it accepts
+#                                                       writes; prints its port
 #                                        ctl stop-all   stop every server
 #                                      (details in scripts/servers-ctl)
 #       STICKYPOOL_SERVERS_DIR         <dir> (logs: <dir>/redis/log, <dir>/mysql/log,
@@ -101,7 +119,8 @@ stickypool_servers_stop() {
     rm -rf -- "$dir"
     unset STICKYPOOL_REDIS_URL STICKYPOOL_REDIS_CLUSTER_URLS STICKYPOOL_MYSQL_URL \
       STICKYPOOL_POSTGRES_URL STICKYPOOL_SENTINEL_URLS STICKYPOOL_SENTINEL_SERVICE \
-      STICKYPOOL_SERVER_CTL STICKYPOOL_SERVERS_DIR
+      STICKYPOOL_SERVER_CTL STICKYPOOL_SERVERS_DIR STICKYPOOL_PG_FAILOVER_URL \
+      STICKYPOOL_PG_FAILOVER_NODES
   fi
   return 0
 }

@@ -337,3 +337,18 @@ pub fn set_env(name: &str, value: impl AsRef<std::ffi::OsStr>) {
     // resolved) and read no time zones, so nothing reads the environment behind std.
     unsafe { std::env::set_var(name, value) };
 }
+
+/// `postgres://user:password@127.0.0.1:<p1>,127.0.0.1:<p2>/db?target_session_attrs=read-write`:
+/// a primary and its streaming standby, apart from `STICKYPOOL_POSTGRES_URL`'s server,
+/// failed over by `ctl failover postgres-pair` (the failover test is their only user).
+pub const PG_FAILOVER_URL: &str = "STICKYPOOL_PG_FAILOVER_URL";
+/// The pair's two nodes, one single-host URL each, comma-separated.
+pub const PG_FAILOVER_NODES: &str = "STICKYPOOL_PG_FAILOVER_NODES";
+
+/// The PostgreSQL pair's multi-host URL and its nodes' own URLs, or skip.
+pub fn pg_failover(test: &str) -> Option<(String, Vec<String>)> {
+    let url = env_or_skip(test, PG_FAILOVER_URL)?;
+    let nodes = env_or_skip(test, PG_FAILOVER_NODES)?;
+    let nodes = nodes.split(',').map(str::trim).filter(|u| !u.is_empty());
+    Some((url, nodes.map(str::to_owned).collect()))
+}
