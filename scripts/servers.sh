@@ -13,8 +13,8 @@
 #
 # What it does:
 #   * Installs, with apt-get, those of redis-server, redis-tools, mariadb-server,
-#     mariadb-client, postgresql, postgresql-client, libpq-dev, pkg-config and
-#     prometheus whose binaries (or libpq's header, or the postgres user) are
+#     mariadb-client, postgresql, postgresql-client, libpq-dev, pkg-config,
+#     prometheus and pgbouncer whose binaries (or libpq's header, or the postgres user) are
 #     missing (root only; otherwise it fails with a message naming them). Installed
 #     packages are left alone (not upgraded). libpq-dev and pkg-config are for the
 #     build, not the servers: diesel's PostgreSQL backend links libpq, so
@@ -48,6 +48,12 @@
 #         a streaming standby made from it with `pg_basebackup -R`, with the same
 #         role, password and database as the server above (logs in
 #         <dir>/pgpair/node-<port>/log),
+#       - two PgBouncers in front of that first PostgreSQL server (run as the same
+#         user; scram-sha-256 with the test user's password), each with databases
+#         stickypool_session (pool_mode=session) and stickypool_transaction
+#         (pool_mode=transaction, pool_size=2), both the server's `stickypool`:
+#         one with PgBouncer's defaults, one with ignore_startup_parameters=options
+#         (logs in <dir>/pgbouncer-<port>/log),
 #   * Exports:
 #       STICKYPOOL_REDIS_URL           redis://127.0.0.1:<port>/
 #       STICKYPOOL_REDIS_CLUSTER_URLS  redis://127.0.0.1:<p1>/,redis://127.0.0.1:<p2>/,redis://127.0.0.1:<p3>/
@@ -55,6 +61,11 @@
 #       STICKYPOOL_POSTGRES_URL        postgres://stickypool:stickypool-secret@127.0.0.1:<port>/stickypool
 #       STICKYPOOL_SENTINEL_URLS       redis://127.0.0.1:<s1>/,redis://127.0.0.1:<s2>/,redis://127.0.0.1:<s3>/
 #       STICKYPOOL_SENTINEL_SERVICE    stickypool (the master name the sentinels monitor)
+#       STICKYPOOL_PGBOUNCER_SESSION_URL      postgres://stickypool:stickypool-secret@127.0.0.1:<b1>/stickypool_session
+#       STICKYPOOL_PGBOUNCER_TRANSACTION_URL  postgres://stickypool:stickypool-secret@127.0.0.1:<b1>/stickypool_transaction
+#       STICKYPOOL_PGBOUNCER_IGNORE_OPTIONS_SESSION_URL,
+#       STICKYPOOL_PGBOUNCER_IGNORE_OPTIONS_TRANSACTION_URL
+#                                      the same through the second PgBouncer (<b2>)
 #       STICKYPOOL_PG_FAILOVER_URL     postgres://stickypool:stickypool-secret@127.0.0.1:<p1>,127.0.0.1:<p2>/stickypool?target_session_attrs=read-write
 #                                      (the pair; p1 starts as the primary)
 #       STICKYPOOL_PG_FAILOVER_NODES   postgres://...@127.0.0.1:<p1>/stickypool,postgres://...@127.0.0.1:<p2>/stickypool
@@ -120,7 +131,9 @@ stickypool_servers_stop() {
     unset STICKYPOOL_REDIS_URL STICKYPOOL_REDIS_CLUSTER_URLS STICKYPOOL_MYSQL_URL \
       STICKYPOOL_POSTGRES_URL STICKYPOOL_SENTINEL_URLS STICKYPOOL_SENTINEL_SERVICE \
       STICKYPOOL_SERVER_CTL STICKYPOOL_SERVERS_DIR STICKYPOOL_PG_FAILOVER_URL \
-      STICKYPOOL_PG_FAILOVER_NODES
+      STICKYPOOL_PG_FAILOVER_NODES STICKYPOOL_PGBOUNCER_SESSION_URL \
+      STICKYPOOL_PGBOUNCER_TRANSACTION_URL STICKYPOOL_PGBOUNCER_IGNORE_OPTIONS_SESSION_URL \
+      STICKYPOOL_PGBOUNCER_IGNORE_OPTIONS_TRANSACTION_URL
   fi
   return 0
 }
@@ -164,7 +177,7 @@ _stickypool_servers_missing() {
   for bin_package in redis-server:redis-server redis-cli:redis-tools \
     mariadbd:mariadb-server mariadb-install-db:mariadb-server \
     mariadb:mariadb-client mariadb-admin:mariadb-client \
-    psql:postgresql-client pkg-config:pkg-config promtool:prometheus; do
+    psql:postgresql-client pkg-config:pkg-config promtool:prometheus pgbouncer:pgbouncer; do
     command -v "${bin_package%%:*}" >/dev/null || echo "$bin_package"
   done
   _stickypool_have_postgres || echo "initdb/postgres:postgresql postgresql-client"

@@ -352,3 +352,16 @@ pub fn pg_failover(test: &str) -> Option<(String, Vec<String>)> {
     let nodes = nodes.split(',').map(str::trim).filter(|u| !u.is_empty());
     Some((url, nodes.map(str::to_owned).collect()))
 }
+
+/// PgBouncer in front of `STICKYPOOL_POSTGRES_URL`'s server, database
+/// `stickypool_session` (pool_mode=session), PgBouncer's default settings.
+pub const PGBOUNCER_SESSION_URL: &str = "STICKYPOOL_PGBOUNCER_SESSION_URL";
+/// The same PgBouncer, database `stickypool_transaction` (pool_mode=transaction,
+/// pool_size=2, LIFO reuse of server connections).
+pub const PGBOUNCER_TRANSACTION_URL: &str = "STICKYPOOL_PGBOUNCER_TRANSACTION_URL";
+/// A second PgBouncer like the first but with `ignore_startup_parameters = options`.
+pub const PGBOUNCER_IGNORE_OPTIONS_SESSION_URL: &str =
+    "STICKYPOOL_PGBOUNCER_IGNORE_OPTIONS_SESSION_URL";
+/// The second PgBouncer's transaction-mode database.
+pub const PGBOUNCER_IGNORE_OPTIONS_TRANSACTION_URL: &str =
+    "STICKYPOOL_PGBOUNCER_IGNORE_OPTIONS_TRANSACTION_URL";
