@@ -33,7 +33,8 @@
 //!   [`DEFAULT_CONNECT_TIMEOUT`] (10 s) when the config sets none.
 //! * **Statements**: [`statement_timeout`](PostgresManager::statement_timeout) sets the
 //!   server's `statement_timeout` for every session this manager opens (as a startup
-//!   option, so the `Session` reset keeps it). The server cancels a statement that runs longer.
+//!   option, so the `Session` reset keeps it; PgBouncer refuses or drops it, see
+//!   below). The server cancels a statement that runs longer.
 //! * **Reads from a dead peer**: [`tcp_user_timeout`](PostgresManager::tcp_user_timeout),
 //!   default [`DEFAULT_TCP_USER_TIMEOUT`] (60 s): a connection whose sent data stays
 //!   unacknowledged that long (host gone, network cut) fails instead of waiting for the
@@ -84,6 +85,33 @@
 //! writer may meet the old primary for up to that long plus a connect; a
 //! [`keepalive_interval`](crate::Builder::keepalive_interval) checks idle connections
 //! too. Without `target_session_attrs=read-write` the check only pings.
+//!
+//! Measured with a streaming standby promoted under four writers
+//! (`tests/backend_failover.rs`): the first write was acknowledged 0-23 ms after the
+//! promotion (52 and 157 ms on a loaded machine), no write failed after it, and every
+//! acknowledged row was on the new primary exactly once. The outage (0.3-0.5 s) was
+//! inside the circuit breaker's grace, so borrowers waited instead of failing; the only
+//! failed writes were those in flight when the old primary stopped.
+//!
+//! # Behind PgBouncer
+//!
+//! What works through PgBouncer 1.18 (`tests/backend_pgbouncer.rs`):
+//!
+//! | | session pool mode | transaction pool mode |
+//! |---|---|---|
+//! | `ResetAction::Rollback` | works | works: use it |
+//! | `ResetAction::Session` | works | do not use: the server connection is shared, so it resets the session state other clients see |
+//! | [`Client::prepare`], then `query` with it | works | fails (`prepared statement "s0" does not exist`) once another client holds that server connection |
+//! | [`statement_timeout`](PostgresManager::statement_timeout) (a startup option) | refused at connect (`unsupported startup parameter: options`); with PgBouncer's `ignore_startup_parameters = options`, silently dropped | the same |
+//! | the borrow-time check | works | works, but a dead server connection is invisible to it: PgBouncer keeps the client and moves it to another server connection |
+//!
+//! So in transaction mode: reset with `Rollback`, keep statements unnamed or prepare
+//! them inside the transaction that uses them, and bound statements on the server
+//! (`ALTER ROLE app SET statement_timeout = '30s'`) or per transaction (`SET LOCAL
+//! statement_timeout`) rather than with `statement_timeout`. In session mode everything
+//! above works except `statement_timeout`: use `ALTER ROLE`, or a `SET
+//! statement_timeout` in a customizer's `on_acquire` (it runs again after a `Session`
+//! reset).
 //!
 //! The warning PostgreSQL sends for a `ROLLBACK` or `COMMIT` outside a transaction
 //! (SQLSTATE `25P01`) would otherwise be logged on every clean return, so the manager's
