@@ -342,12 +342,7 @@ impl<M: ManageConnection> Shared<M> {
     /// Schedules attempt `attempt` (0 = at once) to open a connection into the
     /// `CONNECTING` slot `ticket` owns; `probe` if it is the breaker's probe.
     pub(super) fn schedule_connect(&self, ticket: Ticket, attempt: u32, probe: bool) {
-        let weak = self.weak.clone();
-        let job = move || {
-            if let Some(shared) = weak.upgrade() {
-                shared.connect_job(ticket, attempt, probe);
-            }
-        };
+        let job = self.connect_job_for(ticket, attempt, probe);
         // Under loom, retries run at once: the models have no scheduler.
         if attempt == 0 || cfg!(loom) {
             self.connector.run(job);
@@ -359,6 +354,22 @@ impl<M: ManageConnection> Shared<M> {
                 delay = delay.min(GRACE_PROBE_EVERY);
             }
             self.run_connect_after(delay, job);
+        }
+    }
+
+    /// `connect_job` as a job that holds the pool weakly: dropping the last handle
+    /// ends it.
+    fn connect_job_for(
+        &self,
+        ticket: Ticket,
+        attempt: u32,
+        probe: bool,
+    ) -> impl FnOnce() + Send + 'static {
+        let weak = self.weak.clone();
+        move || {
+            if let Some(shared) = weak.upgrade() {
+                shared.connect_job(ticket, attempt, probe);
+            }
         }
     }
 
@@ -402,12 +413,8 @@ impl<M: ManageConnection> Shared<M> {
             && (self.connects.breaker.cold() || crate::gate::GATE.failing(clock::now_ms()))
             && let Err(wait) = crate::gate::GATE.try_take(Instant::now())
         {
-            let weak = self.weak.clone();
-            return self.run_connect_after(wait, move || {
-                if let Some(shared) = weak.upgrade() {
-                    shared.connect_job(ticket, attempt, probe);
-                }
-            });
+            let job = self.connect_job_for(ticket, attempt, probe);
+            return self.run_connect_after(wait, job);
         }
         let started = Instant::now();
         // Read before connecting: a connection opened with credentials a
