@@ -23,7 +23,7 @@
 #   * Creates a temporary directory (mktemp -d) holding all data, logs, pid files
 #     and sockets, picks free loopback ports (never fixed ones), and starts, bound
 #     to 127.0.0.1 only and without persistence:
-#       - one plain redis-server,
+#       - one plain redis-server, also serving TLS on a second port,
 #       - a Redis Cluster of three masters (no replicas), waiting for
 #         cluster_state:ok on every node,
 #       - a Redis Sentinel setup: one master, one replica of it and three
@@ -34,15 +34,17 @@
 #       - a MariaDB server with database `stickypool` and user `stickypool`
 #         (password `stickypool-secret`, host 127.0.0.1 and localhost) that has all
 #         privileges on stickypool.* plus PROCESS; max_connections is 500,
-#         default character set utf8mb4,
+#         default character set utf8mb4, TLS on (clients may still use plain text),
 #       - a PostgreSQL server (the newest /usr/lib/postgresql/*/bin) with database
 #         `stickypool` owned by role `stickypool` (password `stickypool-secret`,
 #         member of pg_read_all_stats, so it sees every row of pg_stat_activity);
 #         scram-sha-256 over TCP (a wrong password is rejected), trust on its unix
 #         socket (in <dir>/postgres) for the setup; max_connections is 300, fsync,
-#         synchronous_commit and full_page_writes are off. PostgreSQL refuses to
-#         run as root: as root it runs as the `postgres` user of the Debian package
-#         (which then may traverse <dir>, mode 711), otherwise as yourself.
+#         synchronous_commit and full_page_writes are off; TLS is on, and a role
+#         `stickypool_cert` logs in over TLS with its client certificate alone.
+#         PostgreSQL refuses to run as root: as root it runs as the `postgres` user
+#         of the Debian package (which then may traverse <dir>, mode 711),
+#         otherwise as yourself.
 #       - a second, separate PostgreSQL pair for the failover test only: a primary
 #         (wal_level=replica, role `replicator` allowed to replicate over TCP) and
 #         a streaming standby made from it with `pg_basebackup -R`, with the same
@@ -56,6 +58,14 @@
 #         (logs in <dir>/pgbouncer-<port>/log),
 #   * Exports:
 #       STICKYPOOL_REDIS_URL           redis://127.0.0.1:<port>/
+#       STICKYPOOL_REDIS_TLS_URL       rediss://localhost:<tls port>/ (the same server over
+#                                      TLS; it asks every client for a certificate)
+#       STICKYPOOL_TLS_CA_FILE         <dir>/tls/ca.pem, the test CA that signed the
+#                                      servers' certificate (made at start, for the
+#                                      name localhost only) and the client's
+#       STICKYPOOL_TLS_CERT_FILE,      <dir>/tls/client.pem and client.key: a client
+#       STICKYPOOL_TLS_KEY_FILE        certificate for PostgreSQL's role stickypool_cert
+#                                      (which logs in by certificate alone) and Redis
 #       STICKYPOOL_REDIS_CLUSTER_URLS  redis://127.0.0.1:<p1>/,redis://127.0.0.1:<p2>/,redis://127.0.0.1:<p3>/
 #       STICKYPOOL_MYSQL_URL           mysql://stickypool:stickypool-secret@127.0.0.1:<port>/stickypool
 #       STICKYPOOL_POSTGRES_URL        postgres://stickypool:stickypool-secret@127.0.0.1:<port>/stickypool
@@ -128,7 +138,8 @@ stickypool_servers_stop() {
     fi
     "$dir/ctl" stop-all || true
     rm -rf -- "$dir"
-    unset STICKYPOOL_REDIS_URL STICKYPOOL_REDIS_CLUSTER_URLS STICKYPOOL_MYSQL_URL \
+    unset STICKYPOOL_REDIS_URL STICKYPOOL_REDIS_TLS_URL STICKYPOOL_TLS_CA_FILE \
+      STICKYPOOL_TLS_CERT_FILE STICKYPOOL_TLS_KEY_FILE STICKYPOOL_REDIS_CLUSTER_URLS STICKYPOOL_MYSQL_URL \
       STICKYPOOL_POSTGRES_URL STICKYPOOL_SENTINEL_URLS STICKYPOOL_SENTINEL_SERVICE \
       STICKYPOOL_SERVER_CTL STICKYPOOL_SERVERS_DIR STICKYPOOL_PG_FAILOVER_URL \
       STICKYPOOL_PG_FAILOVER_NODES STICKYPOOL_PGBOUNCER_SESSION_URL \

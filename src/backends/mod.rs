@@ -17,17 +17,24 @@
 //! authentication and timeouts are configured exactly as the driver documents them.
 //! None of the managers prints a password in its `Debug` output.
 //!
-//! The features pull the drivers in without any TLS implementation and without C code
-//! beyond SQLite itself (`mysql` with `default-features = false, features =
-//! ["default-rust"]`, `redis` with `default-features = false, features = ["cluster"]`,
-//! `postgres` with `NoTls`; `diesel` turns on none of diesel's backends, whose
-//! PostgreSQL and MySQL ones link libpq and libmysqlclient).
-//! To connect over TLS, enable the driver's own TLS feature in your `Cargo.toml`
-//! (`mysql`: `rustls-tls` or `native-tls`; `redis`: `tls-rustls` or `tls-native-tls`);
-//! Cargo unifies it with stickypool's dependency, and the TLS options of the driver's
-//! `Opts`/`ConnectionInfo` (or a `rediss://` URL) then apply to the managers as they are.
-//! `PostgresManager::new` takes any TLS connector (`postgres-native-tls`,
-//! `postgres-openssl`), as `postgres::Config::connect` does.
+//! Without the `tls` feature, the features pull the drivers in without any TLS
+//! implementation and without C code beyond SQLite itself (`mysql` with
+//! `default-features = false, features = ["default-rust"]`, `redis` with
+//! `default-features = false, features = ["cluster"]`, `postgres` with `NoTls`;
+//! `diesel` turns on none of diesel's backends, whose PostgreSQL and MySQL ones link
+//! libpq and libmysqlclient).
+//!
+//! TLS, two ways:
+//!
+//! * **From files, the same for every backend** (feature `tls`): a [`tls::Tls`] names
+//!   the CA, an optional client certificate and how much to verify, and
+//!   `PostgresManager::tls`, `MysqlManager::tls` and `RedisManager::tls` apply it. This
+//!   is what a config file's `tls` table does.
+//! * **The driver's own TLS options**, for what `Tls` does not cover: enable the
+//!   driver's TLS feature in your `Cargo.toml` (`mysql`: `rustls-tls` or `native-tls`;
+//!   `redis`: `tls-rustls` or `tls-native-tls`) and set its `Opts`/`ConnectionInfo`;
+//!   `PostgresManager::new` takes any TLS connector (`postgres-native-tls`,
+//!   `postgres-openssl`), as `postgres::Config::connect` does.
 //!
 //! What each manager does in the three hooks the pool calls:
 //!
@@ -72,6 +79,7 @@ pub mod redis_sentinel;
 #[cfg(feature = "sqlite")]
 #[cfg_attr(docsrs, doc(cfg(feature = "sqlite")))]
 pub mod sqlite;
+pub mod tls;
 
 /// `ResetAction::Session` on PostgreSQL, one round trip: `ROLLBACK`, then what
 /// `DISCARD ALL` does except `DEALLOCATE ALL`. Drivers cache prepared statements of their

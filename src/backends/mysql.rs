@@ -229,6 +229,51 @@ impl MysqlManager {
         self.with(|b| b.write_timeout(timeout.into()))
     }
 
+    /// Connects over TLS as `tls` says (feature `tls`): the same settings as a config
+    /// file's `tls` table, checked now (see [`backends::tls`](crate::backends::tls)).
+    /// A server that does not offer TLS is refused, and the driver's switch to the
+    /// server's unix socket on a loopback address (`prefer_socket`) is turned off, so
+    /// the connection stays encrypted. A client certificate (`cert_file`,
+    /// `key_file`) is refused: the driver's native-tls support takes one only as a
+    /// PKCS#12 archive, through [`SslOpts`](mysql::SslOpts) in code.
+    ///
+    /// ```no_run
+    /// use stickypool::backends::mysql::MysqlManager;
+    /// use stickypool::backends::tls::Tls;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = MysqlManager::from_url("mysql://app:secret@db.internal/app")?.tls(&Tls {
+    ///     ca_file: Some("/etc/ssl/db-ca.pem".into()),
+    ///     ..Tls::default()
+    /// })?;
+    /// let pool = stickypool::Pool::new(manager)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(
+        self,
+        tls: &crate::backends::tls::Tls,
+    ) -> Result<MysqlManager, crate::backends::tls::TlsError> {
+        use crate::backends::tls::{TlsError, Verify};
+        if tls.cert_file.is_some() || tls.key_file.is_some() {
+            return Err(TlsError(
+                "a client certificate (`cert_file`, `key_file`) is not supported for MySQL: \
+                 the driver's native-tls support takes one only as a PKCS#12 archive \
+                 (mysql::SslOpts::with_client_identity, in code)"
+                    .into(),
+            ));
+        }
+        // Read and parsed now, so that a bad file fails here rather than at connect.
+        tls.ca_pem()?;
+        let ssl = mysql::SslOpts::default()
+            .with_root_cert_path(tls.ca_file.clone())
+            .with_danger_skip_domain_validation(tls.verify != Verify::Full)
+            .with_danger_accept_invalid_certs(tls.verify == Verify::Off);
+        Ok(self.with(|b| b.ssl_opts(ssl).prefer_socket(false)))
+    }
+
     fn with(self, change: impl FnOnce(OptsBuilder) -> OptsBuilder) -> MysqlManager {
         let writable = self.writable;
         let opts = self.opts.into_inner();
@@ -282,13 +327,21 @@ impl MysqlManager {
 
     /// Changes where and as whom new connections connect, from a URL as
     /// [`from_url`](MysqlManager::from_url) takes it; the manager's connect, read and
-    /// write timeouts stay as they are. Open connections are not
+    /// write timeouts stay as they are, and so does its TLS unless the URL sets its
+    /// own (`require_ssl`). Open connections are not
     /// touched: follow with [`Pool::retire_all`](crate::Pool::retire_all). A URL that
     /// does not parse leaves the manager as it was.
     pub fn set_url(&self, url: &str) -> Result<(), mysql::Error> {
         let parsed = Opts::from_url(url)?;
         let mut opts = self.opts.write();
-        let next = OptsBuilder::from_opts(parsed)
+        let mut next = OptsBuilder::from_opts(parsed.clone());
+        if parsed.get_ssl_opts().is_none() && opts.get_ssl_opts().is_some() {
+            // A rotated URL must not quietly turn TLS off.
+            next = next
+                .ssl_opts(opts.get_ssl_opts().cloned())
+                .prefer_socket(opts.get_prefer_socket());
+        }
+        let next = next
             .tcp_connect_timeout(opts.get_tcp_connect_timeout())
             .read_timeout(opts.get_read_timeout().copied())
             .write_timeout(opts.get_write_timeout().copied());

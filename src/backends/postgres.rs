@@ -167,6 +167,9 @@ pub struct PostgresManager<T = NoTls> {
     tcp_user_timeout: Option<Duration>,
     notices: NoticeCallback,
     tls: T,
+    /// Set by [`tls`](PostgresManager::tls); used instead of `tls` when set.
+    #[cfg(feature = "tls")]
+    files_tls: Option<postgres_native_tls::MakeTlsConnector>,
 }
 
 impl PostgresManager<NoTls> {
@@ -198,7 +201,43 @@ where
             tcp_user_timeout: None,
             notices: Arc::new(|notice| log::info!("{}: {}", notice.severity(), notice.message())),
             tls,
+            #[cfg(feature = "tls")]
+            files_tls: None,
         }
+    }
+
+    /// Connects over TLS as `tls` says (feature `tls`), in place of the connector
+    /// `T`: the same settings as a config file's `tls` table, read now (see
+    /// [`backends::tls`](crate::backends::tls)). The connection is then always
+    /// encrypted: the config's `sslmode` becomes `require`, and a config with
+    /// `sslmode=disable` is refused.
+    ///
+    /// ```no_run
+    /// use stickypool::backends::postgres::PostgresManager;
+    /// use stickypool::backends::tls::Tls;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = PostgresManager::from_url("postgres://app:secret@db.internal/app")?.tls(&Tls {
+    ///     ca_file: Some("/etc/ssl/db-ca.pem".into()),
+    ///     ..Tls::default()
+    /// })?;
+    /// let pool = stickypool::Pool::new(manager)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(
+        mut self,
+        tls: &crate::backends::tls::Tls,
+    ) -> Result<PostgresManager<T>, crate::backends::tls::TlsError> {
+        if self.base.read().get_ssl_mode() == postgres::config::SslMode::Disable {
+            return Err(crate::backends::tls::TlsError(
+                "the URL's `sslmode=disable` turns TLS off: remove it, or the TLS settings".into(),
+            ));
+        }
+        self.files_tls = Some(postgres_native_tls::MakeTlsConnector::new(tls.connector()?));
+        Ok(self)
     }
 
     /// How long opening a connection may take, authentication included.
@@ -281,6 +320,11 @@ where
             let options = format!("{own} -c statement_timeout={}", t.as_millis().max(1));
             config.options(options.trim_start());
         }
+        #[cfg(feature = "tls")]
+        if self.files_tls.is_some() && config.get_ssl_mode() == postgres::config::SslMode::Prefer {
+            // Asked for TLS: never fall back to plain text.
+            config.ssl_mode(postgres::config::SslMode::Require);
+        }
         let notices = self.notices.clone();
         config.notice_callback(move |notice| {
             if notice.code() != &SqlState::NO_ACTIVE_SQL_TRANSACTION {
@@ -300,7 +344,18 @@ impl<T: Clone> Clone for PostgresManager<T> {
             tcp_user_timeout: self.tcp_user_timeout,
             notices: self.notices.clone(),
             tls: self.tls.clone(),
+            #[cfg(feature = "tls")]
+            files_tls: self.files_tls.clone(),
         }
+    }
+}
+
+impl<T> PostgresManager<T> {
+    fn uses_files_tls(&self) -> bool {
+        #[cfg(feature = "tls")]
+        return self.files_tls.is_some();
+        #[cfg(not(feature = "tls"))]
+        false
     }
 }
 
@@ -315,6 +370,7 @@ impl<T> fmt::Debug for PostgresManager<T> {
             .field("password", &c.get_password().map(|_| "<redacted>"))
             .field("dbname", &c.get_dbname())
             .field("ssl_mode", &c.get_ssl_mode())
+            .field("tls_from_files", &self.uses_files_tls())
             .field(
                 "connect_timeout",
                 &self.connect_timeout.or(c.get_connect_timeout().copied()),
@@ -339,6 +395,10 @@ where
     type Error = Error;
 
     fn connect(&self) -> Result<Client, Error> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.files_tls {
+            return self.effective().connect(tls.clone());
+        }
         self.effective().connect(self.tls.clone())
     }
 

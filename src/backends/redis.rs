@@ -188,6 +188,80 @@ impl RedisManager {
         self
     }
 
+    /// Connects over TLS as `tls` says (feature `tls`): the same settings as a config
+    /// file's `tls` table, read now (see [`backends::tls`](crate::backends::tls)). The
+    /// manager's address must be a `rediss://` one, so that no connection is plain
+    /// text. Two things follow the driver: a `ca_file` replaces the system's roots
+    /// rather than adding to them, and a client certificate cannot be combined with
+    /// [`Verify::Off`](crate::backends::tls::Verify::Off) (the driver would not send
+    /// it), which is refused.
+    ///
+    /// ```no_run
+    /// use stickypool::backends::redis::RedisManager;
+    /// use stickypool::backends::tls::Tls;
+    ///
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let manager = RedisManager::new("rediss://cache.internal:6380/")?.tls(&Tls {
+    ///     ca_file: Some("/etc/ssl/cache-ca.pem".into()),
+    ///     cert_file: Some("/etc/ssl/app.pem".into()),
+    ///     key_file: Some("/etc/ssl/app.key".into()),
+    ///     ..Tls::default()
+    /// })?;
+    /// let pool = stickypool::Pool::new(manager)?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls(
+        self,
+        tls: &crate::backends::tls::Tls,
+    ) -> Result<RedisManager, crate::backends::tls::TlsError> {
+        use crate::backends::tls::{TlsError, Verify};
+        use redis::{ClientTlsConfig, TlsCertificates};
+        let info = self.client().get_connection_info().clone();
+        let ConnectionAddr::TcpTls { host, port, .. } = info.addr().clone() else {
+            return Err(TlsError(format!(
+                "TLS needs a `rediss://` address, not {}",
+                info.addr()
+            )));
+        };
+        let insecure = tls.verify == Verify::Off;
+        if insecure && tls.cert_file.is_some() {
+            // The driver's unverified mode builds its connector without the identity.
+            return Err(TlsError(
+                "the redis driver sends no client certificate when `verify` is \"off\": \
+                 verify the server (\"ca\" or \"full\"), or leave out the certificate"
+                    .into(),
+            ));
+        }
+        let info = info.set_addr(ConnectionAddr::TcpTls {
+            host,
+            port,
+            insecure,
+            tls_params: None,
+        });
+        let certificates = TlsCertificates {
+            client_tls: tls
+                .client_pem()?
+                .map(|(client_cert, client_key)| ClientTlsConfig {
+                    client_cert,
+                    client_key,
+                }),
+            root_cert: tls.ca_pem()?,
+        };
+        let refused = |e: RedisError| TlsError(format!("the TLS settings were refused: {e}"));
+        let mut client = Client::build_with_tls(info, certificates).map_err(refused)?;
+        if tls.verify == Verify::Ca {
+            let info = client.get_connection_info().clone();
+            let mut addr = info.addr().clone();
+            addr.set_danger_accept_invalid_hostnames(true);
+            client = Client::open(info.set_addr(addr)).map_err(refused)?;
+        }
+        self.replace_client(client);
+        Ok(self)
+    }
+
     /// The client connections are opened from now.
     pub fn client(&self) -> Client {
         self.client.read().clone()
@@ -195,10 +269,36 @@ impl RedisManager {
 
     /// Changes where and as whom new connections connect (a URL or a
     /// [`ConnectionInfo`], as [`new`](RedisManager::new) takes it), while the pool
-    /// runs. Open connections are not touched: follow with
+    /// runs. A `rediss://` address keeps the certificates given to
+    /// [`tls`](RedisManager::tls). Open connections are not touched: follow with
     /// [`Pool::retire_all`](crate::Pool::retire_all). An address that does not parse
     /// leaves the manager as it was.
     pub fn set_url(&self, info: impl IntoConnectionInfo) -> RedisResult<()> {
+        let mut info = info.into_connection_info()?;
+        // A rotated address keeps the certificates `tls` gave, so it cannot quietly
+        // fall back to the system's roots and no client certificate.
+        if let (
+            ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                tls_params: None,
+            },
+            ConnectionAddr::TcpTls {
+                tls_params: Some(params),
+                ..
+            },
+        ) = (
+            info.addr().clone(),
+            self.client.read().get_connection_info().addr(),
+        ) {
+            info = info.set_addr(ConnectionAddr::TcpTls {
+                host,
+                port,
+                insecure,
+                tls_params: Some(params.clone()),
+            });
+        }
         self.replace_client(Client::open(info)?);
         Ok(())
     }

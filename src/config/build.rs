@@ -15,7 +15,7 @@ impl PoolConfig {
 
     /// Checks that the backend's keys are there and no other backend's are.
     fn check_keys(&self, alias: &str) -> Result<(), ConfigError> {
-        let given: [(&'static str, bool); 15] = [
+        let given: [(&'static str, bool); 16] = [
             ("url", self.url.is_some()),
             ("connect_timeout", self.connect_timeout.is_some()),
             ("response_timeout", self.response_timeout.is_some()),
@@ -31,10 +31,17 @@ impl PoolConfig {
             ("service", self.service.is_some()),
             ("master_password", self.master_password.is_some()),
             ("db", self.db.is_some()),
+            ("tls", self.tls.is_some()),
         ];
         let allowed: &[&str] = match self.backend {
-            Backend::Mysql => &["url", "connect_timeout", "read_timeout", "write_timeout"],
-            Backend::Redis => &["url", "connect_timeout", "response_timeout"],
+            Backend::Mysql => &[
+                "url",
+                "connect_timeout",
+                "read_timeout",
+                "write_timeout",
+                "tls",
+            ],
+            Backend::Redis => &["url", "connect_timeout", "response_timeout", "tls"],
             Backend::RedisCluster => &["urls", "connect_timeout", "response_timeout"],
             Backend::Sqlite => &["path", "memory", "init", "busy_timeout"],
             Backend::Postgres => &[
@@ -42,6 +49,7 @@ impl PoolConfig {
                 "connect_timeout",
                 "statement_timeout",
                 "tcp_user_timeout",
+                "tls",
             ],
             Backend::RedisSentinel => &[
                 "urls",
@@ -115,6 +123,13 @@ impl PoolConfig {
     /// settings (connecting `min_idle`).
     pub(crate) fn build(&self, alias: &str) -> Result<crate::registry::Entry, ConfigError> {
         self.check_keys(alias)?;
+        if cfg!(not(feature = "tls")) && self.tls.is_some() {
+            return Err(Self::invalid(
+                alias,
+                "tls",
+                "needs stickypool's `tls` cargo feature",
+            ));
+        }
         let mut secrets = Vec::new();
         let result = self.build_backend(alias, &mut secrets);
         result.map_err(|e| match e {
@@ -143,6 +158,50 @@ impl PoolConfig {
             .flatten()
             .map(|u| expand(u, alias, "urls", secrets))
             .collect()
+    }
+
+    /// The `tls` table, with variables expanded in its file names.
+    #[cfg(feature = "tls")]
+    fn expanded_tls(
+        &self,
+        alias: &str,
+        secrets: &mut Vec<String>,
+    ) -> Result<Option<crate::backends::tls::Tls>, ConfigError> {
+        let Some(tls) = &self.tls else {
+            return Ok(None);
+        };
+        let mut path = |p: &Option<std::path::PathBuf>| -> Result<_, ConfigError> {
+            p.as_ref()
+                .map(|p| match p.to_str() {
+                    Some(text) => expand(text, alias, "tls", secrets).map(Into::into),
+                    None => Ok(p.clone()),
+                })
+                .transpose()
+        };
+        Ok(Some(crate::backends::tls::Tls {
+            ca_file: path(&tls.ca_file)?,
+            cert_file: path(&tls.cert_file)?,
+            key_file: path(&tls.key_file)?,
+            verify: tls.verify,
+        }))
+    }
+
+    /// Applies the `tls` table with the manager's own `tls` method.
+    #[cfg(feature = "tls")]
+    #[allow(dead_code)] // without the backend features
+    fn with_tls<M>(
+        &self,
+        alias: &str,
+        secrets: &mut Vec<String>,
+        manager: M,
+        apply: impl FnOnce(M, &crate::backends::tls::Tls) -> Result<M, crate::backends::tls::TlsError>,
+    ) -> Result<M, ConfigError> {
+        match self.expanded_tls(alias, secrets)? {
+            Some(tls) => {
+                apply(manager, &tls).map_err(|e| Self::invalid(alias, "tls", e.to_string()))
+            }
+            None => Ok(manager),
+        }
     }
 
     /// Builds the pool with this table's settings (opening `min_idle`).
@@ -205,6 +264,8 @@ impl PoolConfig {
                     if let Some(t) = self.write_timeout {
                         manager = manager.write_timeout(t.duration());
                     }
+                    #[cfg(feature = "tls")]
+                    let manager = self.with_tls(alias, secrets, manager, MysqlManager::tls)?;
                     return self.start(alias, manager, "mysql");
                 }
                 Err(missing())
@@ -221,6 +282,8 @@ impl PoolConfig {
                     if let Some(t) = self.response_timeout {
                         manager = manager.response_timeout(t.0);
                     }
+                    #[cfg(feature = "tls")]
+                    let manager = self.with_tls(alias, secrets, manager, RedisManager::tls)?;
                     return self.start(alias, manager, "redis");
                 }
                 Err(missing())
@@ -285,6 +348,17 @@ impl PoolConfig {
                     if let Some(t) = self.tcp_user_timeout {
                         manager = manager.tcp_user_timeout(t.0);
                     }
+                    let require = postgres::config::SslMode::Require;
+                    if self.tls.is_none() && manager.config().get_ssl_mode() == require {
+                        return Err(Self::invalid(
+                            alias,
+                            "url",
+                            "asks for `sslmode=require`, which needs a `tls` table \
+                             (`tls = {}` trusts the system's roots)",
+                        ));
+                    }
+                    #[cfg(feature = "tls")]
+                    let manager = self.with_tls(alias, secrets, manager, PostgresManager::tls)?;
                     return self.start(alias, manager, "postgres");
                 }
                 Err(missing())

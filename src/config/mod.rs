@@ -260,6 +260,10 @@ pub struct PoolConfig {
     /// How long sent data may stay unacknowledged (`postgres`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tcp_user_timeout: Option<DurationSetting>,
+    /// TLS from files (`postgres`, `mysql`, `redis`; feature `tls`); `None` is plain
+    /// text. See [`backends::tls`](crate::backends::tls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<crate::backends::tls::Tls>,
     /// [`Builder::name`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
@@ -347,6 +351,7 @@ impl PoolConfig {
             busy_timeout: None,
             statement_timeout: None,
             tcp_user_timeout: None,
+            tls: None,
             name: None,
             max_size: None,
             min_idle: None,

@@ -433,6 +433,7 @@ impl<M: ManageConnection> Shared<M> {
                 // `retire_all` ran while this connected, perhaps to leave the server
                 // or the credentials it used: connect again. (Borrows would close it
                 // anyway, since they compare epochs; this saves them the round.)
+                #[allow(clippy::drop_non_drop)] // a real span with the `tracing` feature
                 drop(span);
                 self.close_connection(conn);
                 self.connect_job(ticket, attempt, probe);

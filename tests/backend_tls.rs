@@ -1,0 +1,350 @@
+//! TLS from the config file against the real servers, with the certificates the test
+//! setup makes (`scripts/servers.sh`): a CA, a server certificate for the name
+//! `localhost` only, and a client certificate.
+//!
+//! Every server listens on 127.0.0.1, so a URL naming `localhost` matches the
+//! certificate and one naming `127.0.0.1` does not: that is how the tests tell
+//! `verify = "full"` from `verify = "ca"`.
+#![cfg(all(feature = "tls", feature = "toml"))]
+
+mod servers;
+
+use stickypool::Pools;
+use stickypool::config::ConfigError;
+
+const CA_FILE: &str = "STICKYPOOL_TLS_CA_FILE";
+const CERT_FILE: &str = "STICKYPOOL_TLS_CERT_FILE";
+const KEY_FILE: &str = "STICKYPOOL_TLS_KEY_FILE";
+const REDIS_TLS_URL: &str = "STICKYPOOL_REDIS_TLS_URL";
+
+/// The certificate files, or skip.
+fn files(test: &str) -> Option<(String, String, String)> {
+    Some((
+        servers::env_or_skip(test, CA_FILE)?,
+        servers::env_or_skip(test, CERT_FILE)?,
+        servers::env_or_skip(test, KEY_FILE)?,
+    ))
+}
+
+/// One pool `main` from a TOML table; a TLS failure must fail the start, not wait.
+fn pools(backend: &str, url: &str, tls: &str) -> Result<Pools, ConfigError> {
+    Pools::from_toml_str(&format!(
+        "[pools.main]\nbackend = \"{backend}\"\nurl = \"{url}\"\nmin_idle = 1\n\
+         connection_timeout = \"10s\"\n{tls}\n"
+    ))
+}
+
+fn build_error(result: Result<Pools, ConfigError>) -> String {
+    match result {
+        Ok(_) => panic!("the pool started"),
+        Err(e) => e.to_string(),
+    }
+}
+
+#[cfg(feature = "postgres")]
+mod postgres_tls {
+    use super::*;
+
+    /// The test server's URL with `host` in place of 127.0.0.1 and `user` in place of
+    /// the test user (no password for another user).
+    fn url(test: &str, host: &str, user: Option<&str>) -> Option<String> {
+        let url = servers::postgres_url(test)?;
+        let url = url.replace("@127.0.0.1:", &format!("@{host}:"));
+        Some(match user {
+            None => url,
+            Some(user) => {
+                let (_, rest) = url.split_once('@').unwrap();
+                format!("postgres://{user}@{rest}")
+            }
+        })
+    }
+
+    /// Whether the pool's session is encrypted, as the server sees it.
+    fn encrypted(pools: &Pools) -> bool {
+        let mut conn = pools.postgres("main").unwrap().get().unwrap();
+        conn.query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    }
+
+    #[test]
+    fn a_pool_from_the_file_connects_over_tls_and_verifies_the_server() {
+        let test = "a_pool_from_the_file_connects_over_tls_and_verifies_the_server";
+        let (Some(url), Some(_)) = (url(test, "localhost", None), files(test)) else {
+            return;
+        };
+        let pools = pools(
+            "postgres",
+            &url,
+            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
+        )
+        .unwrap();
+        assert!(encrypted(&pools));
+        // The same pool type as without TLS: code does not change with the file.
+        let plain = super::pools("postgres", &url.replace("localhost", "127.0.0.1"), "").unwrap();
+        assert!(!encrypted(&plain));
+    }
+
+    #[test]
+    fn verify_full_checks_the_name_and_ca_only_the_chain() {
+        let test = "verify_full_checks_the_name_and_ca_only_the_chain";
+        let (Some(by_ip), Some(by_name)) =
+            (url(test, "127.0.0.1", None), url(test, "localhost", None))
+        else {
+            return;
+        };
+        let ca = "ca_file = \"${STICKYPOOL_TLS_CA_FILE}\"";
+        let err = build_error(pools("postgres", &by_ip, &format!("tls = {{ {ca} }}")));
+        assert!(
+            err.contains("certificate verify failed") && err.contains("IP address mismatch"),
+            "a name mismatch: {err}"
+        );
+        let pools_ca = pools(
+            "postgres",
+            &by_ip,
+            &format!("tls = {{ {ca}, verify = \"ca\" }}"),
+        )
+        .unwrap();
+        assert!(encrypted(&pools_ca));
+
+        // Without the CA the server's certificate is not trusted...
+        let err = build_error(pools("postgres", &by_name, "tls = {}"));
+        assert!(err.contains("certificate verify failed"), "{err}");
+        // ...unless nothing is verified.
+        let unverified = pools("postgres", &by_ip, "tls = { verify = \"off\" }").unwrap();
+        assert!(encrypted(&unverified));
+    }
+
+    #[test]
+    fn a_client_certificate_logs_in() {
+        let test = "a_client_certificate_logs_in";
+        let Some(url) = url(test, "localhost", Some("stickypool_cert")) else {
+            return;
+        };
+        let with_cert = "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\", \
+             cert_file = \"${STICKYPOOL_TLS_CERT_FILE}\", key_file = \"${STICKYPOOL_TLS_KEY_FILE}\" }";
+        let pools = pools("postgres", &url, with_cert).unwrap();
+        let mut conn = pools.postgres("main").unwrap().get().unwrap();
+        let user: String = conn.query_one("SELECT current_user", &[]).unwrap().get(0);
+        assert_eq!(user, "stickypool_cert");
+
+        let err = build_error(super::pools(
+            "postgres",
+            &url,
+            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
+        ));
+        assert!(
+            err.contains("connection requires a valid client certificate"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn plain_text_is_never_chosen_when_tls_is_asked_for() {
+        let (Some(url), Some(_)) = (
+            url("plain_text_is_never_chosen", "localhost", None),
+            files("plain_text_is_never_chosen"),
+        ) else {
+            return;
+        };
+        let err = build_error(pools(
+            "postgres",
+            &format!("{url}?sslmode=disable"),
+            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
+        ));
+        assert!(err.contains("`tls` the URL's `sslmode=disable`"), "{err}");
+        let err = build_error(pools("postgres", &format!("{url}?sslmode=require"), ""));
+        assert!(
+            err.contains("`url` asks for `sslmode=require`, which needs a `tls` table"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn the_password_is_not_in_a_tls_pools_errors_or_debug() {
+        let test = "the_password_is_not_in_a_tls_pools_errors_or_debug";
+        let (Some(url), Some(_)) = (url(test, "localhost", None), files(test)) else {
+            return;
+        };
+        let password = servers::url_password(&url).unwrap();
+        let wrong = url.replace(&password, "wrong-password-do-not-print");
+        let err = build_error(pools(
+            "postgres",
+            &wrong,
+            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
+        ));
+        assert!(err.contains("password authentication failed"), "{err}");
+        assert!(!err.contains("wrong-password-do-not-print"), "{err}");
+
+        let pools = pools(
+            "postgres",
+            &url,
+            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
+        )
+        .unwrap();
+        let debug = format!("{:?}", pools.postgres("main").unwrap());
+        assert!(debug.contains("tls_from_files: true"), "{debug}");
+        assert!(!debug.contains(&password), "{debug}");
+    }
+}
+
+#[cfg(feature = "mysql")]
+mod mysql_tls {
+    use super::*;
+
+    fn url(test: &str, host: &str) -> Option<String> {
+        Some(servers::mysql_url(test)?.replace("@127.0.0.1:", &format!("@{host}:")))
+    }
+
+    /// The session's cipher, empty on plain text.
+    fn cipher(pools: &Pools) -> String {
+        use mysql::prelude::Queryable;
+        let mut conn = pools.mysql("main").unwrap().get().unwrap();
+        let row: Option<(String, String)> = conn
+            .query_first("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+            .unwrap();
+        row.unwrap().1
+    }
+
+    #[test]
+    fn a_mysql_pool_from_the_file_connects_over_tls() {
+        let test = "a_mysql_pool_from_the_file_connects_over_tls";
+        let (Some(by_name), Some(by_ip), Some(_)) =
+            (url(test, "localhost"), url(test, "127.0.0.1"), files(test))
+        else {
+            return;
+        };
+        let ca = "ca_file = \"${STICKYPOOL_TLS_CA_FILE}\"";
+        let pools_tls = pools("mysql", &by_name, &format!("tls = {{ {ca} }}")).unwrap();
+        assert!(!cipher(&pools_tls).is_empty());
+        assert!(cipher(&pools("mysql", &by_ip, "").unwrap()).is_empty());
+
+        let err = build_error(pools("mysql", &by_ip, &format!("tls = {{ {ca} }}")));
+        assert!(
+            err.contains("IP address mismatch"),
+            "a name mismatch: {err}"
+        );
+        let pools_ca = pools(
+            "mysql",
+            &by_ip,
+            &format!("tls = {{ {ca}, verify = \"ca\" }}"),
+        )
+        .unwrap();
+        assert!(!cipher(&pools_ca).is_empty());
+    }
+
+    #[test]
+    fn a_rotated_mysql_url_keeps_tls() {
+        let test = "a_rotated_mysql_url_keeps_tls";
+        let (Some(url), Some(_)) = (url(test, "localhost"), files(test)) else {
+            return;
+        };
+        let pools = pools(
+            "mysql",
+            &url,
+            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
+        )
+        .unwrap();
+        let pool = pools.mysql("main").unwrap();
+        pool.manager().set_url(&url).unwrap();
+        pool.retain(|_| false);
+        assert!(!cipher(&pools).is_empty());
+    }
+
+    #[test]
+    fn a_mysql_client_certificate_is_refused_with_the_reason() {
+        let (Some(url), Some(_)) = (
+            url("mysql_client_cert", "localhost"),
+            files("mysql_client_cert"),
+        ) else {
+            return;
+        };
+        let err = build_error(pools(
+            "mysql",
+            &url,
+            "tls = { cert_file = \"${STICKYPOOL_TLS_CERT_FILE}\", key_file = \"${STICKYPOOL_TLS_KEY_FILE}\" }",
+        ));
+        assert!(err.contains("PKCS#12"), "{err}");
+    }
+}
+
+#[cfg(feature = "redis")]
+mod redis_tls {
+    use super::*;
+
+    const CLIENT: &str =
+        "cert_file = \"${STICKYPOOL_TLS_CERT_FILE}\", key_file = \"${STICKYPOOL_TLS_KEY_FILE}\"";
+    const CA: &str = "ca_file = \"${STICKYPOOL_TLS_CA_FILE}\"";
+
+    fn ping(pools: &Pools) -> String {
+        let mut conn = pools.redis("main").unwrap().get().unwrap();
+        redis::cmd("PING").query(&mut *conn).unwrap()
+    }
+
+    #[test]
+    fn a_redis_pool_from_the_file_connects_over_tls_with_a_client_certificate() {
+        let test = "a_redis_pool_from_the_file_connects_over_tls";
+        let (Some(url), Some(_)) = (servers::env_or_skip(test, REDIS_TLS_URL), files(test)) else {
+            return;
+        };
+        // The server's TLS port speaks only TLS and asks for a client certificate.
+        let pools_tls = pools("redis", &url, &format!("tls = {{ {CA}, {CLIENT} }}")).unwrap();
+        assert_eq!(ping(&pools_tls), "PONG");
+        let err = build_error(pools("redis", &url, &format!("tls = {{ {CA} }}")));
+        assert!(err.contains("could not open a connection"), "{err}");
+
+        let by_ip = url.replace("localhost", "127.0.0.1");
+        let err = build_error(pools(
+            "redis",
+            &by_ip,
+            &format!("tls = {{ {CA}, {CLIENT} }}"),
+        ));
+        assert!(
+            err.contains("IP address mismatch"),
+            "a name mismatch: {err}"
+        );
+        let pools_ca = pools(
+            "redis",
+            &by_ip,
+            &format!("tls = {{ {CA}, {CLIENT}, verify = \"ca\" }}"),
+        )
+        .unwrap();
+        assert_eq!(ping(&pools_ca), "PONG");
+        let err = build_error(pools(
+            "redis",
+            &by_ip,
+            &format!("tls = {{ {CLIENT}, verify = \"off\" }}"),
+        ));
+        assert!(
+            err.contains("no client certificate when `verify` is"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_rotated_redis_url_keeps_the_certificates() {
+        let test = "a_rotated_redis_url_keeps_the_certificates";
+        let (Some(url), Some(_)) = (servers::env_or_skip(test, REDIS_TLS_URL), files(test)) else {
+            return;
+        };
+        let pools = pools("redis", &url, &format!("tls = {{ {CA}, {CLIENT} }}")).unwrap();
+        let pool = pools.redis("main").unwrap();
+        pool.manager().set_url(url.as_str()).unwrap();
+        pool.retain(|_| false);
+        // Without the client certificate the server would refuse this connection.
+        assert_eq!(ping(&pools), "PONG");
+    }
+
+    #[test]
+    fn tls_on_a_plain_redis_url_is_refused() {
+        let err = build_error(pools(
+            "redis",
+            "redis://127.0.0.1:1/",
+            "tls = { verify = \"off\" }",
+        ));
+        assert!(err.contains("TLS needs a `rediss://` address"), "{err}");
+    }
+}
