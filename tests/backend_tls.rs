@@ -164,6 +164,21 @@ mod postgres_tls {
     }
 
     #[test]
+    fn a_server_without_tls_is_refused_not_used_in_plain_text() {
+        // PgBouncer, in front of the test server, offers no TLS to its clients.
+        let test = "a_server_without_tls_is_refused";
+        let (Some(url), Some(_)) = (
+            servers::env_or_skip(test, "STICKYPOOL_PGBOUNCER_SESSION_URL"),
+            files(test),
+        ) else {
+            return;
+        };
+        assert!(super::pools("postgres", &url, "").is_ok(), "plain text works");
+        let err = build_error(pools("postgres", &url, "tls = { verify = \"off\" }"));
+        assert!(err.contains("server does not support TLS"), "{err}");
+    }
+
+    #[test]
     fn the_password_is_not_in_a_tls_pools_errors_or_debug() {
         let test = "the_password_is_not_in_a_tls_pools_errors_or_debug";
         let (Some(url), Some(_)) = (url(test, "localhost", None), files(test)) else {
