@@ -174,7 +174,8 @@ pub use rusqlite;
     feature = "diesel",
     feature = "r2d2",
     feature = "toml",
-    feature = "metrics"
+    feature = "metrics",
+    feature = "tls"
 ))]
 mod documented_examples {
     #[doc = include_str!("../README.md")]

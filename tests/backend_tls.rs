@@ -173,9 +173,55 @@ mod postgres_tls {
         ) else {
             return;
         };
-        assert!(super::pools("postgres", &url, "").is_ok(), "plain text works");
+        assert!(
+            super::pools("postgres", &url, "").is_ok(),
+            "plain text works"
+        );
         let err = build_error(pools("postgres", &url, "tls = { verify = \"off\" }"));
         assert!(err.contains("server does not support TLS"), "{err}");
+    }
+
+    #[test]
+    fn a_rotated_postgres_url_keeps_tls() {
+        let test = "a_rotated_postgres_url_keeps_tls";
+        let (Some(url), Some(_)) = (url(test, "localhost", None), files(test)) else {
+            return;
+        };
+        let pools = pools(
+            "postgres",
+            &url,
+            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
+        )
+        .unwrap();
+        let pool = pools.postgres("main").unwrap();
+        pool.manager().set_url(&url).unwrap();
+        pool.retain(|_| false);
+        assert!(encrypted(&pools));
+    }
+
+    #[test]
+    fn a_key_that_is_not_the_certificates_fails_the_start() {
+        let test = "a_key_that_is_not_the_certificates_fails_the_start";
+        let (Some(url), Some((ca, _, _))) =
+            (url(test, "localhost", Some("stickypool_cert")), files(test))
+        else {
+            return;
+        };
+        // The server's key, beside the CA: a real key, not the client certificate's.
+        let other_key = std::path::Path::new(&ca).with_file_name("server.key");
+        let err = build_error(pools(
+            "postgres",
+            &url,
+            &format!(
+                "tls = {{ ca_file = \"{ca}\", cert_file = \"${{STICKYPOOL_TLS_CERT_FILE}}\", \
+                 key_file = \"{}\" }}",
+                other_key.display()
+            ),
+        ));
+        assert!(
+            err.contains("`tls`"),
+            "fails on the settings, not at connect: {err}"
+        );
     }
 
     #[test]

@@ -232,7 +232,7 @@ fn keys_of_another_backend_are_errors() {
     assert!(
         err.to_string().contains(
             "`response_timeout` is not a setting of backend \"mysql\" (its keys: url, \
-                 connect_timeout, read_timeout, write_timeout)"
+                 connect_timeout, read_timeout, write_timeout, tls)"
         ),
         "{err}"
     );
@@ -266,7 +266,7 @@ fn keys_of_another_backend_are_errors() {
     assert!(
         err.to_string().contains(
             "`read_timeout` is not a setting of backend \"postgres\" (its keys: url, \
-             connect_timeout, statement_timeout, tcp_user_timeout)"
+             connect_timeout, statement_timeout, tcp_user_timeout, tls)"
         ),
         "{err}"
     );
@@ -777,6 +777,7 @@ fn every_documented_key_and_unit_exists() {
                 "backend" | "url" | "urls" | "service" | "memory" => continue, // in `required`
                 "path" => r#""/tmp/app.db""#.to_owned(),
                 "reset_on_return" => r#""rollback""#.to_owned(),
+                "tls" => r#"{ verify = "ca" }"#.to_owned(),
                 _ if value.starts_with("duration") => r#""1s""#.to_owned(),
                 _ if value.starts_with("bool") => "true".to_owned(),
                 _ if value.starts_with("integer") || value.starts_with("database") => {
@@ -823,4 +824,58 @@ fn every_documented_key_and_unit_exists() {
         PoolsConfig::from_toml_str(&toml)
             .unwrap_or_else(|e| panic!("documented unit `{unit}`: {e}"));
     }
+}
+
+#[test]
+fn a_tls_table_is_checked_as_it_is_read() {
+    let err = parse_error(
+        "[pools.main]\nbackend = \"postgres\"\nurl = \"postgres://h/db\"\n\
+         tls = { ca_file = \"ca.pem\", ca = \"x\" }\n",
+    );
+    assert!(
+        err.contains("line 4") && err.contains("unknown field `ca`"),
+        "{err}"
+    );
+    let err = parse_error(
+        "[pools.main]\nbackend = \"redis\"\nurl = \"rediss://h/\"\ntls = { verify = \"maybe\" }\n",
+    );
+    assert!(
+        err.contains("unknown variant `maybe`, expected one of `full`, `ca`, `off`"),
+        "{err}"
+    );
+    let err = Pools::from_toml_str(
+        "[pools.l]\nbackend = \"sqlite\"\nmemory = true\ntls = { verify = \"off\" }\n",
+    )
+    .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("`tls` is not a setting of backend \"sqlite\""),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_tls_table_serializes_back() {
+    use stickypool::backends::tls::{Tls, Verify};
+    let config = PoolsConfig::from_toml_str(
+        "[pools.main]\nbackend = \"mysql\"\nurl = \"mysql://h/db\"\n\
+         tls = { ca_file = \"/etc/ssl/ca.pem\", verify = \"ca\" }\n",
+    )
+    .unwrap();
+    let tls = config.pools["main"].tls.clone().unwrap();
+    assert_eq!(
+        tls,
+        Tls {
+            ca_file: Some("/etc/ssl/ca.pem".into()),
+            verify: Verify::Ca,
+            ..Tls::default()
+        }
+    );
+    let json = serde_json::to_string(&config).unwrap();
+    assert!(
+        json.contains(r#""tls":{"ca_file":"/etc/ssl/ca.pem","verify":"ca"}"#),
+        "{json}"
+    );
+    let back: PoolsConfig = serde_json::from_str(&json).unwrap();
+    assert_eq!(back, config);
 }

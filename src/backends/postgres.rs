@@ -5,7 +5,10 @@
 //! [`postgres::Config`] (a URL such as `postgres://user:password@host:5432/db` or a
 //! `key=value` string parses into one) and a TLS connector: [`NoTls`] by default, or any
 //! [`MakeTlsConnect`] such as `postgres-native-tls` or `postgres-openssl`'s, exactly as
-//! `postgres::Config::connect` takes it.
+//! `postgres::Config::connect` takes it. With the `tls` feature,
+//! `PostgresManager::tls` takes TLS from files instead (a CA, a client certificate, how
+//! much to verify; see [`backends::tls`](crate::backends::tls)), as the config file's
+//! `tls` table does.
 //!
 //! ```no_run
 //! use std::time::Duration;

@@ -38,8 +38,8 @@
 //!   `max_waiters`, `fair_after`, `validation_timeout`) also accept `"off"` or `false`
 //!   for `None`. A missing key keeps the builder's
 //!   default.
-//! * **Environment variables**: `${NAME}` in `url`, `urls`, `path`, `init` and
-//!   `master_password` is
+//! * **Environment variables**: `${NAME}` in `url`, `urls`, `path`, `init`,
+//!   `master_password` and `tls`'s file names is
 //!   replaced by the variable's value when the pools are built (not when the file is
 //!   parsed, so the substituted text can never change the file's structure); `$$` is a
 //!   literal `$`, and a `$` not followed by `{` is kept as is. A variable that is not
@@ -56,12 +56,16 @@
 //!
 //! | Backend | Keys |
 //! |---|---|
-//! | `mysql` | `url` (`mysql://user:password@host:port/db?options`); optional `connect_timeout` (duration, default 10 s), `read_timeout` and `write_timeout` (duration or `"off"`, default 60 s) |
-//! | `redis` | `url` (`redis://[user][:password@]host[:port][/db]`, `rediss://`, `redis+unix://`); optional `connect_timeout`, `response_timeout` (durations) |
+//! | `mysql` | `url` (`mysql://user:password@host:port/db?options`); optional `connect_timeout` (duration, default 10 s), `read_timeout` and `write_timeout` (duration or `"off"`, default 60 s), `tls` |
+//! | `redis` | `url` (`redis://[user][:password@]host[:port][/db]`, `rediss://`, `redis+unix://`); optional `connect_timeout`, `response_timeout` (durations), `tls` |
 //! | `redis-cluster` | `urls = ["redis://node1:6379", ...]`; optional `connect_timeout`, `response_timeout` |
 //! | `sqlite` | `path = "file.db"` (relative to the working directory) or `memory = true`; optional `init` (SQL run on every new connection), `busy_timeout` |
-//! | `postgres` | `url` (`postgres://user:password@host:port/db?options` or `host=... user=...`); optional `connect_timeout` (default 10 s), `statement_timeout` (duration or `"off"`, default the server's), `tcp_user_timeout` (default 60 s) |
+//! | `postgres` | `url` (`postgres://user:password@host:port/db?options` or `host=... user=...`); optional `connect_timeout` (default 10 s), `statement_timeout` (duration or `"off"`, default the server's), `tcp_user_timeout` (default 60 s), `tls` |
 //! | `redis-sentinel` | `urls = ["redis://sentinel1:26379", ...]` (the sentinels), `service` (the monitored master's name); optional `master_password`, `db`, `connect_timeout`, `response_timeout` |
+//!
+//! `tls = { ca_file = "...", cert_file = "...", key_file = "...", verify = "full" }`
+//! (feature `tls`; every field optional) encrypts a `postgres`, `mysql` or `redis`
+//! pool: see [`backends::tls`](crate::backends::tls). Without it a pool is plain text.
 //!
 //! A service that keeps the pools inside its own configuration file can embed
 //! [`PoolsConfig`] in its own `Deserialize` struct and pass it to
