@@ -13,12 +13,14 @@
 #
 # What it does:
 #   * Installs, with apt-get, those of redis-server, redis-tools, mariadb-server,
-#     mariadb-client, postgresql, postgresql-client, libpq-dev, pkg-config,
-#     prometheus and pgbouncer whose binaries (or libpq's header, or the postgres user) are
-#     missing (root only; otherwise it fails with a message naming them). Installed
-#     packages are left alone (not upgraded). libpq-dev and pkg-config are for the
-#     build, not the servers: diesel's PostgreSQL backend links libpq, so
-#     scripts/test sources this file before clippy. prometheus is for its promtool,
+#     mariadb-client, postgresql, postgresql-client, libpq-dev, libssl-dev, pkg-config,
+#     openssl, prometheus and pgbouncer whose binaries (or libpq's and OpenSSL's
+#     headers, or the postgres user) are missing (root only; otherwise it fails
+#     with a message naming them). Installed packages are left alone (not
+#     upgraded). libpq-dev, libssl-dev and pkg-config are for the build, not the
+#     servers: diesel's PostgreSQL backend links libpq and the `tls` feature
+#     OpenSSL, so scripts/test sources this file before clippy. openssl makes the
+#     test certificates. prometheus is for its promtool,
 #     which checks the metrics exposition in tests/metrics.rs.
 #   * Creates a temporary directory (mktemp -d) holding all data, logs, pid files
 #     and sockets, picks free loopback ports (never fixed ones), and starts, bound
@@ -188,12 +190,15 @@ _stickypool_servers_missing() {
   for bin_package in redis-server:redis-server redis-cli:redis-tools \
     mariadbd:mariadb-server mariadb-install-db:mariadb-server \
     mariadb:mariadb-client mariadb-admin:mariadb-client \
-    psql:postgresql-client pkg-config:pkg-config promtool:prometheus pgbouncer:pgbouncer; do
+    psql:postgresql-client pkg-config:pkg-config promtool:prometheus pgbouncer:pgbouncer \
+    openssl:openssl; do
     command -v "${bin_package%%:*}" >/dev/null || echo "$bin_package"
   done
   _stickypool_have_postgres || echo "initdb/postgres:postgresql postgresql-client"
   [[ -e /usr/include/postgresql/libpq-fe.h ]] || pkg-config --exists libpq 2>/dev/null ||
     echo "libpq:libpq-dev pkg-config"
+  # The `tls` feature builds native-tls, which links OpenSSL.
+  pkg-config --exists openssl 2>/dev/null || echo "libssl:libssl-dev pkg-config"
   # PostgreSQL refuses to run as root; as root, servers-ctl runs it as this user.
   ((EUID != 0)) || id -u postgres >/dev/null 2>&1 || echo "user postgres:postgresql"
 }
