@@ -26,6 +26,15 @@ fn files(test: &str) -> Option<(String, String, String)> {
     ))
 }
 
+/// Asserts that `text` holds no line of the client key's file.
+fn assert_no_key(text: &str) {
+    let key = std::fs::read_to_string(std::env::var(KEY_FILE).unwrap()).unwrap();
+    for line in key.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!text.contains(line), "shows the key: {text}");
+    }
+    assert!(!text.contains("PRIVATE KEY"), "shows the key: {text}");
+}
+
 /// One pool `main` from a TOML table; a TLS failure must fail the start, not wait.
 fn pools(backend: &str, url: &str, tls: &str) -> Result<Pools, ConfigError> {
     Pools::from_toml_str(&format!(
@@ -130,6 +139,7 @@ mod postgres_tls {
         let mut conn = pools.postgres("main").unwrap().get().unwrap();
         let user: String = conn.query_one("SELECT current_user", &[]).unwrap().get(0);
         assert_eq!(user, "stickypool_cert");
+        assert_no_key(&format!("{:?} {pools:?}", pools.postgres("main").unwrap()));
 
         let err = build_error(super::pools(
             "postgres",
@@ -354,6 +364,10 @@ mod redis_tls {
         // The server's TLS port speaks only TLS and asks for a client certificate.
         let pools_tls = pools("redis", &url, &format!("tls = {{ {CA}, {CLIENT} }}")).unwrap();
         assert_eq!(ping(&pools_tls), "PONG");
+        assert_no_key(&format!(
+            "{:?} {pools_tls:?}",
+            pools_tls.redis("main").unwrap()
+        ));
         let err = build_error(pools("redis", &url, &format!("tls = {{ {CA} }}")));
         assert!(err.contains("could not open a connection"), "{err}");
 
