@@ -17,6 +17,9 @@ const CERT_FILE: &str = "STICKYPOOL_TLS_CERT_FILE";
 const KEY_FILE: &str = "STICKYPOOL_TLS_KEY_FILE";
 const REDIS_TLS_URL: &str = "STICKYPOOL_REDIS_TLS_URL";
 
+/// A `tls` table trusting the test CA.
+const WITH_CA: &str = "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }";
+
 /// The certificate files, or skip.
 fn files(test: &str) -> Option<(String, String, String)> {
     Some((
@@ -85,12 +88,7 @@ mod postgres_tls {
         let (Some(url), Some(_)) = (url(test, "localhost", None), files(test)) else {
             return;
         };
-        let pools = pools(
-            "postgres",
-            &url,
-            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
-        )
-        .unwrap();
+        let pools = pools("postgres", &url, WITH_CA).unwrap();
         assert!(encrypted(&pools));
         // The same pool type as without TLS: code does not change with the file.
         let plain = super::pools("postgres", &url.replace("localhost", "127.0.0.1"), "").unwrap();
@@ -141,11 +139,7 @@ mod postgres_tls {
         assert_eq!(user, "stickypool_cert");
         assert_no_key(&format!("{:?} {pools:?}", pools.postgres("main").unwrap()));
 
-        let err = build_error(super::pools(
-            "postgres",
-            &url,
-            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
-        ));
+        let err = build_error(super::pools("postgres", &url, WITH_CA));
         assert!(
             err.contains("connection requires a valid client certificate"),
             "{err}"
@@ -163,7 +157,7 @@ mod postgres_tls {
         let err = build_error(pools(
             "postgres",
             &format!("{url}?sslmode=disable"),
-            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
+            WITH_CA,
         ));
         assert!(err.contains("`tls` the URL's `sslmode=disable`"), "{err}");
         let err = build_error(pools("postgres", &format!("{url}?sslmode=require"), ""));
@@ -197,12 +191,7 @@ mod postgres_tls {
         let (Some(url), Some(_)) = (url(test, "localhost", None), files(test)) else {
             return;
         };
-        let pools = pools(
-            "postgres",
-            &url,
-            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
-        )
-        .unwrap();
+        let pools = pools("postgres", &url, WITH_CA).unwrap();
         let pool = pools.postgres("main").unwrap();
         pool.manager().set_url(&url).unwrap();
         pool.retain(|_| false);
@@ -242,20 +231,11 @@ mod postgres_tls {
         };
         let password = servers::url_password(&url).unwrap();
         let wrong = url.replace(&password, "wrong-password-do-not-print");
-        let err = build_error(pools(
-            "postgres",
-            &wrong,
-            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
-        ));
+        let err = build_error(pools("postgres", &wrong, WITH_CA));
         assert!(err.contains("password authentication failed"), "{err}");
         assert!(!err.contains("wrong-password-do-not-print"), "{err}");
 
-        let pools = pools(
-            "postgres",
-            &url,
-            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
-        )
-        .unwrap();
+        let pools = pools("postgres", &url, WITH_CA).unwrap();
         let debug = format!("{:?}", pools.postgres("main").unwrap());
         assert!(debug.contains("tls_from_files: true"), "{debug}");
         assert!(!debug.contains(&password), "{debug}");
@@ -313,12 +293,7 @@ mod mysql_tls {
         let (Some(url), Some(_)) = (url(test, "localhost"), files(test)) else {
             return;
         };
-        let pools = pools(
-            "mysql",
-            &url,
-            "tls = { ca_file = \"${STICKYPOOL_TLS_CA_FILE}\" }",
-        )
-        .unwrap();
+        let pools = pools("mysql", &url, WITH_CA).unwrap();
         let pool = pools.mysql("main").unwrap();
         pool.manager().set_url(&url).unwrap();
         pool.retain(|_| false);
