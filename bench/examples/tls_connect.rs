@@ -16,6 +16,9 @@ use stickypool::backends::tls::Tls;
 const CONNECTS: u32 = 100;
 const ROUNDS: u32 = 3;
 
+/// One mean connect time, measured when called.
+type Measure<'a> = Box<dyn Fn() -> Duration + 'a>;
+
 fn env(name: &str) -> String {
     std::env::var(name).unwrap_or_else(|_| panic!("{name} is not set: source scripts/servers.sh"))
 }
@@ -47,7 +50,7 @@ fn main() {
     let by_name = |url: String| url.replace("@127.0.0.1:", "@localhost:");
     let postgres = by_name(env("STICKYPOOL_POSTGRES_URL"));
     let mysql = by_name(env("STICKYPOOL_MYSQL_URL"));
-    let pairs: [(&str, Box<dyn Fn() -> Duration>, Box<dyn Fn() -> Duration>); 3] = [
+    let pairs: [(&str, Measure, Measure); 3] = [
         (
             "postgres",
             Box::new(|| mean_connect(&PostgresManager::from_url(&postgres).unwrap())),
