@@ -4,6 +4,10 @@
 //! The servers are described by environment variables (see `scripts/servers.sh`):
 //!
 //! * `STICKYPOOL_REDIS_URL`: `redis://127.0.0.1:<port>/`
+//! * `STICKYPOOL_REDIS_TLS_URL`: `rediss://localhost:<port>/`, the same server over TLS
+//! * `STICKYPOOL_TLS_CA_FILE`, `STICKYPOOL_TLS_CERT_FILE`, `STICKYPOOL_TLS_KEY_FILE`:
+//!   the test CA (which signed the servers' certificate, for `localhost` only) and a
+//!   client certificate and key
 //! * `STICKYPOOL_REDIS_CLUSTER_URLS`: comma-separated node URLs of a 3-master cluster
 //! * `STICKYPOOL_MYSQL_URL`: `mysql://user:password@127.0.0.1:<port>/db`
 //! * `STICKYPOOL_POSTGRES_URL`: `postgres://user:password@127.0.0.1:<port>/db`
