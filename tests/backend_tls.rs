@@ -300,6 +300,52 @@ mod mysql_tls {
         assert!(!cipher(&pools).is_empty());
     }
 
+    /// A listener that greets every client as a MySQL server without TLS would
+    /// (protocol 10, capabilities without `CLIENT_SSL`), then hangs up.
+    fn server_without_tls() -> u16 {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        std::thread::spawn(move || {
+            for mut stream in listener.incoming().flatten() {
+                // PROTOCOL_41, SECURE_CONNECTION, PLUGIN_AUTH, LONG_PASSWORD,
+                // CONNECT_WITH_DB, TRANSACTIONS; not SSL (0x800).
+                let capabilities: u32 = 0x0200 | 0x8000 | 0x8_0000 | 0x1 | 0x8 | 0x2000;
+                let mut payload = vec![10];
+                payload.extend_from_slice(b"10.11.0-fake\0");
+                payload.extend_from_slice(&1u32.to_le_bytes());
+                payload.extend_from_slice(b"abcdefgh\0");
+                payload.extend_from_slice(&(capabilities as u16).to_le_bytes());
+                payload.push(0x21);
+                payload.extend_from_slice(&2u16.to_le_bytes());
+                payload.extend_from_slice(&((capabilities >> 16) as u16).to_le_bytes());
+                payload.push(21);
+                payload.extend_from_slice(&[0; 10]);
+                payload.extend_from_slice(b"ijklmnopqrst\0");
+                payload.extend_from_slice(b"mysql_native_password\0");
+                let mut packet = (payload.len() as u32).to_le_bytes()[..3].to_vec();
+                packet.push(0);
+                packet.extend_from_slice(&payload);
+                let _ = stream.write_all(&packet);
+                let _ = stream.read(&mut [0; 256]);
+            }
+        });
+        port
+    }
+
+    #[test]
+    fn a_mysql_server_without_tls_is_refused_not_used_in_plain_text() {
+        let url = format!("mysql://app:pw@127.0.0.1:{}/app", server_without_tls());
+        // In plain text the client gets past the greeting; the server then hangs up.
+        let plain = build_error(pools("mysql", &url, ""));
+        assert!(!plain.contains("capability"), "{plain}");
+        let err = build_error(pools("mysql", &url, "tls = { verify = \"off\" }"));
+        assert!(
+            err.contains("server does not have this capability"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn a_mysql_client_certificate_is_refused_with_the_reason() {
         let (Some(url), Some(_)) = (
