@@ -260,6 +260,18 @@ mod mysql_tls {
         row.unwrap().1
     }
 
+    /// Where the server sees the session come from: `localhost` over its unix
+    /// socket, `address:port` over TCP.
+    fn client_host(pools: &Pools) -> String {
+        use mysql::prelude::Queryable;
+        let mut conn = pools.mysql("main").unwrap().get().unwrap();
+        conn.query_first(
+            "SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = CONNECTION_ID()",
+        )
+        .unwrap()
+        .unwrap()
+    }
+
     #[test]
     fn a_mysql_pool_from_the_file_connects_over_tls() {
         let test = "a_mysql_pool_from_the_file_connects_over_tls";
@@ -271,6 +283,9 @@ mod mysql_tls {
         let ca = "ca_file = \"${STICKYPOOL_TLS_CA_FILE}\"";
         let pools_tls = pools("mysql", &by_name, &format!("tls = {{ {ca} }}")).unwrap();
         assert!(!cipher(&pools_tls).is_empty());
+        // Over TCP: the driver's switch to the server's unix socket is off.
+        let host = client_host(&pools_tls);
+        assert!(host.starts_with("127.0.0.1:"), "{host}");
         assert!(cipher(&pools("mysql", &by_ip, "").unwrap()).is_empty());
 
         let err = build_error(pools("mysql", &by_ip, &format!("tls = {{ {ca} }}")));
