@@ -242,12 +242,10 @@ impl RedisManager {
             tls_params: None,
         });
         let certificates = TlsCertificates {
-            client_tls: tls
-                .client_pem()?
-                .map(|(client_cert, client_key)| ClientTlsConfig {
-                    client_cert,
-                    client_key,
-                }),
+            client_tls: tls.client_identity()?.map(|client| ClientTlsConfig {
+                client_cert: client.cert_pem,
+                client_key: client.key_pem,
+            }),
             root_cert: tls.ca_pem()?,
         };
         let refused = |e: RedisError| TlsError(format!("the TLS settings were refused: {e}"));

@@ -110,9 +110,23 @@ pub enum Verify {
 #[error("{0}")]
 pub struct TlsError(pub(crate) String);
 
-/// A client certificate and its key, both PEM.
+/// A client certificate and its key: the PEM files (the Redis driver takes these)
+/// and the identity parsed from them (native-tls takes that).
 #[cfg(feature = "tls")]
-type ClientPem = (Vec<u8>, Vec<u8>);
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+pub(crate) struct ClientIdentity {
+    pub(crate) cert_pem: Vec<u8>,
+    pub(crate) key_pem: Vec<u8>,
+    identity: native_tls::Identity,
+}
+
+/// Never the key.
+#[cfg(feature = "tls")]
+impl std::fmt::Debug for ClientIdentity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ClientIdentity(<redacted>)")
+    }
+}
 
 #[cfg(feature = "tls")]
 impl Tls {
@@ -166,24 +180,29 @@ impl Tls {
         Ok(certificates)
     }
 
-    /// The client certificate and key, PEM, if given; both or neither.
+    /// The client certificate and key, if given; both or neither.
     #[cfg_attr(not(any(feature = "redis", feature = "postgres")), allow(dead_code))]
-    pub(crate) fn client_pem(&self) -> Result<Option<ClientPem>, TlsError> {
+    pub(crate) fn client_identity(&self) -> Result<Option<ClientIdentity>, TlsError> {
         match (&self.cert_file, &self.key_file) {
             (None, None) => Ok(None),
             (Some(cert), Some(key)) => {
                 let cert_pem = Tls::read("cert_file", cert)?;
                 let key_pem = Tls::read("key_file", key)?;
                 // Parsed here so that a bad pair fails when the manager is made.
-                native_tls::Identity::from_pkcs8(&cert_pem, &key_pem).map_err(|e| {
-                    TlsError(format!(
-                        "`cert_file` {} and `key_file` {} are not a PEM certificate and its \
+                let identity =
+                    native_tls::Identity::from_pkcs8(&cert_pem, &key_pem).map_err(|e| {
+                        TlsError(format!(
+                            "`cert_file` {} and `key_file` {} are not a PEM certificate and its \
                          PKCS#8 PEM key: {e}",
-                        cert.display(),
-                        key.display()
-                    ))
-                })?;
-                Ok(Some((cert_pem, key_pem)))
+                            cert.display(),
+                            key.display()
+                        ))
+                    })?;
+                Ok(Some(ClientIdentity {
+                    cert_pem,
+                    key_pem,
+                    identity,
+                }))
             }
             (Some(_), None) => Err(TlsError(
                 "`cert_file` needs `key_file`, the certificate's private key".into(),
@@ -203,10 +222,8 @@ impl Tls {
                 builder.add_root_certificate(certificate);
             }
         }
-        if let Some((cert, key)) = self.client_pem()? {
-            let identity = native_tls::Identity::from_pkcs8(&cert, &key)
-                .map_err(|e| TlsError(format!("the client certificate: {e}")))?;
-            builder.identity(identity);
+        if let Some(client) = self.client_identity()? {
+            builder.identity(client.identity);
         }
         builder
             .danger_accept_invalid_hostnames(self.verify != Verify::Full)
@@ -258,13 +275,18 @@ mod tests {
             cert_file: Some("client.pem".into()),
             ..Tls::default()
         };
-        assert!(tls.client_pem().unwrap_err().0.contains("needs `key_file`"));
+        assert!(
+            tls.client_identity()
+                .unwrap_err()
+                .0
+                .contains("needs `key_file`")
+        );
         let tls = Tls {
             key_file: Some("client.key".into()),
             ..Tls::default()
         };
         assert!(
-            tls.client_pem()
+            tls.client_identity()
                 .unwrap_err()
                 .0
                 .contains("needs `cert_file`")
@@ -282,7 +304,7 @@ mod tests {
             )),
             ..Tls::default()
         };
-        let err = tls.client_pem().unwrap_err().to_string();
+        let err = tls.client_identity().unwrap_err().to_string();
         assert!(err.contains("key.pem"), "names the file: {err}");
         assert!(!err.contains(secret), "shows the key: {err}");
     }
